@@ -1,0 +1,107 @@
+"""Opening and locking accounts.
+
+Accounts are opened on demand with ``INSERT … ON CONFLICT DO NOTHING`` so two workers
+opening the same account race harmlessly. Several accounts are always locked in one
+statement, in id order (``SELECT … FOR UPDATE ORDER BY id``), so two transactions can
+never wait on each other's rows in opposite orders.
+"""
+
+from __future__ import annotations
+
+import base64
+import secrets
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from models import Account
+from models.base import utcnow
+from models.tables import DUST, STORE_CREDIT
+
+
+def new_code() -> str:
+    """A store-credit code: 100 random bits, base32, grouped for reading aloud."""
+    raw = base64.b32encode(secrets.token_bytes(15)).decode()[:20]
+    return "SC-" + "-".join(raw[i : i + 5] for i in range(0, 20, 5))
+
+
+def _insert_ignore(session: Session, values: dict[str, object]) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Account).values(**values).on_conflict_do_nothing())
+
+
+def _find(session: Session, customer_id: str, kind: str, currency: str | None) -> int | None:
+    stmt = select(Account.id).where(Account.customer_id == customer_id, Account.kind == kind)
+    stmt = stmt.where(
+        Account.currency_code.is_(None) if currency is None else Account.currency_code == currency
+    )
+    return session.scalar(stmt)
+
+
+def ensure_account(
+    session: Session, customer_id: str, kind: str, currency: str | None = None
+) -> int:
+    """The id of the customer's account of ``kind`` (and currency), opening it if needed."""
+    currency = None if kind == DUST else (currency or "").lower()
+    account_id = _find(session, customer_id, kind, currency)
+    if account_id is None:
+        _insert_ignore(
+            session,
+            {
+                "customer_id": customer_id,
+                "kind": kind,
+                "currency_code": currency,
+                "code": new_code() if kind == STORE_CREDIT else None,
+                "balance": 0,
+                "held": 0,
+                "created_at": utcnow(),
+            },
+        )
+        account_id = _find(session, customer_id, kind, currency)
+        assert account_id is not None, "account vanished after insert"
+    return account_id
+
+
+def open_anonymous_account(session: Session, currency: str) -> Account:
+    """A new store-credit account with no customer, identified by its code only."""
+    account = Account(
+        customer_id=None,
+        kind=STORE_CREDIT,
+        currency_code=currency.lower(),
+        code=new_code(),
+        balance=0,
+        held=0,
+        created_at=utcnow(),
+    )
+    session.add(account)
+    session.flush()
+    return account
+
+
+def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
+    """Lock the accounts ``ids`` (in id order) and return them freshly read."""
+    wanted = sorted(set(ids))
+    if not wanted:
+        return {}
+    stmt = (
+        select(Account)
+        .where(Account.id.in_(wanted))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = {account.id: account for account in session.scalars(stmt)}
+    missing = set(wanted) - set(found)
+    if missing:
+        raise LookupError(f"accounts not found: {sorted(missing)}")
+    return found
+
+
+def customer_accounts(session: Session, customer_id: str) -> list[Account]:
+    """All accounts of a customer, dust first, then store credit by currency."""
+    stmt = select(Account).where(Account.customer_id == customer_id)
+    accounts = list(session.scalars(stmt))
+    return sorted(accounts, key=lambda a: (a.kind != DUST, a.currency_code or ""))

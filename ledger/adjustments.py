@@ -1,0 +1,68 @@
+"""Admin corrections and claims: new entries with a reason and an actor, never rewrites."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger import journal
+from ledger.accounts import ensure_account, lock_accounts
+from ledger.errors import LedgerError, UnknownAccount
+from ledger.journal import Ref
+from models import Account, Entry
+from models.tables import DUST, STORE_CREDIT
+
+
+def adjust(
+    session: Session,
+    *,
+    customer_id: str,
+    direction: str,
+    amount: int,
+    kind: str,
+    currency: str | None,
+    memo: str,
+    actor: str,
+    idempotency_key: str | None = None,
+    expires_at: object = None,
+) -> Entry:
+    """Post an admin ``credit`` or ``debit``. A debit never overdraws the available
+    balance. With ``idempotency_key``, a repeat of the same request returns the first entry."""
+    if not memo or not memo.strip():
+        raise LedgerError("a reason is required")
+    if not actor:
+        raise LedgerError("an actor is required")
+    if kind == STORE_CREDIT and not currency:
+        raise LedgerError("store credit needs a currency")
+    key = f"admin:{idempotency_key}" if idempotency_key else None
+    if key is not None:
+        done = session.scalar(select(Entry).where(Entry.idempotency_key == key))
+        if done is not None:
+            return done
+    account_id = ensure_account(session, customer_id, kind, currency if kind != DUST else None)
+    account = lock_accounts(session, [account_id])[account_id]
+    ref = Ref("adjustment", "admin", actor, key, actor=actor, memo=memo.strip())
+    if direction == "credit":
+        return journal.credit(session, account, amount, ref, expires_at=expires_at)  # type: ignore[arg-type]
+    return journal.debit(session, account, amount, ref)
+
+
+def claim(session: Session, code: str, customer_id: str, actor: str) -> Entry | None:
+    """Move an anonymous store-credit account's whole available balance to the customer's
+    account in the same currency, in one transaction. Returns the credit entry (None when
+    there was nothing to move)."""
+    anonymous = session.scalar(select(Account).where(Account.code == code))
+    if anonymous is None:
+        raise UnknownAccount(f"no account with code {code}")
+    if anonymous.customer_id is not None:
+        raise LedgerError(f"account {code} already belongs to a customer")
+    currency = anonymous.currency_code
+    target_id = ensure_account(session, customer_id, STORE_CREDIT, currency)
+    accounts = lock_accounts(session, [anonymous.id, target_id])
+    source, target = accounts[anonymous.id], accounts[target_id]
+    amount = source.balance - source.held
+    if amount <= 0:
+        return None
+    ref = Ref("claim", "claim", code, actor=actor, memo=f"claimed by {customer_id}")
+    journal.debit(session, source, amount, ref)
+    return journal.credit(session, target, amount, ref)

@@ -1,0 +1,165 @@
+"""Holds: reserve → capture (possibly partial, rest released) | release | expire.
+
+Invariant I2: ``account.held`` == Σ ``amount`` of the account's active holds. A hold leaves
+``active`` exactly once; ``status = 'active'`` in the WHERE of every settling UPDATE makes a
+second settlement a no-op even if two transactions race for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger import journal
+from ledger.accounts import lock_accounts
+from ledger.journal import Ref
+from models import Account, Hold
+from models.base import utcnow
+
+
+@dataclass(frozen=True)
+class Reservation:
+    status: str  # "reserved" | "rejected"
+    available: int
+    hold_id: int | None = None
+    amount: int = 0
+    reason: str | None = None
+
+    def as_reply(self) -> dict[str, object]:
+        if self.status == "reserved":
+            return {
+                "status": "reserved",
+                "hold_id": self.hold_id,
+                "amount": self.amount,
+                "available": self.available,
+            }
+        return {"status": "rejected", "reason": self.reason, "available": self.available}
+
+
+def available(account: Account) -> int:
+    return account.balance - account.held
+
+
+def reserve(
+    session: Session, account: Account, cart_id: str, amount: int, ttl_seconds: int
+) -> Reservation:
+    """Reserve ``amount`` of a locked ``account`` for ``cart_id``.
+
+    A second reservation for the same cart and account replaces the first (same amount:
+    nothing changes); when the new amount cannot be covered the old hold stays in place.
+    """
+    current = session.scalar(
+        select(Hold)
+        .where(Hold.account_id == account.id, Hold.cart_id == cart_id, Hold.status == "active")
+        .with_for_update()
+    )
+    if current is not None and current.amount == amount:
+        return Reservation("reserved", available(account), current.id, amount)
+    could_use = available(account) + (current.amount if current else 0)
+    if amount > could_use:
+        return Reservation("rejected", max(available(account), 0), reason="insufficient_funds")
+    now = utcnow()
+    if current is not None:
+        _settle(account, current, "released", now)
+        session.flush()
+    hold = Hold(
+        account_id=account.id,
+        cart_id=cart_id,
+        amount=amount,
+        captured=0,
+        status="active",
+        created_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+    )
+    account.held += amount
+    session.add(hold)
+    session.flush()
+    return Reservation("reserved", available(account), hold.id, amount)
+
+
+def _settle(account: Account, hold: Hold, status: str, now: datetime, captured: int = 0) -> None:
+    assert hold.status == "active", f"hold {hold.id} already {hold.status}"
+    account.held -= hold.amount
+    hold.status = status
+    hold.captured = captured
+    hold.settled_at = now
+
+
+def capture(
+    session: Session, account: Account, hold: Hold, amount: int, ref: Ref, order_id: str
+) -> int:
+    """Turn up to ``amount`` of an active hold into a debit; release the rest.
+
+    Returns the amount captured (0 when ``amount`` is 0: the whole hold is released).
+    """
+    take = min(amount, hold.amount)
+    _settle(account, hold, "captured" if take else "released", utcnow(), captured=take)
+    hold.order_id = order_id
+    session.flush()
+    if take:
+        journal.debit(session, account, take, ref, prefer_order_id=None)
+    return take
+
+
+def lock_holds(
+    session: Session, hold_ids: list[int], also_lock: Iterable[int] = ()
+) -> tuple[dict[int, Account], list[Hold]]:
+    """Lock the holds' accounts and the accounts ``also_lock`` in one statement (id order),
+    then re-read the holds that are still active.
+
+    Accounts are always locked before holds and lots, so no two transactions wait on each
+    other in opposite orders; every change to a hold happens under its account's lock.
+    """
+    owners = session.scalars(select(Hold.account_id).where(Hold.id.in_(hold_ids))).all()
+    accounts = lock_accounts(session, [*owners, *also_lock])
+    if not hold_ids:
+        return accounts, []
+    holds = session.scalars(
+        select(Hold)
+        .where(Hold.id.in_(hold_ids), Hold.status == "active")
+        .order_by(Hold.id)
+        .execution_options(populate_existing=True)
+    ).all()
+    return accounts, list(holds)
+
+
+def lock_cart_holds(session: Session, cart_id: str) -> tuple[dict[int, Account], list[Hold]]:
+    """The active holds of ``cart_id``, with their accounts locked."""
+    ids = session.scalars(
+        select(Hold.id).where(Hold.cart_id == cart_id, Hold.status == "active")
+    ).all()
+    return lock_holds(session, list(ids))
+
+
+def release_holds(session: Session, accounts: dict[int, Account], holds: list[Hold]) -> int:
+    """Release locked active holds; returns the total released."""
+    now = utcnow()
+    for hold in holds:
+        _settle(accounts[hold.account_id], hold, "released", now)
+    session.flush()
+    return sum(h.amount for h in holds)
+
+
+def release_cart(session: Session, cart_id: str) -> int:
+    """Release every active hold of ``cart_id``; returns the total released."""
+    accounts, holds = lock_cart_holds(session, cart_id)
+    return release_holds(session, accounts, holds)
+
+
+def expire_holds(session: Session, as_of: datetime) -> int:
+    """Expire every active hold whose ``expires_at`` is at or before ``as_of``.
+
+    Returns how many holds expired. Running it again for the same instant changes nothing.
+    """
+    ids = session.scalars(
+        select(Hold.id).where(Hold.status == "active", Hold.expires_at <= as_of)
+    ).all()
+    accounts, holds = lock_holds(session, list(ids))
+    for hold in holds:
+        _settle(accounts[hold.account_id], hold, "expired", as_of)
+    session.flush()
+    return len(holds)

@@ -1,0 +1,172 @@
+"""The only code that writes entries and moves balances.
+
+Invariants kept here (callers hold the account's row lock, see ``accounts.lock_accounts``):
+
+* I1  ``account.balance`` == Σ credits − Σ debits of its entries (updated together).
+* I3  a debit never takes ``balance − held`` below zero, except a clawback under the
+      ``debt`` policy (``allow_debt=True``), which only dust accounts may incur.
+* I4  for a dust account, Σ ``lots.remaining`` == max(balance, 0): every dust credit first
+      repays debt, then fills a lot; every dust debit draws lots soonest-expiring first and
+      records each draw in ``dust_lot_movements``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import case, select
+from sqlalchemy.orm import Session
+
+from ledger.errors import InsufficientFunds
+from models import Account, Entry, Lot, LotMovement
+from models.base import utcnow
+from models.tables import DUST
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Why an entry exists: reason, what it refers to, and who/what caused it."""
+
+    reason: str
+    reference_type: str
+    reference_id: str
+    idempotency_key: str | None = None
+    event_id: str | None = None
+    actor: str | None = None
+    memo: str | None = None
+
+
+def _write(
+    session: Session, account: Account, direction: str, amount: int, ref: Ref, forgiven: int = 0
+) -> Entry:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ValueError(f"entry amount must be a positive integer, got {amount!r}")
+    account.balance += amount if direction == "credit" else -amount
+    entry = Entry(
+        account_id=account.id,
+        direction=direction,
+        amount=amount,
+        balance_after=account.balance,
+        reason=ref.reason,
+        reference_type=ref.reference_type,
+        reference_id=ref.reference_id,
+        idempotency_key=ref.idempotency_key,
+        event_id=ref.event_id,
+        actor=ref.actor,
+        memo=ref.memo,
+        forgiven=forgiven,
+        created_at=utcnow(),
+    )
+    session.add(entry)
+    session.flush()
+    return entry
+
+
+def credit(
+    session: Session,
+    account: Account,
+    amount: int,
+    ref: Ref,
+    *,
+    expires_at: datetime | None = None,
+    order_id: str | None = None,
+    give_back: Entry | None = None,
+) -> Entry:
+    """Credit ``amount``. For dust: repay debt first, then either give back to the lots
+    that ``give_back`` (an earlier debit) drew from, or open a new lot expiring at
+    ``expires_at`` (none: never expires)."""
+    debt = max(0, -account.balance)
+    entry = _write(session, account, "credit", amount, ref)
+    if account.kind != DUST:
+        return entry
+    to_lots = amount - min(amount, debt)
+    if to_lots and give_back is not None:
+        to_lots -= _give_back(session, entry, give_back, to_lots)
+    if to_lots:
+        session.add(
+            Lot(
+                account_id=account.id,
+                entry_id=entry.id,
+                amount=to_lots,
+                remaining=to_lots,
+                expires_at=expires_at,
+                order_id=order_id,
+                created_at=utcnow(),
+            )
+        )
+        session.flush()
+    return entry
+
+
+def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:
+    """Return up to ``limit`` to the lots ``debit`` drew from (latest-expiring first)."""
+    rows = session.execute(
+        select(LotMovement, Lot)
+        .join(Lot, Lot.id == LotMovement.lot_id)
+        .where(LotMovement.entry_id == debit.id)
+        .order_by(LotMovement.id.desc())
+        .with_for_update(of=Lot)
+    ).all()
+    given = 0
+    for movement, lot in rows:
+        portion = min(movement.amount, lot.amount - lot.remaining, limit - given)
+        if portion <= 0:
+            continue
+        lot.remaining += portion
+        session.add(LotMovement(entry_id=entry.id, lot_id=lot.id, amount=portion))
+        given += portion
+        if given == limit:
+            break
+    session.flush()
+    return given
+
+
+def debit(
+    session: Session,
+    account: Account,
+    amount: int,
+    ref: Ref,
+    *,
+    allow_debt: bool = False,
+    prefer_order_id: str | None = None,
+    forgiven: int = 0,
+) -> Entry:
+    """Debit ``amount`` from the available balance; dust draws lots soonest-expiring first
+    (the lots earned by ``prefer_order_id`` before any other).
+
+    Raises :class:`InsufficientFunds` unless ``allow_debt`` (dust clawback, debt policy).
+    """
+    available = account.balance - account.held
+    if amount > available and not (allow_debt and account.kind == DUST):
+        raise InsufficientFunds(max(available, 0), amount)
+    to_draw = min(amount, max(account.balance, 0))
+    entry = _write(session, account, "debit", amount, ref, forgiven=forgiven)
+    if account.kind == DUST and to_draw:
+        _draw_lots(session, account, entry, to_draw, prefer_order_id)
+    return entry
+
+
+def _draw_lots(
+    session: Session, account: Account, entry: Entry, amount: int, prefer_order_id: str | None
+) -> None:
+    preferred = case((Lot.order_id == prefer_order_id, 0), else_=1)
+    never = case((Lot.expires_at.is_(None), 1), else_=0)
+    lots = session.scalars(
+        select(Lot)
+        .where(Lot.account_id == account.id, Lot.remaining > 0)
+        .order_by(preferred, never, Lot.expires_at, Lot.id)
+        .with_for_update()
+    )
+    left = amount
+    for lot in lots:
+        take = min(lot.remaining, left)
+        lot.remaining -= take
+        session.add(LotMovement(entry_id=entry.id, lot_id=lot.id, amount=take))
+        left -= take
+        if not left:
+            break
+    if left:
+        # I4 says the lots always cover a non-negative balance; if not, stop the transaction.
+        raise AssertionError(f"account {account.id}: lots short by {left} for entry {entry.id}")
+    session.flush()

@@ -1,0 +1,297 @@
+"""An order's effect on the ledger, derived from what is known about the order.
+
+Events of one order (placed, refunds, canceled) may arrive in any order (DESIGN 8). Each
+subscriber records its fact in ``dust_orders`` / ``dust_refunds`` and then calls the
+``settle_*`` functions here, which compare the order's *target* (what the ledger should
+show given everything known) with what it already shows, and post only the difference.
+Because targets depend on the set of facts, not on their arrival order, every arrival
+order converges to the same balances and lots.
+
+Lock order: the order row first, then accounts (id order), then holds and lots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import ROUND_FLOOR, Decimal
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from ledger import holds as holds_
+from ledger import journal
+from ledger.accounts import ensure_account, lock_accounts, open_anonymous_account
+from ledger.journal import Ref
+from models import Account, Entry, Hold, Order, Refund
+from models.tables import DUST, STORE_CREDIT
+
+
+@dataclass
+class ChargeResult:
+    captured: dict[str, int] = field(default_factory=dict)
+    debited: dict[str, int] = field(default_factory=dict)
+    released: int = 0
+    shortfall: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EarnPolicy:
+    """What settings the earning rules need, passed in so the ledger never reads the env."""
+
+    points_ttl_days: int
+    clawback_policy: str  # "debt" | "clamp"
+
+
+def lock_order(session: Session, order_id: str) -> Order:
+    """The order's state row, created empty if this is the first event of the order, and
+    locked for the rest of the transaction."""
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(insert(Order).values(order_id=order_id).on_conflict_do_nothing())
+    order = session.scalar(
+        select(Order)
+        .where(Order.order_id == order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    assert order is not None
+    return order
+
+
+def floor_dust(amount: int, rate: Decimal) -> int:
+    """floor(amount × rate) in exact decimal arithmetic."""
+    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def refunded_total(session: Session, order_id: str) -> int:
+    total = session.scalar(
+        select(func.coalesce(func.sum(Refund.amount), 0)).where(Refund.order_id == order_id)
+    )
+    return int(total or 0)
+
+
+def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
+    """The dust the order should have earned, net, given everything known; and why it is
+    zero when it is."""
+    if order.placed_event_id is None:
+        return 0, "not placed"
+    if order.canceled:
+        return 0, "canceled"
+    if order.customer_id is None:
+        return 0, "guest order"
+    base = max(0, order.earn_base - refunded_total(session, order.order_id))
+    target = floor_dust(base, Decimal(order.earn_rate or "0"))
+    return target, None if target else "earning base is zero"
+
+
+# -- charging -------------------------------------------------------------------------
+
+
+def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
+    """Make the ledger match what the order charged: capture the cart's holds first (part
+    of a hold larger than the charge is released), then debit the rest if available.
+    What cannot be charged is reported as ``shortfall``, never invented."""
+    result = ChargeResult()
+    wanted = {DUST: order.dust_total - order.charged_dust}
+    wanted[STORE_CREDIT] = order.store_credit_total - order.charged_store_credit
+    mine: dict[str, int] = {}
+    if order.customer_id is not None:
+        mine[DUST] = ensure_account(session, order.customer_id, DUST)
+        if wanted[STORE_CREDIT] > 0 and order.currency_code:
+            mine[STORE_CREDIT] = ensure_account(
+                session, order.customer_id, STORE_CREDIT, order.currency_code
+            )
+    hold_ids: list[int] = []
+    if order.cart_id:
+        hold_ids = list(
+            session.scalars(
+                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
+            )
+        )
+    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock=mine.values())
+    by_id = {account_id: kind for kind, account_id in mine.items()}
+    for hold in holds:
+        kind = by_id.get(hold.account_id)
+        account = accounts[hold.account_id]
+        if kind is None:
+            holds_.release_holds(session, accounts, [hold])
+            result.released += hold.amount
+            continue
+        ref = Ref("spend", "order", order.order_id, f"hold:{hold.id}:capture", event_id)
+        took = holds_.capture(session, account, hold, wanted[kind], ref, order.order_id)
+        wanted[kind] -= took
+        result.captured[kind] = result.captured.get(kind, 0) + took
+        result.released += hold.amount - took
+        _add_charged(order, kind, took)
+    for kind, amount in wanted.items():
+        if amount <= 0:
+            continue
+        account_id = mine.get(kind)
+        account = accounts.get(account_id) if account_id is not None else None
+        can = max(0, holds_.available(account)) if account is not None else 0
+        take = min(can, amount)
+        if take and account is not None:
+            already = order.charged_dust if kind == DUST else order.charged_store_credit
+            key = f"order:{order.order_id}:spend:{kind}:{already}"
+            journal.debit(
+                session, account, take, Ref("spend", "order", order.order_id, key, event_id)
+            )
+            _add_charged(order, kind, take)
+            result.debited[kind] = take
+        if amount - take:
+            result.shortfall[kind] = amount - take
+    session.flush()
+    return result
+
+
+def _add_charged(order: Order, kind: str, amount: int) -> None:
+    if kind == DUST:
+        order.charged_dust += amount
+    else:
+        order.charged_store_credit += amount
+
+
+def return_charges(session: Session, order: Order, event_id: str) -> int:
+    """Canceled order: release its cart's holds and credit back every charge it made (dust
+    goes back to the lots it was drawn from). Returns the total credited back."""
+    if order.cart_id:
+        holds_.release_cart(session, order.cart_id)
+    if order.returned:
+        return 0
+    spends = list(
+        session.scalars(
+            select(Entry)
+            .where(
+                Entry.reference_type == "order",
+                Entry.reference_id == order.order_id,
+                Entry.reason == "spend",
+            )
+            .order_by(Entry.id)
+        )
+    )
+    accounts = lock_accounts(session, {e.account_id for e in spends})
+    total = 0
+    for spend in spends:
+        key = f"order:{order.order_id}:cancel:{spend.id}"
+        ref = Ref("cancel", "order", order.order_id, key, event_id)
+        journal.credit(session, accounts[spend.account_id], spend.amount, ref, give_back=spend)
+        total += spend.amount
+    order.returned = True
+    session.flush()
+    return total
+
+
+# -- earning ---------------------------------------------------------------------------
+
+
+def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnPolicy) -> int:
+    """Post the earn or clawback that brings the order's net earned dust to its target.
+
+    Returns the change in net earned dust (positive: earned, negative: clawed back).
+    """
+    target, why_not = earn_target(session, order)
+    if order.placed_event_id is not None:
+        order.no_earn_reason = why_not
+    net = order.earned - order.clawed_back - order.forgiven
+    if target == net:
+        return 0
+    assert order.customer_id is not None, "only a customer's order can have earned dust"
+    account_id = ensure_account(session, order.customer_id, DUST)
+    account = lock_accounts(session, [account_id])[account_id]
+    if target > net:
+        amount = target - net
+        expires_at = _lot_expiry(order.placed_at, policy.points_ttl_days)
+        key = f"order:{order.order_id}:earn:{order.earned}"
+        ref = Ref("earn", "order", order.order_id, key, event_id)
+        journal.credit(
+            session, account, amount, ref, expires_at=expires_at, order_id=order.order_id
+        )
+        order.earned += amount
+        session.flush()
+        return amount
+    return -clawback(session, account, order, net - target, event_id, policy)
+
+
+def clawback(
+    session: Session, account: Account, order: Order, amount: int, event_id: str, policy: EarnPolicy
+) -> int:
+    """Take back ``amount`` of the order's earned dust from a locked dust account.
+
+    ``debt``: the whole amount, the balance may go negative (later credits repay it).
+    ``clamp``: at most what is available; the rest is forgiven and recorded on the entry
+    (or, when nothing at all can be taken, on the order only). Returns what was owed.
+    """
+    key = f"order:{order.order_id}:clawback:{order.clawed_back + order.forgiven}"
+    if policy.clawback_policy == "debt":
+        take, forgiven = amount, 0
+    else:
+        take = min(amount, max(0, holds_.available(account)))
+        forgiven = amount - take
+    if take:
+        ref = Ref("clawback", "order", order.order_id, key, event_id)
+        journal.debit(
+            session,
+            account,
+            take,
+            ref,
+            allow_debt=True,
+            prefer_order_id=order.order_id,
+            forgiven=forgiven,
+        )
+    order.clawed_back += take
+    order.forgiven += forgiven
+    session.flush()
+    return amount
+
+
+def _lot_expiry(placed_at: datetime | None, ttl_days: int) -> datetime | None:
+    if ttl_days == 0 or placed_at is None:
+        return None
+    return placed_at + timedelta(days=ttl_days)
+
+
+# -- refunds ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RefundCredit:
+    refund_id: str
+    amount: int
+    account_code: str | None
+    customer_id: str | None
+
+
+def settle_refund_credits(session: Session, order: Order, event_id: str) -> list[RefundCredit]:
+    """Credit store credit for every to-store-credit refund of the order that has not been
+    credited yet and whose owner is known (the refund's customer, else the placed order's
+    customer, else, for a placed guest order, a new anonymous account)."""
+    pending = list(
+        session.scalars(
+            select(Refund)
+            .where(
+                Refund.order_id == order.order_id,
+                Refund.to_store_credit.is_(True),
+                Refund.credit_entry_id.is_(None),
+            )
+            .order_by(Refund.created_at, Refund.refund_id)
+        )
+    )
+    credited = []
+    for refund in pending:
+        customer_id = refund.customer_id or order.customer_id
+        if customer_id is not None:
+            account_id = ensure_account(session, customer_id, STORE_CREDIT, refund.currency_code)
+            account = lock_accounts(session, [account_id])[account_id]
+        elif order.placed_event_id is not None:
+            account = open_anonymous_account(session, refund.currency_code)
+        else:
+            continue  # owner not known until the order arrives
+        key = f"refund:{refund.refund_id}:store_credit"
+        ref = Ref("refund", "refund", refund.refund_id, key, event_id)
+        entry = journal.credit(session, account, refund.amount, ref)
+        refund.credit_entry_id = entry.id
+        credited.append(RefundCredit(refund.refund_id, refund.amount, account.code, customer_id))
+    session.flush()
+    return credited

@@ -1,0 +1,32 @@
+"""Dust's tables (SQLAlchemy 2, typed). Constraints only; behaviour lives in ``ledger``.
+
+Every table is prefixed ``dust_``. ``docs/SCHEMA.md`` describes them for report writers.
+"""
+
+from models.base import Base
+from models.tables import (
+    Account,
+    Entry,
+    Event,
+    EventConflict,
+    Hold,
+    Lot,
+    LotMovement,
+    Order,
+    Product,
+    Refund,
+)
+
+__all__ = [
+    "Account",
+    "Base",
+    "Entry",
+    "Event",
+    "EventConflict",
+    "Hold",
+    "Lot",
+    "LotMovement",
+    "Order",
+    "Product",
+    "Refund",
+]

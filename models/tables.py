@@ -1,0 +1,310 @@
+"""The tables. Each CHECK / UNIQUE here is a rule the database enforces on its own.
+
+Invariants that need more than one row (cached balance == journal, lots == balance) are
+kept by ``ledger`` and proven by reconciliation.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, BigId, UTCDateTime, utcnow
+
+DUST = "dust"
+STORE_CREDIT = "store_credit"
+
+
+class Account(Base):
+    """A dust account (one per customer) or a store-credit account (one per customer and
+    currency; ``customer_id`` is null for an anonymous account, found by its ``code``)."""
+
+    __tablename__ = "dust_accounts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(16))
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    code: Mapped[str | None] = mapped_column(String(40), unique=True)
+    #: Cached posted balance: Σ credits − Σ debits of this account's entries.
+    balance: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Cached total of this account's active holds.
+    held: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('dust', 'store_credit')", name="kind"),
+        CheckConstraint(
+            "(kind = 'dust' AND currency_code IS NULL AND customer_id IS NOT NULL)"
+            " OR (kind = 'store_credit' AND currency_code IS NOT NULL AND code IS NOT NULL)",
+            name="kind_fields",
+        ),
+        CheckConstraint("held >= 0", name="held_not_negative"),
+        # Store credit is money: its available balance can never go below zero. Dust may
+        # go into debt through a clawback (DUST_CLAWBACK_POLICY=debt), never by spending.
+        CheckConstraint("kind = 'dust' OR balance >= held", name="store_credit_covered"),
+        UniqueConstraint("customer_id", "kind", "currency_code"),
+        # NULL currency_code escapes the UNIQUE above, so dust gets its own.
+        Index(
+            "uq_dust_accounts_dust_customer",
+            "customer_id",
+            unique=True,
+            postgresql_where=text("kind = 'dust'"),
+            sqlite_where=text("kind = 'dust'"),
+        ),
+    )
+
+
+class Entry(Base):
+    """One immutable journal line. Never updated, never deleted (triggers refuse both)."""
+
+    __tablename__ = "dust_entries"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("dust_accounts.id"), index=True)
+    direction: Mapped[str] = mapped_column(String(6))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    #: The account's balance right after this entry (makes history and audits cheap).
+    balance_after: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(32))
+    reference_type: Mapped[str] = mapped_column(String(32))
+    reference_id: Mapped[str] = mapped_column(String(250))
+    #: A key that may be posted only once (e.g. ``order:o1:earn``); null when not needed.
+    idempotency_key: Mapped[str | None] = mapped_column(String(300), unique=True)
+    event_id: Mapped[str | None] = mapped_column(String(250))
+    actor: Mapped[str | None] = mapped_column(String(200))
+    memo: Mapped[str | None] = mapped_column(Text)
+    #: Clawback policy ``clamp``: what was owed but not taken.
+    forgiven: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("direction IN ('credit', 'debit')", name="direction"),
+        CheckConstraint("forgiven >= 0", name="forgiven_not_negative"),
+        Index("ix_dust_entries_reference", "reference_type", "reference_id"),
+        Index("ix_dust_entries_created_at", "created_at"),
+    )
+
+
+class Hold(Base):
+    """A reservation of part of an account's balance for a cart (two-phase transfer)."""
+
+    __tablename__ = "dust_holds"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("dust_accounts.id"), index=True)
+    cart_id: Mapped[str] = mapped_column(String(200), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    #: Part of ``amount`` turned into a debit; the rest was released with it.
+    captured: Mapped[int] = mapped_column(BigInteger, default=0)
+    status: Mapped[str] = mapped_column(String(10), default="active")
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("captured >= 0 AND captured <= amount", name="captured_range"),
+        CheckConstraint("status IN ('active', 'captured', 'released', 'expired')", name="status"),
+        CheckConstraint("status = 'captured' OR captured = 0", name="captured_only_if_captured"),
+        Index(
+            "uq_dust_holds_active_cart",
+            "account_id",
+            "cart_id",
+            unique=True,
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+        Index(
+            "ix_dust_holds_active_expiry",
+            "expires_at",
+            postgresql_where=text("status = 'active'"),
+            sqlite_where=text("status = 'active'"),
+        ),
+    )
+
+
+class Lot(Base):
+    """Dust earned at one time, with its own expiry; consumed soonest-expiring first."""
+
+    __tablename__ = "dust_lots"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("dust_accounts.id"))
+    entry_id: Mapped[int] = mapped_column(ForeignKey("dust_entries.id"), unique=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+    remaining: Mapped[int] = mapped_column(BigInteger)
+    #: Null: never expires (DUST_POINTS_TTL_DAYS=0).
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    order_id: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint("amount > 0", name="amount_positive"),
+        CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_range"),
+        Index(
+            "ix_dust_lots_open",
+            "account_id",
+            "expires_at",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+        Index(
+            "ix_dust_lots_open_expiry",
+            "expires_at",
+            postgresql_where=text("remaining > 0"),
+            sqlite_where=text("remaining > 0"),
+        ),
+    )
+
+
+class LotMovement(Base):
+    """Which lots an entry drew from (debit) or gave back to (credit), and how much."""
+
+    __tablename__ = "dust_lot_movements"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    entry_id: Mapped[int] = mapped_column(ForeignKey("dust_entries.id"), index=True)
+    lot_id: Mapped[int] = mapped_column(ForeignKey("dust_lots.id"), index=True)
+    amount: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class Event(Base):
+    """The inbox: one row per envelope id, written in the same transaction as its effects."""
+
+    __tablename__ = "dust_events"
+
+    event_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    #: sha256 of the envelope as received: same id + other content = conflict.
+    content_hash: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[str] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    #: JSON: what the subscriber did (captured, earned, shortfall, store-credit codes, ...).
+    detail: Mapped[str | None] = mapped_column(Text)
+    occurred_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    processed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=1)
+
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('processed', 'ignored', 'rejected', 'needs_attention', 'failed')",
+            name="status",
+        ),
+        Index("ix_dust_events_status_received", "status", "received_at"),
+    )
+
+
+class EventConflict(Base):
+    """An envelope refused because its id was already used by different content."""
+
+    __tablename__ = "dust_event_conflicts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(250), index=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    envelope: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (UniqueConstraint("event_id", "content_hash"),)
+
+
+class Order(Base):
+    """What one order has done to the ledger, so every event of it converges (DESIGN 8).
+
+    A row exists as soon as any event of the order arrives; ``placed_event_id`` is set once
+    ``order.placed`` has been applied.
+    """
+
+    __tablename__ = "dust_orders"
+
+    order_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    customer_id: Mapped[str | None] = mapped_column(String(200))
+    cart_id: Mapped[str | None] = mapped_column(String(200))
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    placed_event_id: Mapped[str | None] = mapped_column(String(250))
+    placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: eligible − store_credit_total (may be negative; floored when used).
+    earn_base: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Rate in force when the order was placed (decimal string), reused by clawbacks.
+    earn_rate: Mapped[str | None] = mapped_column(String(40))
+    dust_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    store_credit_total: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_dust: Mapped[int] = mapped_column(BigInteger, default=0)
+    charged_store_credit: Mapped[int] = mapped_column(BigInteger, default=0)
+    returned: Mapped[bool] = mapped_column(Boolean, default=False)
+    earned: Mapped[int] = mapped_column(BigInteger, default=0)
+    clawed_back: Mapped[int] = mapped_column(BigInteger, default=0)
+    forgiven: Mapped[int] = mapped_column(BigInteger, default=0)
+    canceled: Mapped[bool] = mapped_column(Boolean, default=False)
+    canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why a placed order earned nothing (guest, zero base, canceled), for reconciliation.
+    no_earn_reason: Mapped[str | None] = mapped_column(String(100))
+
+    __table_args__ = (
+        CheckConstraint(
+            "dust_total >= 0 AND store_credit_total >= 0 AND charged_dust >= 0"
+            " AND charged_store_credit >= 0 AND charged_dust <= dust_total"
+            " AND charged_store_credit <= store_credit_total",
+            name="charges",
+        ),
+        CheckConstraint(
+            "earned >= 0 AND clawed_back >= 0 AND forgiven >= 0"
+            " AND clawed_back + forgiven <= earned",
+            name="earnings",
+        ),
+        Index("ix_dust_orders_cart", "cart_id"),
+    )
+
+
+class Refund(Base):
+    """A refund of an order, remembered even when it arrives before the order."""
+
+    __tablename__ = "dust_refunds"
+
+    refund_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    order_id: Mapped[str] = mapped_column(String(200), index=True)
+    customer_id: Mapped[str | None] = mapped_column(String(200))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    currency_code: Mapped[str] = mapped_column(String(3))
+    to_store_credit: Mapped[bool] = mapped_column(Boolean)
+    event_id: Mapped[str] = mapped_column(String(250))
+    #: The store-credit entry once posted (null until the customer is known).
+    credit_entry_id: Mapped[int | None] = mapped_column(ForeignKey("dust_entries.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+
+
+class Product(Base):
+    """A product's dust settings (latest ``occurred_at`` wins)."""
+
+    __tablename__ = "dust_products"
+
+    product_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    dust_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    dust_price: Mapped[int | None] = mapped_column(BigInteger)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    event_id: Mapped[str | None] = mapped_column(String(250))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("dust_price IS NULL OR dust_price >= 0", name="dust_price"),)

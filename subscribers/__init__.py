@@ -1,0 +1,23 @@
+"""One module per commerce event (CONTRACT §3). ``SUBSCRIBERS`` maps event names to their
+handler; a name not in it is recorded as ``ignored``."""
+
+from __future__ import annotations
+
+from subscribers import (
+    customer_created,
+    order_canceled,
+    order_placed,
+    product_updated,
+    refund_created,
+)
+from subscribers.base import Handler
+
+SUBSCRIBERS: dict[str, Handler] = {
+    "customer.created": customer_created.handle,
+    "customer.updated": customer_created.handle,
+    "product.created": product_updated.handle,
+    "product.updated": product_updated.handle,
+    "order.placed": order_placed.handle,
+    "refund.created": refund_created.handle,
+    "order.canceled": order_canceled.handle,
+}

@@ -1,0 +1,114 @@
+"""``order.placed``: charge what the order spent, then earn dust on what it paid.
+
+1. Charge: capture the cart's holds (partly, when larger than the charge; the rest is
+   released), debit any remainder if available; what cannot be charged makes the event
+   ``needs_attention`` with the shortfall.
+2. Earn: ``floor(max(0, eligible − store_credit_total − refunded_so_far) × rate)`` as one
+   lot; guests earn nothing. Refunds and a cancel that arrived first are applied now.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, model_validator
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ledger import holds, orders
+from models import Product
+from subscribers.base import (
+    Amount,
+    Context,
+    Currency,
+    Envelope,
+    Identifier,
+    Outcome,
+    Payload,
+    PositiveAmount,
+    Rejected,
+    parse,
+)
+
+MAX_ITEMS = 1000
+
+
+class Item(Payload):
+    id: Identifier | None = None
+    product_id: Identifier | None = None
+    quantity: PositiveAmount = 1
+    total: Amount
+
+
+class OrderPlacedPayload(Payload):
+    id: Identifier
+    customer_id: Identifier | None = None
+    cart_id: Identifier | None = None
+    currency_code: Currency
+    total: Amount
+    shipping_total: Amount = 0
+    tax_total: Amount = 0
+    dust_total: Amount = 0
+    store_credit_total: Amount = 0
+    items: list[Item] | None = Field(default=None, max_length=MAX_ITEMS)
+
+    @model_validator(mode="after")
+    def _totals_add_up(self) -> OrderPlacedPayload:
+        if self.items is None and self.shipping_total + self.tax_total > self.total:
+            raise ValueError("shipping_total + tax_total exceed total")
+        return self
+
+
+def eligible(session: Session, order: OrderPlacedPayload) -> int:
+    """Spend that earns dust: items whose product is not dust-only, or, without items,
+    ``total − shipping_total − tax_total``."""
+    if order.items is None:
+        return order.total - order.shipping_total - order.tax_total
+    product_ids = {item.product_id for item in order.items if item.product_id}
+    dust_only = set(
+        session.scalars(
+            select(Product.product_id).where(
+                Product.product_id.in_(product_ids), Product.dust_only.is_(True)
+            )
+        )
+    )
+    return sum(item.total for item in order.items if item.product_id not in dust_only)
+
+
+def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
+    placed = parse(OrderPlacedPayload, envelope.data)
+    order = orders.lock_order(session, placed.id)
+    if order.placed_event_id is not None:
+        return Outcome(
+            "ignored", f"order {placed.id} already placed by event {order.placed_event_id}"
+        )
+    if order.customer_id is not None and order.customer_id != placed.customer_id:
+        raise Rejected(f"order {placed.id} belongs to customer {order.customer_id}")
+    order.customer_id = placed.customer_id
+    order.cart_id = placed.cart_id
+    order.currency_code = placed.currency_code
+    order.placed_event_id = envelope.id
+    order.placed_at = envelope.occurred_at
+    order.earn_base = eligible(session, placed) - placed.store_credit_total
+    order.earn_rate = str(context.earn_rate(placed.currency_code))
+    order.dust_total = placed.dust_total
+    order.store_credit_total = placed.store_credit_total
+
+    outcome = Outcome()
+    if order.canceled:
+        if order.cart_id:
+            holds.release_cart(session, order.cart_id)
+        outcome.detail["canceled_before_placed"] = True
+    else:
+        charged = orders.charge(session, order, envelope.id)
+        outcome.detail.update(captured=charged.captured, debited=charged.debited)
+        if charged.shortfall:
+            outcome.status = "needs_attention"
+            outcome.reason = "could not charge " + ", ".join(
+                f"{amount} {kind}" for kind, amount in sorted(charged.shortfall.items())
+            )
+            outcome.detail["shortfall"] = charged.shortfall
+    credits = orders.settle_refund_credits(session, order, envelope.id)
+    earned = orders.settle_earnings(session, order, envelope.id, context.policy)
+    outcome.detail["earned"] = earned
+    if credits:
+        outcome.detail["refund_credits"] = [c.__dict__ for c in credits]
+    return outcome

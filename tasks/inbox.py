@@ -1,0 +1,276 @@
+"""Exactly-once in effect: the inbox row and the event's entries commit together.
+
+``process(raw)`` parses the envelope, then in one transaction: looks up the event id (a
+duplicate with the same content is a no-op, with other content a ``conflict``), claims the
+id by inserting the inbox row, runs the subscriber inside a savepoint, and records the
+outcome. A subscriber that rejects the event has its writes rolled back to the savepoint,
+so bad input is never half-applied. Two workers delivering the same id at once collide on
+the primary key; the loser retries and finds the winner's row.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.orm import Session
+from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
+
+from ledger.orders import EarnPolicy
+from models import Event, EventConflict
+from models.base import utcnow
+from subscribers import SUBSCRIBERS
+from subscribers.base import Context, Envelope, Outcome, Rejected
+from worker.db import session_scope
+from worker.settings import Settings, get_settings
+
+MAX_ID = 250
+MAX_NAME = 100
+MAX_ENVELOPE_BYTES = 1_000_000
+#: Statuses after which a redelivery is a no-op; ``failed`` is retried on redelivery,
+#: ``needs_attention`` only by an explicit replay.
+FINAL = {"processed", "ignored", "rejected", "needs_attention"}
+
+
+@dataclass
+class Parsed:
+    event_id: str
+    name: str
+    content_hash: str
+    text: str
+    envelope: Envelope | None = None
+    error: str | None = None
+
+
+@dataclass
+class Result:
+    event_id: str
+    status: str  # processed | ignored | rejected | needs_attention | duplicate | conflict
+    reason: str | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
+    """Turn whatever arrived into a :class:`Parsed`; never raises for bad input."""
+    if isinstance(raw, str | bytes):
+        text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
+        try:
+            raw = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as exc:
+            msg = getattr(exc, "msg", "too deeply nested")
+            return _bad(text, None, f"invalid JSON: {msg}")
+    try:
+        text = canonical(raw)
+    except (TypeError, ValueError, RecursionError):
+        text = repr(raw)[:MAX_ENVELOPE_BYTES]
+        return _bad(text, None, "envelope is not JSON data")
+    if len(text.encode()) > MAX_ENVELOPE_BYTES:
+        return _bad(text, None, f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
+    if not isinstance(raw, dict):
+        return _bad(text, None, "envelope must be a JSON object")
+    name, data, given_id = raw.get("name"), raw.get("data"), raw.get("id")
+    event_id = given_id
+    if event_id is None and isinstance(name, str) and isinstance(data, dict):
+        data_id = data.get("id")
+        if isinstance(data_id, str) and data_id:
+            event_id = f"{name}:{data_id}"
+    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID:
+        problem = "id must be a non-empty string of at most 250 characters"
+        if given_id is None:
+            problem = "no id, and none can be derived from name and data.id"
+        return _bad(text, name if isinstance(name, str) else None, problem)
+    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+        return _bad(
+            text, None, "name must be a non-empty string of at most 100 characters", event_id
+        )
+    if not isinstance(data, dict):
+        return _bad(text, name, "data must be a JSON object", event_id)
+    occurred_at = received_at
+    if raw.get("occurred_at") is not None:
+        occurred_at_or_error = _parse_instant(raw["occurred_at"])
+        if isinstance(occurred_at_or_error, str):
+            return _bad(text, name, occurred_at_or_error, event_id)
+        occurred_at = occurred_at_or_error
+    envelope = Envelope(event_id, name, occurred_at, data)
+    return Parsed(event_id, name, _hash(text), text, envelope)
+
+
+def _parse_instant(value: Any) -> datetime | str:
+    if not isinstance(value, str) or len(value) > 64:
+        return "occurred_at must be an ISO 8601 string with an offset"
+    try:
+        instant = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return f"occurred_at is not ISO 8601: {value!r}"
+    if instant.tzinfo is None:
+        return "occurred_at needs a UTC offset (e.g. 2026-11-20T10:00:00Z)"
+    return instant.astimezone(UTC)
+
+
+def _hash(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _bad(text: str, name: str | None, error: str, event_id: str | None = None) -> Parsed:
+    digest = _hash(text)
+    return Parsed(
+        event_id or f"invalid:{digest[:32]}", (name or "?")[:MAX_NAME], digest, text, error=error
+    )
+
+
+def context_from(settings: Settings) -> Context:
+    return Context(
+        earn_rate=settings.rate_for,
+        policy=EarnPolicy(settings.points_ttl_days, settings.clawback_policy),
+        default_currency=settings.default_currency,
+        hold_ttl_seconds=settings.hold_ttl_seconds,
+    )
+
+
+# -- transient failures ----------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Errors worth trying again: lost connections, serialization failures, deadlocks,
+    SQLite busy, and unique-key races between two workers."""
+    if isinstance(exc, OperationalError | IntegrityError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+#: Quick retries inside one delivery, for conflicts between concurrent transactions.
+retry_conflicts = retry(
+    retry=retry_if_exception(is_transient),
+    stop=stop_after_attempt(6),
+    wait=wait_random_exponential(multiplier=0.02, max=1),
+    reraise=True,
+)
+
+
+# -- the exactly-once path -------------------------------------------------------------
+
+
+def process(raw: Any, *, replay: bool = False, context: Context | None = None) -> Result:
+    """Apply one envelope exactly once in effect. Transient errors propagate (after a few
+    quick retries) for the caller to retry later; bad input never raises."""
+    parsed = parse_envelope(raw, utcnow())
+    context = context or context_from(get_settings())
+    return retry_conflicts(_apply)(parsed, context, replay)
+
+
+def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
+    with session_scope() as session:
+        row = session.get(Event, parsed.event_id, with_for_update=True)
+        if row is not None:
+            if row.content_hash != parsed.content_hash:
+                _record_conflict(session, parsed)
+                return Result(
+                    parsed.event_id, "conflict", f"id {parsed.event_id} was used by other content"
+                )
+            rerun = row.status == "failed" or (replay and row.status == "needs_attention")
+            if not rerun:
+                return Result(parsed.event_id, "duplicate", row.status)
+            row.attempts += 1
+        else:
+            row = Event(
+                event_id=parsed.event_id,
+                name=parsed.name,
+                content_hash=parsed.content_hash,
+                envelope=parsed.text,
+                status="processed",
+                received_at=utcnow(),
+                attempts=1,
+            )
+            session.add(row)
+            session.flush()  # claim the id now: a concurrent duplicate waits on it
+        outcome = _run(session, parsed, context)
+        row.status = outcome.status
+        row.reason = outcome.reason
+        row.detail = canonical(outcome.detail) if outcome.detail else None
+        row.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
+        row.processed_at = utcnow()
+        return Result(parsed.event_id, outcome.status, outcome.reason, outcome.detail)
+
+
+def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:
+    if parsed.error is not None or parsed.envelope is None:
+        return Outcome("rejected", parsed.error)
+    handler = SUBSCRIBERS.get(parsed.name)
+    if handler is None:
+        return Outcome("ignored", f"no subscriber for {parsed.name!r}")
+    try:
+        with session.begin_nested():
+            return handler(session, parsed.envelope, context)
+    except Rejected as exc:
+        return Outcome("rejected", str(exc))
+
+
+def _record_conflict(session: Session, parsed: Parsed) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    session.execute(
+        insert(EventConflict)
+        .values(
+            event_id=parsed.event_id,
+            content_hash=parsed.content_hash,
+            envelope=parsed.text,
+            received_at=utcnow(),
+        )
+        .on_conflict_do_nothing()
+    )
+
+
+def record_failed(raw: Any, error: BaseException) -> None:
+    """Retries ran out: record the event as ``failed`` (replayable) with the error's kind."""
+    parsed = parse_envelope(raw, utcnow())
+    reason = f"{type(error).__name__}: {safe_message(error)}"
+    with session_scope() as session:
+        row = session.get(Event, parsed.event_id, with_for_update=True)
+        if row is None:
+            session.add(
+                Event(
+                    event_id=parsed.event_id,
+                    name=parsed.name,
+                    content_hash=parsed.content_hash,
+                    envelope=parsed.text,
+                    status="failed",
+                    reason=reason,
+                    received_at=utcnow(),
+                    attempts=1,
+                )
+            )
+        elif row.status == "failed":
+            row.reason = reason
+            row.attempts += 1
+
+
+def safe_message(error: BaseException) -> str:
+    """An error message with no connection string or parameters in it."""
+    if isinstance(error, DBAPIError):
+        text = str(error.orig).splitlines()[0] if error.orig is not None else type(error).__name__
+    else:
+        text = str(error).splitlines()[0] if str(error) else type(error).__name__
+    return _scrub(text)[:500]
+
+
+def _scrub(text: str) -> str:
+    import re
+
+    return re.sub(r"(\w+://)[^@\s/]*@", r"\1***@", text)
+
+
+def status_counts(session: Session) -> dict[str, int]:
+    from sqlalchemy import func
+
+    rows = session.execute(select(Event.status, func.count()).group_by(Event.status)).all()
+    return {status: count for status, count in rows}

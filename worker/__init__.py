@@ -1,0 +1,1 @@
+"""Dust's process-level pieces: settings, database, the Celery app, the CLI."""

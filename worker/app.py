@@ -1,0 +1,88 @@
+"""The Celery app: one module, every option next to its reason.
+
+Start a worker the way the Procfile does::
+
+    celery -A worker.app worker -Q dust.events,dust.requests
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu import Queue
+
+from worker.db import dispose_engines
+from worker.settings import Settings, get_settings
+
+EVENTS_QUEUE = "dust.events"
+REQUESTS_QUEUE = "dust.requests"
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.uses_embedded_broker:
+        folder = settings.embedded_dir / "broker"
+        (folder / "control").mkdir(parents=True, exist_ok=True)
+        (settings.embedded_dir / "results").mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(folder),
+            "data_folder_out": str(folder),
+            "control_folder": str(folder / "control"),
+        }
+    # After a crash, Redis hands an unacknowledged message out again after this long.
+    return {"visibility_timeout": settings.visibility_timeout_seconds}
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    settings = settings or get_settings()
+    app = Celery(
+        "dust",
+        broker=settings.broker,
+        backend=settings.backend,
+        include=["tasks.events", "tasks.requests"],
+    )
+    visibility = settings.visibility_timeout_seconds
+    app.conf.update(
+        # JSON only: a pickle message is refused before anything is deserialized.
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        # Ack after the task ran, and put the message back if the process running it
+        # dies (kill -9, OOM): at-least-once delivery, made exactly-once by the inbox.
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        # A task must finish far inside the visibility timeout, or Redis would deliver it
+        # to a second worker while the first is still running it.
+        task_soft_time_limit=max(5, visibility // 4),
+        task_time_limit=max(10, visibility // 2),
+        broker_transport_options=broker_options(settings),
+        # Tasks take milliseconds; 4 prefetched messages per process keep the pool busy
+        # between broker round trips while bounding what a crash hands back for redelivery.
+        worker_prefetch_multiplier=4,
+        task_queues=[Queue(EVENTS_QUEUE), Queue(REQUESTS_QUEUE)],
+        task_default_queue=EVENTS_QUEUE,
+        task_routes={
+            "dust.handle_event": {"queue": EVENTS_QUEUE},
+            "dust.reserve": {"queue": REQUESTS_QUEUE},
+            "dust.release": {"queue": REQUESTS_QUEUE},
+            "dust.balance": {"queue": REQUESTS_QUEUE},
+        },
+        result_expires=3600,
+        broker_connection_retry_on_startup=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        worker_hijack_root_logger=False,
+        timezone="UTC",
+        enable_utc=True,
+    )
+    return app
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    # A forked pool child must not share the parent's database sockets.
+    dispose_engines()
+
+
+app = create_app()

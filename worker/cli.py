@@ -1,0 +1,275 @@
+"""``dust``: the command line (CONTRACT §5). Every reporting command takes ``--json``.
+
+Errors print one line to stderr and exit non-zero; a traceback is a bug.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from worker.settings import ConfigError, get_settings
+
+app = typer.Typer(
+    help="Dust: loyalty points and store-credit ledger.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+events_app = typer.Typer(help="Inspect recorded events.", invoke_without_command=True)
+app.add_typer(db_app, name="db")
+app.add_typer(events_app, name="events")
+
+console = Console()
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+
+
+def fail(message: str, code: int = 1) -> typer.Exit:
+    """Print one clear line and return the exit to raise."""
+    typer.echo(f"dust: {message}", err=True)
+    return typer.Exit(code)
+
+
+def print_json(value: Any) -> None:
+    typer.echo(json.dumps(value, indent=2, default=str))
+
+
+def actor_option(actor: str | None) -> str:
+    return actor or getpass.getuser()
+
+
+# -- schema ----------------------------------------------------------------------------
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
+    """Create or migrate the schema (Alembic)."""
+    from models.schema import upgrade
+
+    url = get_settings().database
+    upgrade(url, revision)
+    typer.echo(f"schema at {revision} on {_safe_url(url)}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+# -- publishing ------------------------------------------------------------------------
+
+
+@app.command()
+def publish(
+    name: Annotated[str | None, typer.Argument(help="Event name, e.g. order.placed.")] = None,
+    data: Annotated[str | None, typer.Option(help="The payload, as JSON.")] = None,
+    event_id: Annotated[
+        str | None, typer.Option("--id", help="Event id (default: derived).")
+    ] = None,
+    occurred_at: Annotated[str | None, typer.Option(help="ISO 8601 instant.")] = None,
+    file: Annotated[Path | None, typer.Option(help="A JSONL file of envelopes.")] = None,
+) -> None:
+    """Publish one event (NAME --data JSON) or every envelope of a JSONL file."""
+    from worker.publisher import publish_envelopes
+
+    if (name is None) == (file is None):
+        raise fail("give either NAME --data JSON or --file FILE")
+    envelopes: list[Any]
+    if file is not None:
+        envelopes = []
+        try:
+            lines = file.read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise fail(f"cannot read {file}: {exc.strerror}") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                envelopes.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise fail(
+                    f"{file}:{number}: invalid JSON ({exc.msg}); nothing published"
+                ) from None
+    else:
+        try:
+            payload = json.loads(data or "{}")
+        except json.JSONDecodeError as exc:
+            raise fail(f"--data is not valid JSON ({exc.msg})") from None
+        envelope: dict[str, Any] = {"name": name, "data": payload}
+        if event_id:
+            envelope["id"] = event_id
+        if occurred_at:
+            envelope["occurred_at"] = occurred_at
+        envelopes = [envelope]
+    count = publish_envelopes(envelopes)
+    typer.echo(f"published {count} event(s) to dust.events")
+
+
+# -- reports ---------------------------------------------------------------------------
+
+
+@app.command()
+def balance(customer_id: str, as_json: JsonOption = False) -> None:
+    """A customer's dust and store-credit balances."""
+    from ledger import reports
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        result = reports.balance(session, customer_id)
+    if as_json:
+        print_json(result)
+        return
+    table = Table("account", "code", "balance", "held", "available", title=customer_id)
+    dust = result["dust"]
+    table.add_row("dust", "", str(dust["balance"]), str(dust["held"]), str(dust["available"]))
+    for sc in result["store_credit"]:
+        table.add_row(
+            f"store credit {sc['currency_code']}",
+            sc["code"],
+            str(sc["balance"]),
+            str(sc["held"]),
+            str(sc["available"]),
+        )
+    console.print(table)
+
+
+@app.command()
+def history(
+    customer_id: str,
+    limit: Annotated[int, typer.Option(min=1, max=10000)] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """A customer's entries, newest first."""
+    from ledger import reports
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        rows = reports.history(session, customer_id, limit)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("when", "account", "amount", "balance", "reason", "reference", title=customer_id)
+    for row in rows:
+        sign = "+" if row["direction"] == "credit" else "-"
+        account = row["kind"] + (f" {row['currency_code']}" if row["currency_code"] else "")
+        table.add_row(
+            row["created_at"][:19],
+            account,
+            f"{sign}{row['amount']}",
+            str(row["balance_after"]),
+            row["reason"],
+            f"{row['reference_type']}:{row['reference_id']}",
+        )
+    console.print(table)
+
+
+@events_app.callback()
+def events(
+    ctx: typer.Context,
+    status: Annotated[str | None, typer.Option(help="Only events with this status.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100000)] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List recorded events, newest first (or use a subcommand)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from sqlalchemy import select
+
+    from models import Event
+    from worker.db import session_scope
+
+    stmt = select(Event).order_by(Event.received_at.desc()).limit(limit)
+    if status:
+        stmt = stmt.where(Event.status == status)
+    with session_scope() as session:
+        rows = [_event_json(e) for e in session.scalars(stmt)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("received", "id", "name", "status", "reason")
+    for row in rows:
+        table.add_row(
+            str(row["received_at"])[:19],
+            row["event_id"],
+            row["name"],
+            row["status"],
+            row["reason"] or "",
+        )
+    console.print(table)
+
+
+@events_app.command("show")
+def events_show(event_id: str, as_json: JsonOption = False) -> None:
+    """One recorded event in full."""
+    from models import Event
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        row = session.get(Event, event_id)
+        if row is None:
+            raise fail(f"no event with id {event_id}")
+        result = _event_json(row, full=True)
+    print_json(result) if as_json else console.print_json(json.dumps(result, default=str))
+
+
+def _event_json(event: Any, full: bool = False) -> dict[str, Any]:
+    result = {
+        "event_id": event.event_id,
+        "name": event.name,
+        "status": event.status,
+        "reason": event.reason,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        "received_at": event.received_at.isoformat(),
+        "attempts": event.attempts,
+    }
+    if full:
+        result["detail"] = json.loads(event.detail) if event.detail else None
+        result["envelope"] = (
+            json.loads(event.envelope) if event.envelope.startswith("{") else event.envelope
+        )
+    return result
+
+
+# -- demo ------------------------------------------------------------------------------
+
+
+@app.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, max=10000, help="Simulated customers.")] = 12,
+    orders: Annotated[int, typer.Option(min=1, max=100000, help="Simulated orders.")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the whole system here: a real worker, a simulated stream of commerce events,
+    then balances and what happened."""
+    from worker.demo import run_demo
+
+    ok = run_demo(customers=customers, orders=orders, seed=seed, as_json=as_json)
+    if not ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        get_settings()
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(2)
+    try:
+        app()
+    except ConfigError as exc:
+        typer.echo(str(exc), err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""The one settings object: every ``DUST_*`` environment variable of CONTRACT §2.
+
+Defaults are the embedded setup (SQLite file and a file-based broker in the working
+directory), so a fresh machine with no servers runs Dust as it is. A bad value stops
+start-up with one line naming the variable (:func:`load_settings`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal, InvalidOperation
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+CURRENCY_RE = re.compile(r"^[a-z]{3}$")
+
+#: Folder for the embedded broker and result files, under the working directory.
+EMBEDDED_DIR = ".dust"
+
+
+class ConfigError(SystemExit):
+    """Invalid configuration; its message is the one line shown to the operator."""
+
+
+def _decimal_rate(value: Any, name: str) -> Decimal:
+    if isinstance(value, bool) or isinstance(value, float):
+        raise ValueError(f'{name} must be a decimal string such as "0.01", not {value!r}')
+    try:
+        rate = Decimal(str(value).strip())
+    except InvalidOperation:
+        raise ValueError(f"{name} must be a decimal number, got {value!r}") from None
+    if not rate.is_finite() or rate < 0:
+        raise ValueError(f"{name} must be a finite decimal >= 0, got {value!r}")
+    return rate
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DUST_", extra="ignore", frozen=True)
+
+    database_url: str = ""
+    broker_url: str = ""
+    result_backend: str = ""
+    earn_rate: Annotated[Decimal, NoDecode] = Decimal("0.01")
+    earn_rates: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+    points_ttl_days: int = Field(default=365, ge=0, le=36500)
+    hold_ttl_seconds: int = Field(default=3600, gt=0, le=30 * 86400)
+    clawback_policy: Literal["debt", "clamp"] = "debt"
+    default_currency: str | None = None
+    visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+
+    @field_validator("earn_rate", mode="before")
+    @classmethod
+    def _earn_rate(cls, value: Any) -> Decimal:
+        return _decimal_rate(value, "rate")
+
+    @field_validator("earn_rates", mode="before")
+    @classmethod
+    def _earn_rates(cls, value: Any) -> dict[str, Decimal]:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value or "{}", parse_float=str)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg})") from None
+        if not isinstance(value, dict):
+            raise ValueError('must be a JSON object such as {"jpy": "1"}')
+        rates: dict[str, Decimal] = {}
+        for currency, rate in value.items():
+            code = str(currency).strip().lower()
+            if not CURRENCY_RE.match(code):
+                raise ValueError(f"{currency!r} is not a three-letter currency code")
+            rates[code] = _decimal_rate(rate, f"rate for {code}")
+        return rates
+
+    @field_validator("default_currency", mode="before")
+    @classmethod
+    def _default_currency(cls, value: Any) -> str | None:
+        if value is None or str(value).strip() == "":
+            return None
+        code = str(value).strip().lower()
+        if not CURRENCY_RE.match(code):
+            raise ValueError(f"{value!r} is not a three-letter currency code")
+        return code
+
+    @field_validator("database_url", "broker_url", "result_backend", mode="after")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        return value.strip()
+
+    # -- derived values -------------------------------------------------------------
+
+    @property
+    def embedded_dir(self) -> Path:
+        return Path.cwd() / EMBEDDED_DIR
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL in use (the SQLite file ``dust.db`` when unset)."""
+        return self.database_url or f"sqlite:///{Path.cwd() / 'dust.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or "filesystem://"
+
+    @property
+    def uses_embedded_broker(self) -> bool:
+        return not self.broker_url
+
+    @property
+    def backend(self) -> str:
+        if self.result_backend:
+            return self.result_backend
+        if self.uses_embedded_broker:
+            return f"file://{self.embedded_dir / 'results'}"
+        return self.broker
+
+    def rate_for(self, currency_code: str) -> Decimal:
+        return self.earn_rates.get(currency_code.lower(), self.earn_rate)
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        message = error["msg"].removeprefix("Value error, ")
+        parts.append(f"DUST_{field.upper()}: {message}")
+    return "dust: invalid configuration: " + "; ".join(parts)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment.
+
+    Raises :class:`ConfigError` (a ``SystemExit``) with one line naming the bad variable.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise ConfigError(_one_line(exc)) from None
