@@ -150,12 +150,16 @@ def debit(
 def _draw_lots(
     session: Session, account: Account, entry: Entry, amount: int, prefer_order_id: str | None
 ) -> None:
-    preferred = case((Lot.order_id == prefer_order_id, 0), else_=1)
     never = case((Lot.expires_at.is_(None), 1), else_=0)
+    order_by = [never, Lot.expires_at, Lot.id]
+    if prefer_order_id is not None:
+        # Only with a real order id: ``order_id == None`` would compile to IS NULL and
+        # put every lot without an order (admin credits) ahead of soon-expiring ones.
+        order_by.insert(0, case((Lot.order_id == prefer_order_id, 0), else_=1))
     lots = session.scalars(
         select(Lot)
         .where(Lot.account_id == account.id, Lot.remaining > 0)
-        .order_by(preferred, never, Lot.expires_at, Lot.id)
+        .order_by(*order_by)
         .with_for_update()
     )
     left = amount
