@@ -37,7 +37,9 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers take no write lock (WAL lets them read beside the writer).
+        read_only = connection.get_execution_options().get("dust_read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -71,8 +73,15 @@ def dispose_engines() -> None:
 
 
 @contextmanager
-def session_scope(engine: Engine | None = None) -> Iterator[Session]:
-    """One transaction: commit when the block returns, roll back when it raises."""
-    factory = sessionmaker(bind=engine or get_engine(), expire_on_commit=False)
+def session_scope(engine: Engine | None = None, *, read_only: bool = False) -> Iterator[Session]:
+    """One transaction: commit when the block returns, roll back when it raises.
+
+    ``read_only`` is a promise that the block only reads; on SQLite it then does not queue
+    behind writers.
+    """
+    bind = engine or get_engine()
+    if read_only:
+        bind = bind.execution_options(dust_read_only=True)
+    factory = sessionmaker(bind=bind, expire_on_commit=False)
     with factory() as session, session.begin():
         yield session

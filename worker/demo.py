@@ -1,0 +1,486 @@
+"""``dust demo``: the main job on whatever Dust is configured with (by default the embedded
+SQLite file and file broker, so a fresh machine needs no server).
+
+It migrates the schema, starts a real worker process (as the Procfile does), publishes a
+simulated stream — products, customers, orders, checkout reservations through
+``dust.reserve``, refunds (one before its order), cancels (one before its order),
+redelivered duplicates, a conflicting duplicate, malformed events and an event nobody
+subscribes to — waits until every event is recorded, then prints what happened, the
+balances and a reconciliation. Ids carry a per-run tag, so runs never collide.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ledger.reconcile import reconcile
+from models import Event, EventConflict
+from models.schema import upgrade
+from tasks.inbox import parse_envelope
+from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
+from worker.db import session_scope
+from worker.publisher import publish_envelopes
+from worker.settings import get_settings
+
+console = Console(stderr=True)
+STALL_SECONDS = 90
+
+
+@dataclass
+class Stream:
+    """The simulated commerce platform: what it publishes and what it expects back."""
+
+    tag: str
+    rng: random.Random
+    clock: datetime
+    customers: list[str] = field(default_factory=list)
+    products: dict[str, int | None] = field(default_factory=dict)  # id -> dust price
+    placed: list[dict[str, Any]] = field(default_factory=list)
+    published: list[Any] = field(default_factory=list)
+    kinds: Counter[str] = field(default_factory=Counter)
+    counter: int = 0
+
+    def envelope(self, name: str, data: dict[str, Any]) -> dict[str, Any]:
+        self.counter += 1
+        self.clock += timedelta(seconds=self.rng.randint(5, 90))
+        return {
+            "id": f"{self.tag}-evt-{self.counter:05d}",
+            "name": name,
+            "occurred_at": self.clock.isoformat().replace("+00:00", "Z"),
+            "data": data,
+        }
+
+    def add(self, message: Any, kind: str = "event") -> Any:
+        self.published.append(message)
+        self.kinds[kind] += 1
+        return message
+
+    def setup(self, customers: int) -> list[Any]:
+        start = len(self.published)
+        for n in range(1, 7):
+            product_id = f"{self.tag}-prod-{n}"
+            dust_price = 400 * n if n >= 5 else None  # products 5 and 6 are dust-only
+            self.products[product_id] = dust_price
+            metadata = {"dust_only": True, "dust_price": dust_price} if dust_price else {}
+            self.add(self.envelope("product.created", {"id": product_id, "metadata": metadata}))
+        for n in range(1, customers + 1):
+            customer_id = f"{self.tag}-cus-{n}"
+            self.customers.append(customer_id)
+            data = {"id": customer_id, "email": f"customer{n}@example.com"}
+            self.add(self.envelope("customer.created", data))
+        return self.published[start:]
+
+    def order(
+        self,
+        n: int,
+        *,
+        guest: bool = False,
+        dust_total: int = 0,
+        cart_id: str | None = None,
+        customer_id: str | None = None,
+        dust_item: bool = False,
+    ) -> dict[str, Any]:
+        paid = [p for p, price in self.products.items() if price is None]
+        items = []
+        for i in range(self.rng.randint(1, 3)):
+            quantity = self.rng.randint(1, 3)
+            unit = self.rng.choice([999, 1999, 2499, 4999])
+            items.append(
+                {
+                    "id": f"{self.tag}-item-{n}-{i}",
+                    "product_id": self.rng.choice(paid),
+                    "quantity": quantity,
+                    "total": unit * quantity,
+                }
+            )
+        if dust_item:
+            dust_product = next(p for p, price in self.products.items() if price)
+            items.append(
+                {
+                    "id": f"{self.tag}-item-{n}-d",
+                    "product_id": dust_product,
+                    "quantity": 1,
+                    "total": 0,
+                }
+            )
+        subtotal = sum(item["total"] for item in items)
+        shipping, tax = 499, subtotal * 8 // 100
+        return {
+            "id": f"{self.tag}-order-{n}",
+            "customer_id": None if guest else customer_id or self.rng.choice(self.customers),
+            "cart_id": cart_id or f"{self.tag}-cart-{n}",
+            "currency_code": "usd",
+            "total": subtotal + shipping + tax,
+            "shipping_total": shipping,
+            "tax_total": tax,
+            "dust_total": dust_total,
+            "store_credit_total": 0,
+            "items": items,
+        }
+
+
+def _expected_ids(messages: list[Any]) -> set[str]:
+    now = datetime.now(UTC)
+    return {parse_envelope(message, now).event_id for message in messages}
+
+
+class DemoWorker:
+    """A real ``celery worker`` process, started and stopped as an operator would."""
+
+    def __init__(self, log_path: Path, name: str) -> None:
+        self.log_path = log_path
+        self.name = name
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> DemoWorker:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = self.log_path.open("wb")
+        command = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "worker.app",
+            "worker",
+            "--queues",
+            f"{EVENTS_QUEUE},{REQUESTS_QUEUE}",
+            "--concurrency",
+            "2",
+            "--loglevel",
+            "WARNING",
+            "--hostname",
+            f"{self.name}@%h",
+        ]
+        self.process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
+        )
+        return self
+
+    def check(self) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
+            raise RuntimeError("the worker stopped:\n" + "\n".join(tail))
+
+    def __exit__(self, *_: Any) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish what it has
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def _recorded(ids: set[str]) -> int:
+    wanted = list(ids)
+    found = 0
+    with session_scope(read_only=True) as session:
+        for i in range(0, len(wanted), 500):
+            chunk = wanted[i : i + 500]
+            found += (
+                session.scalar(
+                    select(func.count()).select_from(Event).where(Event.event_id.in_(chunk))
+                )
+                or 0
+            )
+    return found
+
+
+def _conflicts(session: Session, ids: set[str]) -> int:
+    return (
+        session.scalar(
+            select(func.count()).select_from(EventConflict).where(EventConflict.event_id.in_(ids))
+        )
+        or 0
+    )
+
+
+def _queue_size() -> int:
+    with app.connection_for_write() as connection:
+        channel = connection.default_channel
+        return sum(
+            channel.queue_declare(queue=q, passive=True).message_count
+            for q in (EVENTS_QUEUE, REQUESTS_QUEUE)
+        )
+
+
+def _wait(
+    worker: DemoWorker, progress: Progress, task: Any, ids: set[str], conflict_ids: set[str]
+) -> None:
+    done, last_change, last_done = 0, time.monotonic(), -1
+    while True:
+        worker.check()
+        with session_scope(read_only=True) as session:
+            conflicts = _conflicts(session, conflict_ids)
+        done = _recorded(ids) + min(conflicts, len(conflict_ids))
+        progress.update(task, completed=done)
+        if done >= len(ids) + len(conflict_ids) and _queue_size() == 0:
+            return
+        if done != last_done:
+            last_done, last_change = done, time.monotonic()
+        elif time.monotonic() - last_change > STALL_SECONDS:
+            raise RuntimeError(f"no progress for {STALL_SECONDS}s ({done} of {len(ids)} recorded)")
+        time.sleep(0.2)
+
+
+def _reserve(cart_id: str, customer_id: str, amount: int) -> dict[str, Any]:
+    kwargs = {"cart_id": cart_id, "customer_id": customer_id, "amount": amount, "kind": "dust"}
+    reply: dict[str, Any] = app.send_task("dust.reserve", kwargs=kwargs, queue=REQUESTS_QUEUE).get(
+        timeout=60
+    )
+    return reply
+
+
+def _balance(customer_id: str) -> dict[str, Any]:
+    reply: dict[str, Any] = app.send_task(
+        "dust.balance", kwargs={"customer_id": customer_id}, queue=REQUESTS_QUEUE
+    ).get(timeout=60)
+    return reply
+
+
+def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
+    settings = get_settings()
+    upgrade(settings.database)
+    tag = f"demo{int(time.time())}"
+    stream = Stream(tag, random.Random(seed), datetime.now(UTC) - timedelta(days=2))
+    console.print(
+        f"[bold]Dust demo[/] run [cyan]{tag}[/] — database {settings.database.split('://')[0]},"
+        f" broker {settings.broker.split('://')[0]}"
+    )
+    worker = DemoWorker(settings.embedded_dir / f"{tag}-worker.log", tag)
+    reservations: Counter[str] = Counter()
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with worker, Progress(*columns, console=console, transient=as_json) as progress:
+        # Phase 1: catalogue, customers and first orders, which earn dust.
+        first = stream.setup(customers)
+        for n in range(1, orders // 2 + 1):
+            data = stream.order(n, guest=stream.rng.random() < 0.1)
+            stream.placed.append(data)
+            first.append(stream.add(stream.envelope("order.placed", data)))
+        publish_envelopes(first)
+        task = progress.add_task(
+            "earning: customers and first orders", total=len(_expected_ids(first))
+        )
+        _wait(worker, progress, task, _expected_ids(first), set())
+
+        # Phase 2: checkouts that reserve dust, refunds, cancels and bad input.
+        second = _phase_two(stream, orders, reservations)
+        ids = _expected_ids(second)
+        conflict_ids = {
+            m["id"]
+            for m in second
+            if isinstance(m, dict)
+            and m.get("id") in _expected_ids(first)
+            and m.get("data", {}).get("conflict")
+        }
+        publish_envelopes(second)
+        task = progress.add_task("checkouts, refunds, cancels, bad input", total=len(ids))
+        _wait(worker, progress, task, ids - conflict_ids, conflict_ids)
+        balances = [_balance(c) for c in stream.customers]
+    return _report(stream, balances, reservations, as_json)
+
+
+def _phase_two(stream: Stream, orders: int, reservations: Counter[str]) -> list[Any]:
+    rng, tag = stream.rng, stream.tag
+    messages: list[Any] = []
+    base = orders // 2
+    # Checkouts paying partly with dust: reserve through dust.reserve, then place the order.
+    for offset, customer_id in enumerate(stream.customers[: max(1, len(stream.customers) // 2)]):
+        n = base + offset + 1
+        cart_id = f"{tag}-cart-{n}"
+        available = _balance(customer_id)["dust"]["available"]
+        wanted = max(1, available // 2) if available else 50
+        reply = _reserve(cart_id, customer_id, wanted)
+        reservations[reply["status"]] += 1
+        dust_total = reply["amount"] if reply["status"] == "reserved" else 0
+        if offset == 0:
+            dust_total = available + 1000  # more than the customer has: needs attention
+        data = stream.order(n, cart_id=cart_id, customer_id=customer_id, dust_total=dust_total)
+        stream.placed.append(data)
+        messages.append(stream.add(stream.envelope("order.placed", data)))
+    # An abandoned checkout: reserved, then released.
+    if stream.customers:
+        customer_id = stream.customers[-1]
+        available = _balance(customer_id)["dust"]["available"]
+        if available:
+            reservations[_reserve(f"{tag}-cart-abandoned", customer_id, available)["status"]] += 1
+            app.send_task(
+                "dust.release", kwargs={"cart_id": f"{tag}-cart-abandoned"}, queue=REQUESTS_QUEUE
+            ).get(timeout=60)
+            reservations["released"] += 1
+    # Refunds of earlier orders, some to store credit (one of a guest order).
+    refundable = [o for o in stream.placed[:base] if o["total"] > 2000]
+    for i, order in enumerate(rng.sample(refundable, min(len(refundable), max(2, base // 4)))):
+        data = {
+            "id": f"{tag}-refund-{i}",
+            "order_id": order["id"],
+            "amount": order["total"] // 2,
+            "currency_code": "usd",
+            "to_store_credit": i % 2 == 0,
+        }
+        messages.append(stream.add(stream.envelope("refund.created", data)))
+    # Cancels: one of an order that spent dust (the dust goes back), one of a plain order.
+    spent = [o for o in stream.placed[base:] if o["dust_total"]]
+    for i, order in enumerate(
+        (spent[-1:] if len(spent) > 1 else []) + stream.placed[base - 1 : base]
+    ):
+        messages.append(stream.add(stream.envelope("order.canceled", {"id": order["id"]})))
+    # Out of order: a refund and a cancel that arrive before their orders.
+    late_a = stream.order(orders + 1, customer_id=stream.customers[0])
+    late_b = stream.order(orders + 2, customer_id=stream.customers[-1])
+    messages.append(
+        stream.add(
+            stream.envelope(
+                "refund.created",
+                {
+                    "id": f"{tag}-refund-early",
+                    "order_id": late_a["id"],
+                    "amount": 1000,
+                    "currency_code": "usd",
+                    "to_store_credit": True,
+                },
+            )
+        )
+    )
+    messages.append(stream.add(stream.envelope("order.canceled", {"id": late_b["id"]})))
+    messages.append(stream.add(stream.envelope("order.placed", late_a)))
+    messages.append(stream.add(stream.envelope("order.placed", late_b)))
+    # The broker delivering twice, and a publisher reusing an id for other content.
+    earlier = [m for m in stream.published[: len(stream.published) // 2] if isinstance(m, dict)]
+    for message in rng.sample(earlier, min(5, len(earlier))):
+        messages.append(stream.add(message, "duplicate"))
+    clash = dict(earlier[-1], data=dict(earlier[-1]["data"], conflict=True))
+    messages.append(stream.add(clash, "conflict"))
+    # Malformed input, and an event nobody subscribes to.
+    bad_order = stream.order(orders + 3)
+    bad = [
+        stream.envelope("order.placed", dict(bad_order, total="10999")),
+        stream.envelope("order.placed", dict(bad_order, total=109.99)),
+        stream.envelope(
+            "refund.created",
+            {
+                "id": f"{tag}-refund-neg",
+                "order_id": bad_order["id"],
+                "amount": -5,
+                "currency_code": "usd",
+                "to_store_credit": True,
+            },
+        ),
+        stream.envelope(
+            "refund.created",
+            {
+                "id": f"{tag}-refund-nocur",
+                "order_id": bad_order["id"],
+                "amount": 5,
+                "to_store_credit": True,
+            },
+        ),
+        stream.envelope("order.placed", dict(bad_order, currency_code="dollars")),
+        f'{{"id": "{tag}-broken", "name": "order.placed", "data": {{',
+        ["not", "an", "object"],
+    ]
+    for message in bad:
+        messages.append(stream.add(message, "malformed"))
+    messages.append(stream.add(stream.envelope("cart.updated", {"id": f"{tag}-cart-1"}), "unknown"))
+    rng.shuffle(messages)
+    return messages
+
+
+def _report(
+    stream: Stream, balances: list[dict[str, Any]], reservations: Counter[str], as_json: bool
+) -> bool:
+    ids = _expected_ids(stream.published)
+    with session_scope(read_only=True) as session:
+        statuses: Counter[str] = Counter()
+        attention = []
+        wanted = list(ids)
+        for i in range(0, len(wanted), 500):
+            for event in session.scalars(
+                select(Event).where(Event.event_id.in_(wanted[i : i + 500]))
+            ):
+                statuses[event.status] += 1
+                if event.status in ("needs_attention", "failed"):
+                    attention.append({"event_id": event.event_id, "reason": event.reason})
+        conflicts = _conflicts(session, ids)
+        check = reconcile(session)
+    distinct = len(ids)
+    adds_up = sum(statuses.values()) == distinct
+    ledger_ok = not [d for d in check["discrepancies"] if d["check"] != "event"]
+    summary = {
+        "run": stream.tag,
+        "published": len(stream.published),
+        "published_by_kind": dict(stream.kinds),
+        "distinct_events": distinct,
+        "outcomes": {
+            s: statuses.get(s, 0)
+            for s in ("processed", "ignored", "rejected", "needs_attention", "failed")
+        },
+        "conflicts_refused": conflicts,
+        "adds_up": adds_up,
+        "reservations": dict(reservations),
+        "needs_attention": attention,
+        "ledger_consistent": ledger_ok,
+        "reconciliation": check,
+        "balances": balances,
+    }
+    if as_json:
+        print(json.dumps(summary, indent=2, default=str))
+        return adds_up and ledger_ok
+    out = Console()
+    table = Table("customer", "dust", "held", "available", "store credit", title="Balances")
+    for b in balances:
+        credit = ", ".join(f"{s['balance']} {s['currency_code']}" for s in b["store_credit"]) or "-"
+        d = b["dust"]
+        table.add_row(
+            b["customer_id"], str(d["balance"]), str(d["held"]), str(d["available"]), credit
+        )
+    out.print(table)
+    o = summary["outcomes"]
+    out.print(
+        f"published {summary['published']} messages: {distinct} distinct events"
+        f" ({stream.kinds['duplicate']} redelivered duplicates and {stream.kinds['conflict']}"
+        f" conflicting duplicate on top)"
+    )
+    out.print(
+        f"  processed {o['processed']} + ignored {o['ignored']} + rejected {o['rejected']}"
+        f" + needs attention {o['needs_attention']} + failed {o['failed']}"
+        f" = {sum(o.values())} {'✓ adds up' if adds_up else '✗ DOES NOT ADD UP'}"
+    )
+    out.print(f"  conflicting duplicates refused: {conflicts}; reservations: {dict(reservations)}")
+    for item in attention:
+        out.print(f"  needs attention: {item['event_id']}: {item['reason']}")
+    checked = check["checked"]
+    out.print(
+        f"reconciliation over {checked['accounts']} accounts, {checked['entries']} entries,"
+        f" {checked['lots']} lots, {checked['holds']} holds: "
+        + (
+            "ledger consistent"
+            if ledger_ok
+            else "DISCREPANCIES: "
+            + json.dumps([d for d in check["discrepancies"] if d["check"] != "event"])
+        )
+    )
+    return adds_up and ledger_ok
