@@ -344,9 +344,7 @@ def _phase_two(stream: Stream, orders: int, reservations: Counter[str]) -> list[
         messages.append(stream.add(stream.envelope("refund.created", data)))
     # Cancels: one of an order that spent dust (the dust goes back), one of a plain order.
     spent = [o for o in stream.placed[base:] if o["dust_total"]]
-    for i, order in enumerate(
-        (spent[-1:] if len(spent) > 1 else []) + stream.placed[base - 1 : base]
-    ):
+    for order in (spent[-1:] if len(spent) > 1 else []) + stream.placed[base - 1 : base]:
         messages.append(stream.add(stream.envelope("order.canceled", {"id": order["id"]})))
     # Out of order: a refund and a cancel that arrive before their orders.
     late_a = stream.order(orders + 1, customer_id=stream.customers[0])
