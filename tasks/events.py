@@ -34,23 +34,24 @@ def handle_event(self: Task, envelope: Any) -> str:
     try:
         result = inbox.process(envelope)
     except Exception as exc:
-        if not inbox.is_transient(exc):
-            raise
-        log.warning(
-            "event delivery %s hit a transient error (%s); retry %d",
-            self.request.id,
-            inbox.safe_message(exc),
-            self.request.retries + 1,
-        )
-        if self.request.retries < MAX_RETRIES:
+        transient = inbox.is_transient(exc)
+        if transient and self.request.retries < MAX_RETRIES:
+            log.warning(
+                "event delivery %s hit a transient error (%s); retry %d",
+                self.request.id,
+                inbox.safe_message(exc),
+                self.request.retries + 1,
+            )
             raise self.retry(countdown=backoff(self.request.retries)) from None
+        # Retries ran out, or an unexpected error (a bug): record it as failed so an
+        # operator sees it and can replay it once the cause is fixed; never lose it.
+        log.exception("event delivery %s failed: %s", self.request.id, inbox.safe_message(exc))
         try:
             inbox.record_failed(envelope, exc)
         except Exception as again:
             if not inbox.is_transient(again):
                 raise
             raise self.retry(countdown=60) from None
-        log.error("event recorded as failed after %d retries", MAX_RETRIES)
         return "failed"
     if result.status in ("rejected", "conflict"):
         log.warning("event %s %s: %s", result.event_id, result.status, result.reason)
