@@ -4,6 +4,7 @@ Every table is prefixed ``dust_``. ``docs/SCHEMA.md`` describes them for report 
 """
 
 from models.base import Base
+from models.jobs import Backfill, BackfillBatch, JobRun, Reconciliation
 from models.tables import (
     Account,
     Entry,
@@ -19,6 +20,10 @@ from models.tables import (
 
 __all__ = [
     "Account",
+    "Backfill",
+    "BackfillBatch",
+    "JobRun",
+    "Reconciliation",
     "Base",
     "Entry",
     "Event",
