@@ -42,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         "dust",
         broker=settings.broker,
         backend=settings.backend,
-        include=["tasks.events", "tasks.requests"],
+        include=["tasks.events", "tasks.requests", "tasks.jobs", "tasks.admin"],
     )
     visibility = settings.visibility_timeout_seconds
     app.conf.update(

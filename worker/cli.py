@@ -258,6 +258,10 @@ def demo(
         raise typer.Exit(1)
 
 
+# Commands of the jobs and admin modules register themselves on ``app`` when imported.
+from worker import cli_admin, cli_jobs  # noqa: E402,F401
+
+
 def main() -> None:
     try:
         get_settings()

@@ -1,0 +1,5 @@
+"""Scheduled jobs run by Celery beat: expire holds, expire lots, reconcile."""
+
+from __future__ import annotations
+
+from worker.app import app  # noqa: F401
