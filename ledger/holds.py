@@ -94,9 +94,11 @@ def capture(
 ) -> int:
     """Turn up to ``amount`` of an active hold into a debit; release the rest.
 
-    Returns the amount captured (0 when ``amount`` is 0: the whole hold is released).
+    Returns the amount captured (0 when ``amount`` is 0: the whole hold is released). A
+    dust clawback under the ``debt`` policy may have taken the balance below what is held;
+    then only what is still there is captured and the caller reports the rest as owed.
     """
-    take = min(amount, hold.amount)
+    take = min(amount, hold.amount, max(0, available(account) + hold.amount))
     _settle(account, hold, "captured" if take else "released", utcnow(), captured=take)
     hold.order_id = order_id
     session.flush()
