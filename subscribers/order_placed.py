@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ledger import holds, orders
-from models import Product
+from models import Order, Product
 from subscribers.base import (
     Amount,
     Context,
@@ -73,13 +73,14 @@ def eligible(session: Session, order: OrderPlacedPayload) -> int:
     return sum(item.total for item in order.items if item.product_id not in dust_only)
 
 
-def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    placed = parse(OrderPlacedPayload, envelope.data)
-    order = orders.lock_order(session, placed.id)
-    if order.placed_event_id is not None:
-        return Outcome(
-            "ignored", f"order {placed.id} already placed by event {order.placed_event_id}"
-        )
+def record(
+    session: Session,
+    order: Order,
+    placed: OrderPlacedPayload,
+    envelope: Envelope,
+    context: Context,
+) -> None:
+    """Store what the order says, once: its charges, earning base and rate."""
     if order.customer_id is not None and order.customer_id != placed.customer_id:
         raise Rejected(f"order {placed.id} belongs to customer {order.customer_id}")
     order.customer_id = placed.customer_id
@@ -92,11 +93,24 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     order.dust_total = placed.dust_total
     order.store_credit_total = placed.store_credit_total
 
+
+def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
+    placed = parse(OrderPlacedPayload, envelope.data)
+    order = orders.lock_order(session, placed.id)
+    if order.placed_event_id is None:
+        record(session, order, placed, envelope, context)
+    elif order.placed_event_id != envelope.id:
+        return Outcome(
+            "ignored", f"order {placed.id} already placed by event {order.placed_event_id}"
+        )
+    # else: an explicit replay of this very event (it needed attention). The order is
+    # recorded already; charging again takes only what is still owed.
+
     outcome = Outcome()
     if order.canceled:
         if order.cart_id:
             holds.release_cart(session, order.cart_id)
-        outcome.detail["canceled_before_placed"] = True
+        outcome.detail["canceled"] = True
     else:
         charged = orders.charge(session, order, envelope.id)
         outcome.detail.update(captured=charged.captured, debited=charged.debited)
