@@ -1,0 +1,146 @@
+"""``order.placed`` through the real entry point (``tasks.inbox.process``): earning dust
+(CONTRACT §3, step 2 "Earn")."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from models import Order
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+def order_row(order_id: str) -> Order:
+    from worker.db import session_scope
+
+    with session_scope() as session:
+        row = session.get(Order, order_id)
+        assert row is not None
+        return row
+
+
+def test_contract_example_earns_one_lot_expiring_a_year_after_the_event(dust: Any) -> None:
+    result = dust.order("order_1", "cus_1", 10999, shipping_total=999, cart_id="cart_1")
+
+    assert result.status == "processed", result.reason
+    assert result.detail["earned"] == 100
+    assert dust.balance("cus_1") == {
+        "customer_id": "cus_1",
+        "dust": {"balance": 100, "held": 0, "available": 100},
+        "store_credit": [],
+    }
+    assert dust.lots("cus_1") == [(T0 + timedelta(days=365), 100, 100)]
+    [earn] = dust.entries(reason="earn")
+    assert (earn.direction, earn.amount, earn.balance_after) == ("credit", 100, 100)
+    assert (earn.reference_type, earn.reference_id, earn.event_id) == (
+        "order",
+        "order_1",
+        result.event_id,
+    )
+    event = dust.event(result.event_id)
+    assert event.status == "processed" and event.occurred_at == T0
+    assert json.loads(event.detail)["earned"] == 100
+
+
+def test_lot_expiry_follows_the_events_occurred_at(dust: Any, configure: Any) -> None:
+    configure(DUST_POINTS_TTL_DAYS="30")
+    later = datetime(2027, 3, 1, 8, 30, tzinfo=UTC)
+    dust.order("order_1", "cus_1", 10000, occurred_at=later)
+    assert dust.lots("cus_1") == [(later + timedelta(days=30), 100, 100)]
+
+
+def test_ttl_zero_lots_never_expire(dust: Any, configure: Any) -> None:
+    configure(DUST_POINTS_TTL_DAYS="0")
+    dust.order("order_1", "cus_1", 10000)
+    assert dust.lots("cus_1") == [(None, 100, 100)]
+
+
+def test_without_items_tax_and_shipping_do_not_earn(dust: Any) -> None:
+    dust.order("order_1", "cus_1", 12000, shipping_total=999, tax_total=1001)
+    assert dust.dust("cus_1") == 100
+
+
+def test_dust_only_products_are_not_eligible(dust: Any) -> None:
+    dust.send("product.created", {"id": "prod_dust", "metadata": {"dust_only": True}})
+    dust.send("product.created", {"id": "prod_plain", "metadata": {"dust_only": False}})
+    items = [
+        {"id": "item_1", "product_id": "prod_plain", "quantity": 2, "total": 10000},
+        {"id": "item_2", "product_id": "prod_dust", "quantity": 1, "total": 4000},
+        {"id": "item_3", "product_id": "prod_unknown", "quantity": 1, "total": 2000},
+        {"id": "item_4", "quantity": 1, "total": 500},
+    ]
+    # items decide the base: total, shipping and tax are not used when items are given
+    result = dust.order("order_1", "cus_1", 17999, shipping_total=1499, items=items)
+    assert result.status == "processed", result.reason
+    assert dust.dust("cus_1") == 125  # (10000 + 2000 + 500) * 0.01
+
+
+def test_a_later_product_update_wins_and_an_older_one_is_ignored(dust: Any) -> None:
+    dust.send("product.created", {"id": "prod_1", "metadata": {"dust_only": True}})
+    old = dust.send(
+        "product.updated",
+        {"id": "prod_1", "metadata": {"dust_only": False}},
+        occurred_at=T0 - timedelta(days=1),
+    )
+    assert old.status == "ignored"
+    items = [{"product_id": "prod_1", "total": 10000}]
+    dust.order("order_1", "cus_1", 10000, items=items)
+    assert dust.dust("cus_1") == 0
+    dust.send(
+        "product.updated",
+        {"id": "prod_1", "metadata": {"dust_only": False}},
+        occurred_at=T0 + timedelta(days=1),
+    )
+    dust.order("order_2", "cus_1", 10000, items=items)
+    assert dust.dust("cus_1") == 100
+
+
+def test_store_credit_spent_on_the_order_does_not_earn(dust: Any) -> None:
+    dust.grant("cus_1", 3000, kind="store_credit", currency="usd")
+    result = dust.order("order_1", "cus_1", 10999, shipping_total=999, store_credit_total=3000)
+    assert result.status == "processed", result.reason
+    assert dust.dust("cus_1") == 70  # floor((10000 - 3000) * 0.01)
+    assert dust.store_credit("cus_1") == 0
+
+
+def test_guest_orders_earn_nothing(dust: Any) -> None:
+    result = dust.order("order_1", None, 10999, shipping_total=999)
+    assert result.status == "processed", result.reason
+    assert result.detail["earned"] == 0
+    assert dust.count("dust_accounts") == 0
+    assert dust.count("dust_entries") == 0
+    assert order_row("order_1").no_earn_reason == "guest order"
+
+
+def test_zero_base_earns_nothing_and_says_why(dust: Any) -> None:
+    dust.order("order_1", "cus_1", 99)  # floor(99 * 0.01) == 0
+    assert dust.dust("cus_1") == 0
+    assert dust.count("dust_lots") == 0
+    assert order_row("order_1").no_earn_reason == "earning base is zero"
+
+
+def test_per_currency_rate_override(dust: Any, configure: Any) -> None:
+    configure(DUST_EARN_RATES='{"JPY": "1"}', DUST_EARN_RATE="0.015")
+    jpy = {"id": "order_jpy", "customer_id": "cus_1", "currency_code": "JPY", "total": 1500}
+    dust.send("order.placed", jpy)
+    assert dust.dust("cus_1") == 1500
+    dust.order("order_usd", "cus_2", 999)
+    assert dust.dust("cus_2") == 14  # floor(999 * 0.015): exact decimal, floored
+    assert order_row("order_jpy").currency_code == "jpy"
+    assert order_row("order_jpy").earn_rate == "1"
+
+
+def test_the_rate_in_force_at_placement_is_kept_for_clawbacks(dust: Any, configure: Any) -> None:
+    dust.order("order_1", "cus_1", 10000)
+    configure(DUST_EARN_RATE="0.5")
+    dust.refund("ref_1", "order_1", 5000)
+    assert dust.dust("cus_1") == 50
+
+
+def test_a_second_order_placed_for_the_same_order_is_ignored(dust: Any) -> None:
+    dust.order("order_1", "cus_1", 10000)
+    again = dust.order("order_1", "cus_1", 20000)
+    assert again.status == "ignored"
+    assert dust.dust("cus_1") == 100
