@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, func, select, text
+from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
@@ -36,20 +36,6 @@ from worker import db as worker_db
 from worker.settings import get_settings
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dust_test"
-
-#: Every table of the schema, children before parents (FK-safe for DELETE/TRUNCATE).
-TABLES = [
-    "dust_lot_movements",
-    "dust_refunds",
-    "dust_lots",
-    "dust_holds",
-    "dust_entries",
-    "dust_products",
-    "dust_orders",
-    "dust_events",
-    "dust_event_conflicts",
-    "dust_accounts",
-]
 
 #: The instant test events occur at, unless a test says otherwise.
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -93,26 +79,43 @@ def _create_database(url: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> str:
-    """``dust_test`` with a schema rebuilt from the migration, once per session."""
-    url = os.environ.get("DUST_TEST_DATABASE_URL", PG_DEFAULT_URL)
+def postgres_url() -> Iterator[str]:
+    """``dust_test`` with a schema built from the migration, once per session.
+
+    Each test session works in its own PostgreSQL schema (``search_path`` in the URL), so
+    two test runs on one server (a developer's and CI's, or two engineers') never truncate
+    or drop each other's tables. The schema is dropped and rebuilt at the start, so a stale
+    schema never lingers, and dropped at the end.
+    """
+    server_url = os.environ.get("DUST_TEST_DATABASE_URL", PG_DEFAULT_URL)
+    schema = f"dust_test_run_{os.getpid()}"
+    url = (
+        make_url(server_url)
+        .update_query_dict({"options": f"-csearch_path={schema}"})
+        .render_as_string(hide_password=False)
+    )
     try:
-        _create_database(url)
-        engine = create_engine(url)
-        try:
-            with engine.begin() as connection:
-                # Never test against a stale schema: rebuild it from the migration.
-                connection.execute(text("DROP SCHEMA public CASCADE"))
-                connection.execute(text("CREATE SCHEMA public"))
-        finally:
-            engine.dispose()
+        _create_database(server_url)
+        _run_sql(server_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE", f"CREATE SCHEMA {schema}")
     except OperationalError as exc:
         message = f"PostgreSQL unreachable ({str(exc.orig).strip().splitlines()[0]})"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; CI=true needs it", pytrace=False)
         pytest.skip(message)
     upgrade(url)
-    return url
+    yield url
+    worker_db.dispose_engines()
+    _run_sql(server_url, f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _run_sql(url: str, *statements: str) -> None:
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            for statement in statements:
+                connection.execute(text(statement))
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.services)])
@@ -138,13 +141,19 @@ def db(
         try:
             with engine.begin() as connection:
                 # TRUNCATE fires no row triggers, so the append-only journal can be emptied.
-                connection.execute(text(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY CASCADE"))
+                tables = ", ".join(dust_tables(connection))
+                connection.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
         finally:
             engine.dispose()
     monkeypatch.setenv("DUST_DATABASE_URL", url)
     _reset_process_state()
     yield url
     _reset_process_state()
+
+
+def dust_tables(connection: Any) -> list[str]:
+    """Every ``dust_`` table of the migrated schema (later migrations add more)."""
+    return sorted(t for t in inspect(connection).get_table_names() if t.startswith("dust_"))
 
 
 def _reset_process_state() -> None:
@@ -310,7 +319,10 @@ class Dust:
             return int(session.scalar(text(f"SELECT count(*) FROM {table}")) or 0)
 
     def counts(self) -> dict[str, int]:
-        return {table: self.count(table) for table in TABLES}
+        """Rows per ``dust_`` table: a whole-database fingerprint for "nothing changed"."""
+        with worker_db.get_engine().connect() as connection:
+            tables = dust_tables(connection)
+        return {table: self.count(table) for table in tables}
 
     def entries(self, **where: Any) -> list[Entry]:
         with worker_db.session_scope() as session:
