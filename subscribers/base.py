@@ -21,7 +21,13 @@ from ledger.orders import EarnPolicy
 #: Largest amount accepted in an event: far above any real order, far below BIGINT.
 MAX_AMOUNT = 10**15
 
-Identifier = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+#: Ids are stored in text columns: no control characters (PostgreSQL text cannot hold NUL).
+Identifier = Annotated[
+    str,
+    StringConstraints(
+        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
+    ),
+]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveAmount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
 Currency = Annotated[

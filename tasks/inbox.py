@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -33,6 +34,12 @@ from worker.settings import Settings, get_settings
 MAX_ID = 250
 MAX_NAME = 100
 MAX_ENVELOPE_BYTES = 1_000_000
+#: ``occurred_at`` outside this window is refused: lot and hold expiries are computed from
+#: it, and they must stay representable dates (the longest TTL is 100 years).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: Control characters (NUL above all: PostgreSQL text cannot hold it) in ids and names.
+CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Statuses after which a redelivery is a no-op; ``failed`` is retried on redelivery,
 #: ``needs_attention`` only by an explicit replay.
 FINAL = {"processed", "ignored", "rejected", "needs_attention"}
@@ -66,15 +73,21 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         try:
             raw = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as exc:
-            msg = getattr(exc, "msg", "too deeply nested")
+        # ValueError besides JSONDecodeError: an integer too long to convert.
+        except (ValueError, RecursionError) as exc:
+            msg = getattr(exc, "msg", None) or (
+                "too deeply nested" if isinstance(exc, RecursionError) else str(exc)[:100]
+            )
             return _bad(text, None, f"invalid JSON: {msg}")
     try:
         text = canonical(raw)
     except (TypeError, ValueError, RecursionError):
-        text = repr(raw)[:MAX_ENVELOPE_BYTES]
-        return _bad(text, None, "envelope is not JSON data")
-    if len(text.encode()) > MAX_ENVELOPE_BYTES:
+        return _bad(_safe_repr(raw), None, "envelope is not JSON data")
+    try:
+        size = len(text.encode())
+    except UnicodeEncodeError:
+        return _bad(text, None, "envelope holds a lone surrogate: not valid Unicode text")
+    if size > MAX_ENVELOPE_BYTES:
         return _bad(text, None, f"envelope larger than {MAX_ENVELOPE_BYTES} bytes")
     if not isinstance(raw, dict):
         return _bad(text, None, "envelope must be a JSON object")
@@ -84,14 +97,17 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         data_id = data.get("id")
         if isinstance(data_id, str) and data_id:
             event_id = f"{name}:{data_id}"
-    if not isinstance(event_id, str) or not event_id or len(event_id) > MAX_ID:
-        problem = "id must be a non-empty string of at most 250 characters"
+    if not _is_label(event_id, MAX_ID):
+        problem = "id must be a non-empty string of at most 250 characters, no control characters"
         if given_id is None:
             problem = "no id, and none can be derived from name and data.id"
         return _bad(text, name if isinstance(name, str) else None, problem)
-    if not isinstance(name, str) or not name or len(name) > MAX_NAME:
+    if not _is_label(name, MAX_NAME):
         return _bad(
-            text, None, "name must be a non-empty string of at most 100 characters", event_id
+            text,
+            None,
+            "name must be a non-empty string of at most 100 characters, no control characters",
+            event_id,
         )
     if not isinstance(data, dict):
         return _bad(text, name, "data must be a JSON object", event_id)
@@ -114,7 +130,24 @@ def _parse_instant(value: Any) -> datetime | str:
         return f"occurred_at is not ISO 8601: {value!r}"
     if instant.tzinfo is None:
         return "occurred_at needs a UTC offset (e.g. 2026-11-20T10:00:00Z)"
-    return instant.astimezone(UTC)
+    try:
+        instant = instant.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first representable day
+        instant = EARLIEST - timedelta(days=1)
+    if not EARLIEST <= instant < LATEST:
+        return f"occurred_at out of range ({EARLIEST.year} to {LATEST.year}): {value!r}"
+    return instant
+
+
+def _is_label(value: Any, max_length: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= max_length and CONTROL.search(value) is None
+
+
+def _safe_repr(raw: Any) -> str:
+    try:
+        return repr(raw)[:MAX_ENVELOPE_BYTES]
+    except ValueError:  # e.g. an int too long to print
+        return f"<{type(raw).__name__} that cannot be shown>"
 
 
 def _hash(text: str) -> str:
@@ -122,10 +155,14 @@ def _hash(text: str) -> str:
 
 
 def _bad(text: str, name: str | None, error: str, event_id: str | None = None) -> Parsed:
+    """A rejected envelope, with what is stored of it made storable: lone surrogates and NUL
+    escaped (PostgreSQL text holds neither), a name with control characters dropped."""
     digest = _hash(text)
-    return Parsed(
-        event_id or f"invalid:{digest[:32]}", (name or "?")[:MAX_NAME], digest, text, error=error
-    )
+    storable = text.encode("utf-8", "backslashreplace").decode("utf-8").replace("\x00", "\\u0000")
+    storable = storable[:MAX_ENVELOPE_BYTES]
+    if not _is_label(name, MAX_NAME):
+        name = "?"
+    return Parsed(event_id or f"invalid:{digest[:32]}", name, digest, storable, error=error)
 
 
 def context_from(settings: Settings) -> Context:

@@ -105,6 +105,17 @@ MALFORMED = {
     "data not an object": {**ORDER, "data": ["order_1"]},
     "occurred_at without offset": {**ORDER, "occurred_at": "2026-11-20T10:00:00"},
     "occurred_at not a date": {**ORDER, "occurred_at": "yesterday"},
+    "occurred_at before year 1 in UTC": {**ORDER, "occurred_at": "0001-01-01T00:00:00+01:00"},
+    "occurred_at at the end of time": {**ORDER, "occurred_at": "9999-12-31T23:00:00Z"},
+    "NUL in an id": with_data(customer_id="cus\u00001"),
+    "control character in an id": with_data(cart_id="cart\n1"),
+    "NUL in the event id": {**ORDER, "id": "evt\u000001"},
+    "NUL in the name": {**ORDER, "name": "order.placed\u0000"},
+    "lone surrogate": with_data(customer_id="cus_\ud800"),
+    "lone surrogate in JSON text": '{"id": "e", "name": "x\\ud800", "data": {}}',
+    "integer too long for JSON": '{"id": "e", "name": "order.placed", "data": {"total": '
+    + "9" * 5000
+    + "}}",
     "no id and none derivable": {"name": "order.placed", "data": {"total": 1}},
     "refund without to_store_credit": {
         "id": "evt_r",
