@@ -1,67 +1,155 @@
 """Reconciliation: the ledger checked against itself, set-based (one query per check).
 
 Each check returns discrepancies as dicts ``{"check", "account_id", "expected", "actual"}``
-(or the ids that identify the row). ``ok`` is false when the ledger disagrees with itself
-or when events are ``failed`` / ``needs_attention`` (work left undone, CONTRACT §5).
+(plus the ids that identify the row: ``entry_id``, ``hold_id``, ``order_id``, ``event_id``).
+``ok`` is false when the ledger disagrees with itself or when events are ``failed`` /
+``needs_attention`` (work left undone, CONTRACT §5).
+
+The per-account checks take an account-id range (``lo``..``hi``, inclusive; None = open),
+so a scheduled run can split a large ledger into chunks that each finish far inside the
+visibility timeout; :func:`reconcile` runs them all at once over the whole ledger.
+
+The checks:
+
+* ``balance``        cached ``balance`` == Σ credits − Σ debits of the account's entries
+* ``journal_chain``  each entry's ``balance_after`` == the previous entry's ± its amount (the
+                     first: ± its amount) — finds a deleted or altered entry even when the
+                     cached balance was "fixed" to match
+* ``held``           cached ``held`` == Σ active holds
+* ``lots``           Σ lots.remaining == max(dust balance, 0)
+* ``available``      balance − held >= 0 (except a dust account in debt from a clawback)
+* ``stale_hold``     no hold still active past its expiry (after ``grace_seconds``, the
+                     time the hold-expiry job may take to come round)
+* ``order_not_earned`` every placed order earned dust or recorded why not
+* ``event``          events ``failed`` or ``needs_attention``
+
+Every run is stored in ``dust_reconciliations`` (:func:`open_record` …
+:func:`close_record`). :func:`repair_caches` rebuilds the cached ``balance`` and ``held``
+of accounts from the journal and the holds — it never touches an entry.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from models import Account, Entry, Event, Hold, Lot, Order
+from ledger.expiry import forget_cached_rows
+from models import Account, Entry, Event, Hold, Lot, Order, Reconciliation
 from models.base import utcnow
 
 SIGNED = case((Entry.direction == "credit", Entry.amount), else_=-Entry.amount)
+#: A stored reconciliation keeps this many discrepancies (the count is always complete).
+STORED_DISCREPANCIES = 1000
+#: Checks whose discrepancies ``--repair`` can fix (caches rebuilt from the journal).
+REPAIRABLE = ("balance", "held")
 
 
-def _journal_totals() -> Any:
+def _in_range(column: Any, lo: int | None, hi: int | None) -> list[Any]:
+    conditions = []
+    if lo is not None:
+        conditions.append(column >= lo)
+    if hi is not None:
+        conditions.append(column <= hi)
+    return conditions
+
+
+def _journal_totals(lo: int | None = None, hi: int | None = None) -> Any:
     return (
         select(Entry.account_id, func.sum(SIGNED).label("total"))
+        .where(*_in_range(Entry.account_id, lo, hi))
         .group_by(Entry.account_id)
         .subquery()
     )
 
 
-def check_balances(session: Session) -> list[dict[str, Any]]:
+def _active_holds(lo: int | None = None, hi: int | None = None) -> Any:
+    return (
+        select(Hold.account_id, func.sum(Hold.amount).label("total"))
+        .where(Hold.status == "active", *_in_range(Hold.account_id, lo, hi))
+        .group_by(Hold.account_id)
+        .subquery()
+    )
+
+
+def check_balances(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> list[dict[str, Any]]:
     """Cached ``balance`` == Σ credits − Σ debits, for every account."""
-    totals = _journal_totals()
+    totals = _journal_totals(lo, hi)
     journal = func.coalesce(totals.c.total, 0)
     rows = session.execute(
         select(Account.id, Account.balance, journal)
         .outerjoin(totals, totals.c.account_id == Account.id)
-        .where(Account.balance != journal)
+        .where(Account.balance != journal, *_in_range(Account.id, lo, hi))
+        .order_by(Account.id)
     )
     return [
         {"check": "balance", "account_id": a, "expected": int(j), "actual": b} for a, b, j in rows
     ]
 
 
-def check_held(session: Session) -> list[dict[str, Any]]:
-    """Cached ``held`` == Σ active holds."""
-    active = (
-        select(Hold.account_id, func.sum(Hold.amount).label("total"))
-        .where(Hold.status == "active")
-        .group_by(Hold.account_id)
+def check_journal_chain(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> list[dict[str, Any]]:
+    """Each entry's ``balance_after`` follows from the previous entry of its account."""
+    chain = (
+        select(
+            Entry.id,
+            Entry.account_id,
+            Entry.balance_after,
+            SIGNED.label("signed"),
+            func.lag(Entry.balance_after)
+            .over(partition_by=Entry.account_id, order_by=Entry.id)
+            .label("previous"),
+        )
+        .where(*_in_range(Entry.account_id, lo, hi))
         .subquery()
     )
+    expected = func.coalesce(chain.c.previous, 0) + chain.c.signed
+    rows = session.execute(
+        select(chain.c.account_id, chain.c.id, expected, chain.c.balance_after)
+        .where(chain.c.balance_after != expected)
+        .order_by(chain.c.account_id, chain.c.id)
+    )
+    return [
+        {
+            "check": "journal_chain",
+            "account_id": a,
+            "entry_id": e,
+            "expected": int(x),
+            "actual": int(b),
+        }
+        for a, e, x, b in rows
+    ]
+
+
+def check_held(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> list[dict[str, Any]]:
+    """Cached ``held`` == Σ active holds."""
+    active = _active_holds(lo, hi)
     expected = func.coalesce(active.c.total, 0)
     rows = session.execute(
         select(Account.id, Account.held, expected)
         .outerjoin(active, active.c.account_id == Account.id)
-        .where(Account.held != expected)
+        .where(Account.held != expected, *_in_range(Account.id, lo, hi))
+        .order_by(Account.id)
     )
     return [{"check": "held", "account_id": a, "expected": int(e), "actual": h} for a, h, e in rows]
 
 
-def check_lots(session: Session) -> list[dict[str, Any]]:
+def check_lots(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> list[dict[str, Any]]:
     """Σ lots.remaining == max(dust balance, 0) for every dust account."""
     lots = (
         select(Lot.account_id, func.sum(Lot.remaining).label("total"))
+        .where(*_in_range(Lot.account_id, lo, hi))
         .group_by(Lot.account_id)
         .subquery()
     )
@@ -70,20 +158,26 @@ def check_lots(session: Session) -> list[dict[str, Any]]:
     rows = session.execute(
         select(Account.id, expected, remaining)
         .outerjoin(lots, lots.c.account_id == Account.id)
-        .where(Account.kind == "dust", remaining != expected)
+        .where(Account.kind == "dust", remaining != expected, *_in_range(Account.id, lo, hi))
+        .order_by(Account.id)
     )
     return [
         {"check": "lots", "account_id": a, "expected": int(e), "actual": int(r)} for a, e, r in rows
     ]
 
 
-def check_available(session: Session) -> list[dict[str, Any]]:
+def check_available(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> list[dict[str, Any]]:
     """No negative available balance, except a dust account in debt from a clawback."""
     rows = session.execute(
-        select(Account.id, Account.balance, Account.held).where(
+        select(Account.id, Account.balance, Account.held)
+        .where(
             Account.balance < Account.held,
             or_(Account.kind == "store_credit", Account.balance >= 0),
+            *_in_range(Account.id, lo, hi),
         )
+        .order_by(Account.id)
     )
     return [
         {"check": "available", "account_id": a, "expected": ">= 0", "actual": b - h}
@@ -91,68 +185,267 @@ def check_available(session: Session) -> list[dict[str, Any]]:
     ]
 
 
-def check_stale_holds(session: Session, as_of: datetime) -> list[dict[str, Any]]:
-    """No hold left active past its expiry."""
+def check_stale_holds(
+    session: Session,
+    as_of: datetime,
+    lo: int | None = None,
+    hi: int | None = None,
+    grace_seconds: int = 0,
+) -> list[dict[str, Any]]:
+    """No hold left active past its expiry (by more than ``grace_seconds``)."""
+    cutoff = as_of - timedelta(seconds=grace_seconds)
     rows = session.execute(
-        select(Hold.id, Hold.account_id, Hold.expires_at).where(
-            Hold.status == "active", Hold.expires_at < as_of
+        select(Hold.id, Hold.account_id, Hold.amount, Hold.expires_at)
+        .where(
+            Hold.status == "active",
+            Hold.expires_at < cutoff,
+            *_in_range(Hold.account_id, lo, hi),
         )
+        .order_by(Hold.account_id, Hold.id)
     )
     return [
-        {"check": "stale_hold", "hold_id": h, "account_id": a, "expires_at": e.isoformat()}
-        for h, a, e in rows
+        {
+            "check": "stale_hold",
+            "account_id": a,
+            "hold_id": h,
+            "amount": amount,
+            "expires_at": e.isoformat(),
+            "expected": "expired",
+            "actual": "active",
+        }
+        for h, a, amount, e in rows
     ]
 
 
 def check_orders(session: Session) -> list[dict[str, Any]]:
     """Every placed order either earned dust or recorded why not."""
     rows = session.execute(
-        select(Order.order_id).where(
+        select(Order.order_id, Order.customer_id)
+        .where(
             Order.placed_event_id.is_not(None),
             and_(Order.earned == 0, Order.no_earn_reason.is_(None)),
         )
+        .order_by(Order.order_id)
     )
-    return [{"check": "order_not_earned", "order_id": o} for (o,) in rows]
+    return [
+        {
+            "check": "order_not_earned",
+            "order_id": o,
+            "customer_id": c,
+            "expected": "earned, or a reason why not",
+            "actual": "neither",
+        }
+        for o, c in rows
+    ]
 
 
 def check_events(session: Session) -> tuple[dict[str, int], list[dict[str, Any]]]:
     """Count events by status; ``failed`` and ``needs_attention`` are work left undone."""
-    counts = dict(
-        session.execute(select(Event.status, func.count()).group_by(Event.status)).tuples().all()
-    )
+    counts = {
+        status: int(n)
+        for status, n in session.execute(select(Event.status, func.count()).group_by(Event.status))
+    }
     undone = session.execute(
-        select(Event.event_id, Event.status, Event.reason).where(
-            Event.status.in_(["failed", "needs_attention"])
-        )
+        select(Event.event_id, Event.status, Event.reason)
+        .where(Event.status.in_(["failed", "needs_attention"]))
+        .order_by(Event.received_at, Event.event_id)
     )
     return counts, [
-        {"check": "event", "event_id": e, "status": s, "reason": r} for e, s, r in undone
+        {
+            "check": "event",
+            "event_id": e,
+            "status": s,
+            "reason": r,
+            "expected": "processed",
+            "actual": s,
+        }
+        for e, s, r in undone
     ]
 
 
-def reconcile(session: Session, as_of: datetime | None = None) -> dict[str, Any]:
-    """Run every check; the JSON of ``dust reconcile --json``."""
-    as_of = as_of or utcnow()
+def count_accounts(
+    session: Session, lo: int | None = None, hi: int | None = None
+) -> dict[str, int]:
+    """How many accounts, entries, holds and lots the range holds."""
+
+    def count(model: Any, column: Any) -> int:
+        stmt = select(func.count()).select_from(model).where(*_in_range(column, lo, hi))
+        return int(session.scalar(stmt) or 0)
+
+    return {
+        "accounts": count(Account, Account.id),
+        "entries": count(Entry, Entry.account_id),
+        "holds": count(Hold, Hold.account_id),
+        "lots": count(Lot, Lot.account_id),
+    }
+
+
+def check_accounts(
+    session: Session,
+    as_of: datetime,
+    lo: int | None = None,
+    hi: int | None = None,
+    grace_seconds: int = 0,
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Every per-account check over accounts ``lo``..``hi``: (counts, discrepancies)."""
     discrepancies = [
-        *check_balances(session),
-        *check_held(session),
-        *check_lots(session),
-        *check_available(session),
-        *check_stale_holds(session, as_of),
-        *check_orders(session),
+        *check_balances(session, lo, hi),
+        *check_journal_chain(session, lo, hi),
+        *check_held(session, lo, hi),
+        *check_lots(session, lo, hi),
+        *check_available(session, lo, hi),
+        *check_stale_holds(session, as_of, lo, hi, grace_seconds),
     ]
+    return count_accounts(session, lo, hi), discrepancies
+
+
+def check_rest(session: Session) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The checks that are not per account: orders and events."""
     event_counts, undone = check_events(session)
     checked = {
-        "accounts": session.scalar(select(func.count()).select_from(Account)) or 0,
-        "entries": session.scalar(select(func.count()).select_from(Entry)) or 0,
-        "holds": session.scalar(select(func.count()).select_from(Hold)) or 0,
-        "lots": session.scalar(select(func.count()).select_from(Lot)) or 0,
-        "orders": session.scalar(select(func.count()).select_from(Order)) or 0,
+        "orders": int(session.scalar(select(func.count()).select_from(Order)) or 0),
         "events": event_counts,
     }
+    return checked, [*check_orders(session), *undone]
+
+
+def reconcile(
+    session: Session, as_of: datetime | None = None, grace_seconds: int = 0
+) -> dict[str, Any]:
+    """Run every check over the whole ledger at once; the JSON of ``dust reconcile --json``."""
+    as_of = as_of or utcnow()
+    checked, discrepancies = check_accounts(session, as_of, grace_seconds=grace_seconds)
+    rest, more = check_rest(session)
     return {
-        "ok": not discrepancies and not undone,
+        "ok": not discrepancies and not more,
         "as_of": as_of.isoformat(),
-        "checked": checked,
-        "discrepancies": discrepancies + undone,
+        "checked": {**checked, **rest},
+        "discrepancies": discrepancies + more,
     }
+
+
+# -- stored runs ---------------------------------------------------------------------------
+
+
+def open_record(
+    session: Session, as_of: datetime, job_run_id: int | None = None, actor: str | None = None
+) -> Reconciliation:
+    """Start storing a reconciliation; chunks add to it, :func:`close_record` ends it."""
+    record = Reconciliation(
+        job_run_id=job_run_id,
+        started_at=utcnow(),
+        as_of=as_of,
+        ok=True,
+        checked=json.dumps({"accounts": 0, "entries": 0, "holds": 0, "lots": 0}),
+        discrepancy_count=0,
+        discrepancies="[]",
+        repaired=False,
+        actor=actor,
+    )
+    session.add(record)
+    session.flush()
+    return record
+
+
+def add_to_record(
+    record: Reconciliation, checked: dict[str, Any], discrepancies: list[dict[str, Any]]
+) -> None:
+    """Add one chunk's counts and discrepancies to a stored reconciliation."""
+    total = json.loads(record.checked)
+    for name, value in checked.items():
+        if isinstance(value, int):
+            total[name] = total.get(name, 0) + value
+        else:
+            total[name] = value
+    record.checked = json.dumps(total)
+    if discrepancies:
+        record.ok = False
+        record.discrepancy_count += len(discrepancies)
+        stored = json.loads(record.discrepancies)
+        room = STORED_DISCREPANCIES - len(stored)
+        if room > 0:
+            record.discrepancies = json.dumps(stored + discrepancies[:room], default=str)
+
+
+def close_record(record: Reconciliation) -> None:
+    record.finished_at = utcnow()
+
+
+def record_json(record: Reconciliation) -> dict[str, Any]:
+    """A stored reconciliation as JSON (at most ``STORED_DISCREPANCIES`` listed)."""
+    return {
+        "id": record.id,
+        "job_run_id": record.job_run_id,
+        "ok": record.ok,
+        "as_of": record.as_of.isoformat(),
+        "started_at": record.started_at.isoformat(),
+        "finished_at": record.finished_at.isoformat() if record.finished_at else None,
+        "checked": json.loads(record.checked),
+        "discrepancy_count": record.discrepancy_count,
+        "discrepancies": json.loads(record.discrepancies),
+        "repaired": record.repaired,
+        "repairs": json.loads(record.repairs) if record.repairs else None,
+        "actor": record.actor,
+    }
+
+
+# -- repair ----------------------------------------------------------------------------
+
+
+def repair_caches(session: Session, account_ids: Iterable[int]) -> list[dict[str, Any]]:
+    """Rebuild the cached ``balance`` (Σ entries) and ``held`` (Σ active holds) of the
+    accounts ``account_ids`` — set-based, under their row locks (id order) — and return
+    what changed: ``[{"account_id", "column", "before", "after"}]``. Entries are never
+    touched: the journal is the truth the caches are rebuilt from."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return []
+    session.flush()
+    A = Account.__table__
+    E = Entry.__table__
+    H = Hold.__table__
+    session.scalars(select(A.c.id).where(A.c.id.in_(ids)).order_by(A.c.id).with_for_update()).all()
+    journal = (
+        select(
+            func.coalesce(
+                func.sum(case((E.c.direction == "credit", E.c.amount), else_=-E.c.amount)), 0
+            )
+        )
+        .where(E.c.account_id == A.c.id)
+        .scalar_subquery()
+    )
+    active = (
+        select(func.coalesce(func.sum(H.c.amount), 0))
+        .where(H.c.account_id == A.c.id, H.c.status == "active")
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(A.c.id, A.c.balance, journal, A.c.held, active)
+        .where(A.c.id.in_(ids))
+        .order_by(A.c.id)
+    ).all()
+    changes: list[dict[str, Any]] = []
+    for account_id, balance, balance_after, held, held_after in rows:
+        if balance != balance_after:
+            changes.append(
+                {
+                    "account_id": account_id,
+                    "column": "balance",
+                    "before": int(balance),
+                    "after": int(balance_after),
+                }
+            )
+        if held != held_after:
+            changes.append(
+                {
+                    "account_id": account_id,
+                    "column": "held",
+                    "before": int(held),
+                    "after": int(held_after),
+                }
+            )
+    changed = sorted({change["account_id"] for change in changes})
+    if changed:
+        session.execute(update(A).where(A.c.id.in_(changed)).values(balance=journal, held=active))
+        forget_cached_rows(session)
+    return changes

@@ -1,0 +1,219 @@
+"""Lot expiry, set-based: the bulk sibling of :func:`ledger.journal.debit`.
+
+``journal`` writes entries one posting at a time; expiry writes one ``expiry`` debit per due
+account for a whole chunk of accounts in a handful of statements, whatever the chunk's size.
+"One place writes entries" stays true in spirit: the ledger package writes them, with the
+same invariants, and nothing outside it does.
+
+For each dust account with due lots (``remaining > 0 AND expires_at <= as_of``)::
+
+    expired = min(Σ remaining of its due lots, max(0, balance − held))
+
+Held dust does not expire while held: when the hold is released, the next run (a later
+``as_of``) takes it. The amount is drawn from the due lots soonest-expiring first (window
+``SUM(remaining) OVER (PARTITION BY account_id ORDER BY expires_at, id)``), each draw recorded
+in ``dust_lot_movements``, exactly as a debit would draw them.
+
+Invariants kept: I1 (balance == Σ entries: the entry and the new balance are written from
+the same value), I3 (available never goes below zero: at most ``balance − held`` expires),
+I4 (Σ lots.remaining == max(balance, 0): the lots lose exactly the entry's amount).
+
+Idempotent: the entry's key is ``expiry:{account_id}:{as_of}``; an account that already has
+it is skipped, and a second run for the same instant finds nothing left to do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, select, update
+from sqlalchemy.orm import Session, aliased
+
+from models import Account, Entry, Hold, Lot, LotMovement
+from models.base import UTCDateTime, utcnow
+from models.tables import DUST
+
+A = Account.__table__
+E = Entry.__table__
+L = Lot.__table__
+M = LotMovement.__table__
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """What one chunk of a set-based job did; ``last_account_id`` is where the next starts
+    (None: nothing was due after the cursor)."""
+
+    accounts: int = 0
+    entries: int = 0
+    lots: int = 0
+    amount: int = 0
+    last_account_id: int | None = None
+
+    def as_counts(self) -> dict[str, int]:
+        return {
+            "accounts": self.accounts,
+            "entries": self.entries,
+            "lots": self.lots,
+            "amount": self.amount,
+        }
+
+
+def idempotency_key(account_id: int, as_of: datetime) -> str:
+    return f"expiry:{account_id}:{as_of.isoformat()}"
+
+
+def lock_due_accounts(
+    session: Session, due: Any, owner: Any, after_id: int, limit: int | None
+) -> list[int]:
+    """Lock (in id order) the first ``limit`` accounts after ``after_id`` that own a row
+    matching ``due``; ``owner`` is that row's account-id column."""
+    candidates = select(owner).where(due, owner > after_id).distinct().order_by(owner)
+    if limit is not None:
+        candidates = candidates.limit(limit)
+    stmt = select(A.c.id).where(A.c.id.in_(candidates)).order_by(A.c.id).with_for_update()
+    return list(session.scalars(stmt))
+
+
+def forget_cached_rows(session: Session) -> None:
+    """Set-based statements bypass the ORM: reload accounts, holds and lots on next use."""
+    for obj in list(session.identity_map.values()):
+        if isinstance(obj, Account | Hold | Lot):
+            session.expire(obj)
+
+
+def expire_lots(
+    session: Session,
+    as_of: datetime,
+    *,
+    after_id: int = 0,
+    limit: int | None = None,
+    reference_id: str = "manual",
+) -> Chunk:
+    """Expire the due lots of the first ``limit`` dust accounts (all when None) with an id
+    above ``after_id``. One transaction: the caller commits."""
+    session.flush()
+    due = and_(
+        L.c.remaining > 0,
+        L.c.expires_at.is_not(None),
+        L.c.expires_at <= as_of,
+    )
+    ids = lock_due_accounts(session, due, L.c.account_id, after_id, limit)
+    if not ids:
+        return Chunk()
+    iso = as_of.isoformat()
+
+    # 1. One expiry debit per account that has anything to give.
+    due_sums = (
+        select(L.c.account_id, func.sum(L.c.remaining).label("due"))
+        .where(due, L.c.account_id.in_(ids))
+        .group_by(L.c.account_id)
+        .subquery()
+    )
+    free = A.c.balance - A.c.held
+    available = case((free > 0, free), else_=literal(0))
+    take = case((due_sums.c.due < available, due_sums.c.due), else_=available)
+    key = literal("expiry:") + cast(A.c.id, String) + literal(f":{iso}")
+    already = aliased(Entry)
+    source = (
+        select(
+            A.c.id,
+            literal("debit"),
+            take,
+            A.c.balance - take,
+            literal("expiry"),
+            literal("job"),
+            literal(reference_id),
+            key,
+            literal(f"lots due by {iso}"),
+            literal(0),
+            literal(utcnow(), UTCDateTime()),
+        )
+        .join(due_sums, due_sums.c.account_id == A.c.id)
+        .where(
+            A.c.kind == DUST,
+            take > 0,
+            ~exists().where(already.idempotency_key == key),
+        )
+    )
+    columns = [
+        "account_id",
+        "direction",
+        "amount",
+        "balance_after",
+        "reason",
+        "reference_type",
+        "reference_id",
+        "idempotency_key",
+        "memo",
+        "forgiven",
+        "created_at",
+    ]
+    written = session.execute(
+        insert(E).from_select(columns, source).returning(E.c.id, E.c.amount)
+    ).all()
+    if not written:
+        return Chunk(accounts=len(ids), last_account_id=ids[-1])
+    entry_ids = [entry_id for entry_id, _ in written]
+
+    # 2. Each entry draws its account's due lots, soonest-expiring first.
+    ranked = (
+        select(
+            L.c.id.label("lot_id"),
+            L.c.account_id,
+            L.c.remaining,
+            func.sum(L.c.remaining)
+            .over(
+                partition_by=L.c.account_id,
+                order_by=(L.c.expires_at, L.c.id),
+                rows=(None, 0),
+            )
+            .label("through"),
+        )
+        .where(due, L.c.account_id.in_(ids))
+        .subquery()
+    )
+    new = select(E.c.id, E.c.account_id, E.c.amount).where(E.c.id.in_(entry_ids)).subquery()
+    before = ranked.c.through - ranked.c.remaining
+    portion = case(
+        (ranked.c.through <= new.c.amount, ranked.c.remaining), else_=new.c.amount - before
+    )
+    draws = select(new.c.id, ranked.c.lot_id, portion).join(
+        new, new.c.account_id == ranked.c.account_id
+    )
+    drawn = session.execute(
+        insert(M).from_select(["entry_id", "lot_id", "amount"], draws.where(before < new.c.amount)),
+        execution_options={"preserve_rowcount": True},
+    ).rowcount
+
+    # 3. Lots lose what was drawn; accounts take the balance their entry ends at.
+    moved = (
+        select(func.sum(M.c.amount))
+        .where(M.c.lot_id == L.c.id, M.c.entry_id.in_(entry_ids))
+        .scalar_subquery()
+    )
+    session.execute(
+        update(L)
+        .where(L.c.id.in_(select(M.c.lot_id).where(M.c.entry_id.in_(entry_ids))))
+        .values(remaining=L.c.remaining - moved)
+    )
+    ending = (
+        select(E.c.balance_after)
+        .where(E.c.account_id == A.c.id, E.c.id.in_(entry_ids))
+        .scalar_subquery()
+    )
+    session.execute(
+        update(A)
+        .where(A.c.id.in_(select(E.c.account_id).where(E.c.id.in_(entry_ids))))
+        .values(balance=ending)
+    )
+    forget_cached_rows(session)
+    return Chunk(
+        accounts=len(ids),
+        entries=len(written),
+        lots=drawn,
+        amount=sum(amount for _, amount in written),
+        last_account_id=ids[-1],
+    )
