@@ -1,8 +1,9 @@
 """The Celery app: one module, every option next to its reason.
 
-Start a worker the way the Procfile does::
+Start a worker and the scheduler the way the Procfile does::
 
-    celery -A worker.app worker -Q dust.events,dust.requests
+    celery -A worker.app worker --queues dust.events,dust.requests,dust.jobs
+    celery -A worker.app beat
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
+from worker.beat import JOBS, JOBS_QUEUE, build_schedule
 from worker.db import dispose_engines
 from worker.settings import Settings, get_settings
 
@@ -75,6 +77,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_queues=[
             Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE),
             Queue(REQUESTS_QUEUE, Exchange(REQUESTS_QUEUE), routing_key=REQUESTS_QUEUE),
+            # Scheduled jobs (and their continuations) never queue behind events.
+            Queue(JOBS_QUEUE, Exchange(JOBS_QUEUE), routing_key=JOBS_QUEUE),
         ],
         task_default_queue=EVENTS_QUEUE,
         task_routes={
@@ -82,7 +86,14 @@ def create_app(settings: Settings | None = None) -> Celery:
             "dust.reserve": {"queue": REQUESTS_QUEUE},
             "dust.release": {"queue": REQUESTS_QUEUE},
             "dust.balance": {"queue": REQUESTS_QUEUE},
+            # Scheduled jobs and their continuations (worker/beat.py).
+            **{task: {"queue": JOBS_QUEUE} for task in JOBS.values()},
         },
+        # The jobs, every DUST_SCHEDULE_<JOB>_SECONDS (worker/beat.py). Beat's own state
+        # lives in ./.dust/celerybeat-schedule; the once-per-period guard is in the database.
+        beat_schedule=build_schedule(settings),
+        beat_scheduler="worker.beat:Scheduler",
+        beat_schedule_filename=str(settings.beat_schedule_file),
         result_expires=3600,
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,

@@ -21,6 +21,8 @@ CURRENCY_RE = re.compile(r"^[a-z]{3}$")
 
 #: Folder for the embedded broker and result files, under the working directory.
 EMBEDDED_DIR = ".dust"
+#: Longest schedule a job may have: 31 days.
+MAX_SCHEDULE_SECONDS = 31 * 86400
 
 
 class ConfigError(SystemExit):
@@ -52,6 +54,11 @@ class Settings(BaseSettings):
     clawback_policy: Literal["debt", "clamp"] = "debt"
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    #: Beat schedules of the jobs (seconds between runs; 0 = not scheduled). Each run
+    #: covers one period of this length (UNIQUE (job, period) in ``dust_job_runs``).
+    schedule_expire_holds_seconds: int = Field(default=60, ge=0, le=MAX_SCHEDULE_SECONDS)
+    schedule_expire_lots_seconds: int = Field(default=86400, ge=0, le=MAX_SCHEDULE_SECONDS)
+    schedule_reconcile_seconds: int = Field(default=86400, ge=0, le=MAX_SCHEDULE_SECONDS)
 
     @field_validator("earn_rate", mode="before")
     @classmethod
@@ -117,6 +124,15 @@ class Settings(BaseSettings):
         if self.uses_embedded_broker:
             return f"file://{self.embedded_dir / 'results'}"
         return self.broker
+
+    @property
+    def beat_schedule_file(self) -> Path:
+        """Where ``celery beat`` keeps its state (last run of each schedule entry)."""
+        return self.embedded_dir / "celerybeat-schedule"
+
+    def job_schedule_seconds(self, job: str) -> int:
+        """The schedule of job ``expire_holds``, ``expire_lots`` or ``reconcile``."""
+        return int(getattr(self, f"schedule_{job}_seconds"))
 
     def rate_for(self, currency_code: str) -> Decimal:
         return self.earn_rates.get(currency_code.lower(), self.earn_rate)
