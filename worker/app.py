@@ -14,6 +14,7 @@ from celery import Celery
 from celery.signals import worker_process_init
 from kombu import Exchange, Queue
 
+from worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
 from worker.beat import JOBS, JOBS_QUEUE, build_schedule
 from worker.db import dispose_engines
 from worker.settings import Settings, get_settings
