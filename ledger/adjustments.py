@@ -60,9 +60,38 @@ def claim(session: Session, code: str, customer_id: str, actor: str) -> Entry | 
     target_id = ensure_account(session, customer_id, STORE_CREDIT, currency)
     accounts = lock_accounts(session, [anonymous.id, target_id])
     source, target = accounts[anonymous.id], accounts[target_id]
+    # Checked under the lock, so two claims of one code cannot both pass.
+    claimed_by = _claimed_by(session, source, code)
+    if claimed_by is not None:
+        raise LedgerError(f"account {code} was already claimed by {claimed_by}")
     amount = source.balance - source.held
     if amount <= 0:
         return None
     ref = Ref("claim", "claim", code, actor=actor, memo=f"claimed by {customer_id}")
     journal.debit(session, source, amount, ref)
     return journal.credit(session, target, amount, ref)
+
+
+def _claimed_by(session: Session, account: Account, code: str) -> str | None:
+    """The customer an anonymous account was claimed by, or None if it never was.
+
+    An anonymous account stays anonymous after a claim (the customer's own account in that
+    currency receives the balance), so the claim is recognised by its debit entry."""
+    claimed = session.scalar(
+        select(Entry.id)
+        .where(Entry.account_id == account.id, Entry.reason == "claim", Entry.direction == "debit")
+        .limit(1)
+    )
+    if claimed is None:
+        return None
+    customer_id = session.scalar(
+        select(Account.customer_id)
+        .join(Entry, Entry.account_id == Account.id)
+        .where(
+            Entry.reference_type == "claim",
+            Entry.reference_id == code,
+            Entry.direction == "credit",
+        )
+        .limit(1)
+    )
+    return customer_id or "another customer"
