@@ -144,3 +144,26 @@ def test_a_second_order_placed_for_the_same_order_is_ignored(dust: Any) -> None:
     again = dust.order("order_1", "cus_1", 20000)
     assert again.status == "ignored"
     assert dust.dust("cus_1") == 100
+
+
+def test_a_customer_with_no_accounts_has_zeros(dust: Any) -> None:
+    assert dust.balance("nobody") == {
+        "customer_id": "nobody",
+        "dust": {"balance": 0, "held": 0, "available": 0},
+        "store_credit": [],
+    }
+
+
+def test_history_lists_entries_newest_first(dust: Any) -> None:
+    from ledger import reports
+    from worker.db import session_scope
+
+    dust.order("order_1", "cus_1", 10000)
+    dust.refund("ref_1", "order_1", 4000)
+    with session_scope() as session:
+        rows = reports.history(session, "cus_1")
+    assert [(r["kind"], r["reason"], r["amount"], r["balance_after"]) for r in rows] == [
+        ("dust", "clawback", 40, 60),
+        ("store_credit", "refund", 4000, 4000),
+        ("dust", "earn", 100, 100),
+    ]
