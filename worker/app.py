@@ -87,6 +87,14 @@ def create_app(settings: Settings | None = None) -> Celery:
             "dust.reserve": {"queue": REQUESTS_QUEUE},
             "dust.release": {"queue": REQUESTS_QUEUE},
             "dust.balance": {"queue": REQUESTS_QUEUE},
+            # Admin one-off tasks: an operator waits for the reply, never behind events.
+            "dust.admin.adjust": {"queue": REQUESTS_QUEUE},
+            "dust.admin.claim": {"queue": REQUESTS_QUEUE},
+            "dust.admin.set_product": {"queue": REQUESTS_QUEUE},
+            "dust.admin.replay": {"queue": REQUESTS_QUEUE},
+            # A historical load is a backlog of events: it queues with them, so its
+            # seconds-long batches never hold up a checkout on dust.requests.
+            "dust.admin.backfill_batch": {"queue": EVENTS_QUEUE},
             # Scheduled jobs and their continuations (worker/beat.py).
             **{task: {"queue": JOBS_QUEUE} for task in JOBS.values()},
         },
