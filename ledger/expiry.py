@@ -24,11 +24,27 @@ it is skipped, and a second run for the same instant finds nothing left to do.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import String, and_, case, cast, exists, func, insert, literal, select, update
+from sqlalchemy import (
+    ARRAY,
+    BigInteger,
+    String,
+    and_,
+    any_,
+    bindparam,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session, aliased
 
 from models import Account, Entry, Hold, Lot, LotMovement
@@ -63,6 +79,16 @@ class Chunk:
 
 def idempotency_key(account_id: int, as_of: datetime) -> str:
     return f"expiry:{account_id}:{as_of.isoformat()}"
+
+
+def among(session: Session, column: Any, ids: list[int]) -> Any:
+    """``column IN ids`` as one parameter, whatever the number of ids: ``= ANY(array)`` on
+    PostgreSQL, ``IN (SELECT value FROM json_each(...))`` on SQLite. Thousands of separate
+    bind parameters cost more to send and plan than the statement costs to run."""
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, list(ids), type_=ARRAY(BigInteger)))
+    values = func.json_each(json.dumps(list(ids))).table_valued("value")
+    return column.in_(select(values.c.value))
 
 
 def lock_due_accounts(
@@ -104,11 +130,15 @@ def expire_lots(
     if not ids:
         return Chunk()
     iso = as_of.isoformat()
+    # ``among`` decides; the id range lets the planner read only this chunk's index range.
+    lots_of_chunk = and_(
+        due, L.c.account_id.between(ids[0], ids[-1]), among(session, L.c.account_id, ids)
+    )
 
     # 1. One expiry debit per account that has anything to give.
     due_sums = (
         select(L.c.account_id, func.sum(L.c.remaining).label("due"))
-        .where(due, L.c.account_id.in_(ids))
+        .where(lots_of_chunk)
         .group_by(L.c.account_id)
         .subquery()
     )
@@ -133,6 +163,7 @@ def expire_lots(
         )
         .join(due_sums, due_sums.c.account_id == A.c.id)
         .where(
+            A.c.id.between(ids[0], ids[-1]),
             A.c.kind == DUST,
             take > 0,
             ~exists().where(already.idempotency_key == key),
@@ -172,10 +203,14 @@ def expire_lots(
             )
             .label("through"),
         )
-        .where(due, L.c.account_id.in_(ids))
+        .where(lots_of_chunk)
         .subquery()
     )
-    new = select(E.c.id, E.c.account_id, E.c.amount).where(E.c.id.in_(entry_ids)).subquery()
+    new = (
+        select(E.c.id, E.c.account_id, E.c.amount)
+        .where(among(session, E.c.id, entry_ids))
+        .subquery()
+    )
     before = ranked.c.through - ranked.c.remaining
     portion = case(
         (ranked.c.through <= new.c.amount, ranked.c.remaining), else_=new.c.amount - before
@@ -188,26 +223,21 @@ def expire_lots(
         execution_options={"preserve_rowcount": True},
     ).rowcount
 
-    # 3. Lots lose what was drawn; accounts take the balance their entry ends at.
-    moved = (
-        select(func.sum(M.c.amount))
-        .where(M.c.lot_id == L.c.id, M.c.entry_id.in_(entry_ids))
-        .scalar_subquery()
-    )
+    # 3. Lots lose what was drawn (one draw per lot: one entry per account); accounts take
+    #    the balance their entry ends at.
+    draw = select(M.c.lot_id, M.c.amount).where(among(session, M.c.entry_id, entry_ids)).subquery()
     session.execute(
-        update(L)
-        .where(L.c.id.in_(select(M.c.lot_id).where(M.c.entry_id.in_(entry_ids))))
-        .values(remaining=L.c.remaining - moved)
+        update(L).where(L.c.id == draw.c.lot_id).values(remaining=L.c.remaining - draw.c.amount)
     )
     ending = (
-        select(E.c.balance_after)
-        .where(E.c.account_id == A.c.id, E.c.id.in_(entry_ids))
-        .scalar_subquery()
+        select(E.c.account_id, E.c.balance_after)
+        .where(among(session, E.c.id, entry_ids))
+        .subquery()
     )
     session.execute(
         update(A)
-        .where(A.c.id.in_(select(E.c.account_id).where(E.c.id.in_(entry_ids))))
-        .values(balance=ending)
+        .where(A.c.id == ending.c.account_id, A.c.id.between(ids[0], ids[-1]))
+        .values(balance=ending.c.balance_after)
     )
     forget_cached_rows(session)
     return Chunk(

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from ledger import journal
 from ledger.accounts import lock_accounts
-from ledger.expiry import forget_cached_rows, lock_due_accounts
+from ledger.expiry import among, forget_cached_rows, lock_due_accounts
 from ledger.journal import Ref
 from models import Account, Hold
 from models.base import utcnow
@@ -191,7 +191,7 @@ def expire_holds_chunk(
         return HoldExpiry()
     count, amount = session.execute(
         select(func.count(), func.coalesce(func.sum(H.c.amount), 0)).where(
-            due, H.c.account_id.in_(ids)
+            due, among(session, H.c.account_id, ids)
         )
     ).one()
     releasing = (
@@ -199,9 +199,11 @@ def expire_holds_chunk(
         .where(due, H.c.account_id == A.c.id)
         .scalar_subquery()
     )
-    session.execute(update(A).where(A.c.id.in_(ids)).values(held=A.c.held - releasing))
+    session.execute(update(A).where(among(session, A.c.id, ids)).values(held=A.c.held - releasing))
     session.execute(
-        update(H).where(due, H.c.account_id.in_(ids)).values(status="expired", settled_at=as_of)
+        update(H)
+        .where(due, among(session, H.c.account_id, ids))
+        .values(status="expired", settled_at=as_of)
     )
     forget_cached_rows(session)
     return HoldExpiry(

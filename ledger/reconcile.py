@@ -38,7 +38,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
-from ledger.expiry import forget_cached_rows
+from ledger.expiry import among, forget_cached_rows
 from models import Account, Entry, Event, Hold, Lot, Order, Reconciliation
 from models.base import utcnow
 
@@ -404,7 +404,9 @@ def repair_caches(session: Session, account_ids: Iterable[int]) -> list[dict[str
     A = Account.__table__
     E = Entry.__table__
     H = Hold.__table__
-    session.scalars(select(A.c.id).where(A.c.id.in_(ids)).order_by(A.c.id).with_for_update()).all()
+    session.scalars(
+        select(A.c.id).where(among(session, A.c.id, ids)).order_by(A.c.id).with_for_update()
+    ).all()
     journal = (
         select(
             func.coalesce(
@@ -421,7 +423,7 @@ def repair_caches(session: Session, account_ids: Iterable[int]) -> list[dict[str
     )
     rows = session.execute(
         select(A.c.id, A.c.balance, journal, A.c.held, active)
-        .where(A.c.id.in_(ids))
+        .where(among(session, A.c.id, ids))
         .order_by(A.c.id)
     ).all()
     changes: list[dict[str, Any]] = []
