@@ -11,11 +11,13 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import select
 
 from ledger import holds, journal
 from ledger.accounts import ensure_account, lock_accounts
 from ledger.errors import InsufficientFunds
 from ledger.journal import Ref
+from models import Lot, LotMovement
 from models.tables import DUST
 from worker.db import session_scope
 
@@ -24,7 +26,12 @@ T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 amounts = st.integers(min_value=1, max_value=500)
 operations = st.lists(
     st.one_of(
-        st.tuples(st.just("credit"), amounts, st.none() | st.integers(0, 400)),
+        st.tuples(
+            st.just("credit"),
+            amounts,
+            st.none() | st.integers(0, 400),
+            st.sampled_from([None, "order_a", "order_b"]),
+        ),
         st.tuples(st.just("spend"), amounts),
         st.tuples(st.just("clawback"), amounts),
         st.tuples(st.just("reserve"), st.integers(0, 2), amounts),
@@ -53,11 +60,13 @@ def test_random_operations_keep_every_invariant(db: str, invariants: Any, ops: l
             available = balance - sum(reserved.values())
             if op[0] == "credit":
                 expires = None if op[2] is None else T0 + timedelta(days=op[2])
-                journal.credit(session, account, op[1], ref, expires_at=expires)
+                journal.credit(session, account, op[1], ref, expires_at=expires, order_id=op[3])
                 balance += op[1]
             elif op[0] == "spend":
                 if op[1] <= available:
-                    journal.debit(session, account, op[1], ref)
+                    before = open_lots(session, account_id)
+                    entry = journal.debit(session, account, op[1], ref)
+                    assert_drawn_soonest_expiring_first(session, entry.id, before)
                     balance -= op[1]
                 else:
                     with pytest.raises(InsufficientFunds):
@@ -78,6 +87,31 @@ def test_random_operations_keep_every_invariant(db: str, invariants: Any, ops: l
             assert (account.balance, account.held) == (balance, sum(reserved.values()))
     with session_scope() as session:
         invariants(session)
+
+
+def open_lots(session: Any, account_id: int) -> list[tuple[Any, int, int]]:
+    """Open lots as ``(sort key, lot id, remaining)`` in the order spending must use."""
+    far = datetime.max.replace(tzinfo=UTC)
+    rows = session.execute(
+        select(Lot.id, Lot.expires_at, Lot.remaining).where(
+            Lot.account_id == account_id, Lot.remaining > 0
+        )
+    ).all()
+    return sorted(((expires or far, id_), id_, left) for id_, expires, left in rows)
+
+
+def assert_drawn_soonest_expiring_first(session: Any, entry_id: int, before: list) -> None:
+    drawn = dict(
+        session.execute(
+            select(LotMovement.lot_id, LotMovement.amount).where(LotMovement.entry_id == entry_id)
+        ).all()
+    )
+    # the lots drawn are a prefix of the open lots in expiry order (never-expiring last),
+    # each emptied except the last one drawn
+    prefix = before[: len(drawn)]
+    assert {lot_id for _, lot_id, _ in prefix} == set(drawn)
+    for _, lot_id, left in prefix[:-1]:
+        assert drawn[lot_id] == left
 
 
 def run_together(count_: int, work: Callable[[int], Any]) -> list[Any]:
