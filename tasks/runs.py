@@ -67,10 +67,16 @@ def claim(
     job: str, as_of: datetime, period: str, *, owner: str | None = None, actor: str | None = None
 ) -> int | None:
     """Insert the run of ``job`` for ``period``; its id, or None when the period is already
-    claimed. A claim by the same ``owner`` (a redelivered task) gets the run back while it
-    is still running, so it resumes instead of leaving it unfinished."""
+    claimed. A claim by an ``owner`` (task id) that already claimed a run still running —
+    the same message redelivered after a crash — gets that run back, whatever the period
+    now, so it resumes instead of leaving the run unfinished."""
     if job not in JOBS:
         raise ValueError(f"unknown job {job!r}")
+    if owner is not None:
+        # A redelivered task starts later, maybe in the next period: find its run first.
+        mine = _running_run_of(job, owner)
+        if mine is not None:
+            return mine
     try:
         with session_scope() as session:
             run = JobRun(
@@ -96,8 +102,20 @@ def claim(
             )
         if existing is None:
             raise
-        mine = owner is not None and json.loads(existing.counts or "{}").get("claimed_by") == owner
-        return existing.id if mine and existing.status == "running" else None
+        return None
+
+
+def _running_run_of(job: str, owner: str) -> int | None:
+    """The run of ``job`` still running that task ``owner`` claimed, if any (running runs
+    are few: this reads only them)."""
+    with session_scope(read_only=True) as session:
+        running = session.scalars(
+            select(JobRun).where(JobRun.job == job, JobRun.status == "running")
+        ).all()
+    for run in running:
+        if json.loads(run.counts or "{}").get("claimed_by") == owner:
+            return run.id
+    return None
 
 
 def advance(

@@ -79,8 +79,10 @@ def test_a_period_is_claimed_once(db: str) -> None:
     first = runs.claim("expire_holds", now, "2026-11-21T10:05", owner="task-a")
     assert first is not None
     assert runs.claim("expire_holds", now, "2026-11-21T10:05", owner="task-b") is None
-    # the claiming task, redelivered after a crash, gets its run back to finish it
+    # the claiming task, redelivered after a crash, gets its run back to finish it, even
+    # when it starts again in a later period
     assert runs.claim("expire_holds", now, "2026-11-21T10:05", owner="task-a") == first
+    assert runs.claim("expire_holds", now, "2026-11-21T10:09", owner="task-a") == first
     # other jobs and other periods are independent
     assert runs.claim("expire_lots", now, "2026-11-21T10:05") is not None
     assert runs.claim("expire_holds", now, "2026-11-21T10:06") is not None
@@ -145,6 +147,28 @@ def test_a_long_run_continues_in_new_tasks_and_finishes_once(dust: Dust) -> None
     # a late duplicate of a continuation finds the run finished and does nothing
     assert jobs.run_step(task, "expire_lots", run.id) == "succeeded"
     assert len(dust.entries(reason="expiry")) == 7
+
+
+def test_a_redelivered_task_resumes_its_run_instead_of_starting_another(
+    dust: Dust, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    past = utcnow() - timedelta(days=1)
+    for n in range(3):
+        dust.grant(f"cus_{n}", 10, expires_at=past)
+    start = datetime(2026, 11, 21, 10, 5, 1, tzinfo=UTC)
+    monkeypatch.setattr(jobs, "utcnow", lambda: start)
+    task = FakeTask("beat-message-1")
+    assert jobs.run_step(task, "expire_lots", None, chunk_size=1, budget=0) == "continued"
+    # the worker dies before the message is acknowledged: the broker hands the same
+    # message (same task id, no run id) out again, minutes later
+    monkeypatch.setattr(jobs, "utcnow", lambda: start + timedelta(minutes=3))
+    assert jobs.run_step(task, "expire_lots", None, chunk_size=10) == "succeeded"
+    (run,) = job_runs()
+    assert run.status == "succeeded" and run.period == "2026-11-21"
+    assert json.loads(run.counts or "{}")["entries"] == 3
+    # the continuation sent before the crash arrives late and finds nothing to do
+    assert jobs.run_step(task, "expire_lots", **task.sent.pop()) == "succeeded"
+    assert len(dust.entries(reason="expiry")) == 3
 
 
 def test_a_reconciliation_split_over_tasks_stores_one_result(dust: Dust) -> None:
