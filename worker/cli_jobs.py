@@ -214,18 +214,24 @@ def jobs(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "job", "period", "status", "started", "finished", "counts")
+    table = Table("id", "job", "period", "status", "started", "seconds", "counts")
     for row in rows:
-        counts = {
-            k: v for k, v in row["counts"].items() if k not in ("claimed_by", "reconciliation_id")
-        }
+        counts = " ".join(
+            f"{k}={v}" for k, v in row["counts"].items() if k not in ("claimed_by", "chunks")
+        )
+        seconds = ""
+        if row["finished_at"]:
+            took = datetime.fromisoformat(row["finished_at"]) - datetime.fromisoformat(
+                row["started_at"]
+            )
+            seconds = f"{took.total_seconds():.2f}"
         table.add_row(
             str(row["id"]),
             row["job"],
             row["period"],
-            row["status"] + (f" ({row['error']})" if row["error"] else ""),
-            row["started_at"][:19],
-            (row["finished_at"] or "")[:19],
-            json.dumps(counts),
+            row["status"] + (f": {row['error']}" if row["error"] else ""),
+            row["started_at"][:19].replace("T", " "),
+            seconds,
+            counts,
         )
     console.print(table)
