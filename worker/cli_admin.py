@@ -867,7 +867,10 @@ def export(
         except OSError as exc:
             raise fail(f"cannot write {output}: {exc.strerror}") from None
         try:
-            count = _write_csv(handle, session.execute(stmt.execution_options(yield_per=2000)))
+            # Core rows through a server-side cursor (psycopg) / a lazy cursor (SQLite):
+            # memory stays constant, and no ORM identity map fills up.
+            stream = stmt.execution_options(stream_results=True, max_row_buffer=2000)
+            count = _write_csv(handle, session.connection().execute(stream))
         except BrokenPipeError:  # e.g. `dust export | head`: the reader has what it wanted
             _quiet_stdout()
             raise typer.Exit(0) from None
