@@ -33,7 +33,7 @@ from models import Account, Base, Entry, Event, Hold, Lot
 from models.schema import upgrade
 from models.tables import DUST, STORE_CREDIT
 from worker import db as worker_db
-from worker.settings import get_settings
+from worker.settings import Settings, get_settings
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dust_test"
 
@@ -41,11 +41,15 @@ PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dust_test"
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    # The settings are read from the environment; a developer's DUST_* must not leak in.
-    for name in list(os.environ):
-        if name.startswith("DUST_") and name != "DUST_TEST_DATABASE_URL":
-            del os.environ[name]
+@pytest.fixture(autouse=True)
+def _settings_only_from_the_test(request: pytest.FixtureRequest, monkeypatch: Any) -> None:
+    """A developer's or CI's ``DUST_*`` settings must not leak into these tests (e2e tests
+    build their workers' environment themselves and are left alone)."""
+    if "e2e" in request.node.path.parts:
+        return
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"DUST_{name.upper()}", raising=False)
+    get_settings.cache_clear()
 
 
 # -- databases -------------------------------------------------------------------------
