@@ -154,10 +154,10 @@ def timed(step: object) -> tuple[float, object]:
     return time.perf_counter() - started, result
 
 
-def bench_expiry(lots: int) -> dict[str, object]:
+def bench_expiry(lots: int, chunk: int | None = None) -> dict[str, object]:
     fresh_database()
     loaded = load_expiry(lots)
-    seconds, run = timed(lambda: runs.run_now("expire_lots", utcnow()))
+    seconds, run = timed(lambda: runs.run_now("expire_lots", utcnow(), chunk_size=chunk))
     counts = run["counts"]  # type: ignore[index]
     # the result must be right, not just fast
     with worker_db.session_scope(read_only=True) as session:
@@ -177,10 +177,12 @@ def bench_expiry(lots: int) -> dict[str, object]:
     }
 
 
-def bench_reconcile(entries: int) -> dict[str, object]:
+def bench_reconcile(entries: int, chunk: int | None = None) -> dict[str, object]:
     fresh_database()
     loaded = load_reconcile(entries)
-    seconds, run = timed(lambda: runs.run_now("reconcile", utcnow(), actor="bench"))
+    seconds, run = timed(
+        lambda: runs.run_now("reconcile", utcnow(), actor="bench", chunk_size=chunk)
+    )
     counts = run["counts"]  # type: ignore[index]
     assert counts["ok"], counts
     assert counts["entries"] == entries, counts
@@ -220,6 +222,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lots", type=int, default=100_000, help="due lots (then twice that)")
     parser.add_argument("--entries", type=int, default=1_000_000, help="entries (then twice)")
+    parser.add_argument(
+        "--chunk", type=int, help="accounts per transaction (default: the jobs' own)"
+    )
     parser.add_argument("--only", choices=["expiry", "reconcile"], help="run one half only")
     args = parser.parse_args()
     engine = create_engine(URL)
@@ -228,10 +233,10 @@ def main() -> None:
     engine.dispose()
     print(f"PostgreSQL {version} at {make_url(URL).render_as_string(hide_password=True)}")
     if args.only != "reconcile":
-        expiry_rows = [bench_expiry(args.lots), bench_expiry(2 * args.lots)]
+        expiry_rows = [bench_expiry(n, args.chunk) for n in (args.lots, 2 * args.lots)]
         show("lot expiry (tasks.runs.run_now('expire_lots'))", expiry_rows, "expire s")
     if args.only != "expiry":
-        reconcile_rows = [bench_reconcile(args.entries), bench_reconcile(2 * args.entries)]
+        reconcile_rows = [bench_reconcile(n, args.chunk) for n in (args.entries, 2 * args.entries)]
         show("reconciliation (tasks.runs.run_now('reconcile'))", reconcile_rows, "reconcile s")
 
 
