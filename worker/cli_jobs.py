@@ -99,7 +99,12 @@ def reconcile_command(
     from models.base import utcnow
     from tasks import runs
 
-    who = actor_option(actor)
+    try:
+        who = actor_option(actor.strip() if actor else None)
+    except Exception:  # no user name in this environment (e.g. a bare container uid)
+        raise fail("cannot tell which user is running this; give --actor NAME") from None
+    if len(who) > 200:
+        raise fail("--actor is longer than 200 characters")
     try:
         found: list[dict[str, Any]] = []
         result = _reconcile_once(runs.run_now("reconcile", utcnow(), actor=who, sink=found), found)
