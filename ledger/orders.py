@@ -156,22 +156,31 @@ def _add_charged(order: Order, kind: str, amount: int) -> None:
 def return_charges(session: Session, order: Order, event_id: str) -> int:
     """Canceled order: release its cart's holds and credit back every charge it made (dust
     goes back to the lots it was drawn from). Returns the total credited back."""
+    spends = []
+    if not order.returned:
+        spends = list(
+            session.scalars(
+                select(Entry)
+                .where(
+                    Entry.reference_type == "order",
+                    Entry.reference_id == order.order_id,
+                    Entry.reason == "spend",
+                )
+                .order_by(Entry.id)
+            )
+        )
+    hold_ids: list[int] = []
     if order.cart_id:
-        holds_.release_cart(session, order.cart_id)
+        hold_ids = list(
+            session.scalars(
+                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
+            )
+        )
+    # The cart's hold accounts and the charged accounts, locked in one statement (id order).
+    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock={e.account_id for e in spends})
+    holds_.release_holds(session, accounts, holds)
     if order.returned:
         return 0
-    spends = list(
-        session.scalars(
-            select(Entry)
-            .where(
-                Entry.reference_type == "order",
-                Entry.reference_id == order.order_id,
-                Entry.reason == "spend",
-            )
-            .order_by(Entry.id)
-        )
-    )
-    accounts = lock_accounts(session, {e.account_id for e in spends})
     total = 0
     for spend in spends:
         key = f"order:{order.order_id}:cancel:{spend.id}"

@@ -29,6 +29,11 @@ class ConfigError(SystemExit):
     """Invalid configuration; its message is the one line shown to the operator."""
 
 
+#: Highest earn rate accepted: with amounts capped at 10^15 (subscribers.base.MAX_AMOUNT),
+#: earned dust stays far inside a 64-bit integer.
+MAX_RATE = Decimal(1000)
+
+
 def _decimal_rate(value: Any, name: str) -> Decimal:
     if isinstance(value, bool) or isinstance(value, float):
         raise ValueError(f'{name} must be a decimal string such as "0.01", not {value!r}')
@@ -36,8 +41,8 @@ def _decimal_rate(value: Any, name: str) -> Decimal:
         rate = Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"{name} must be a decimal number, got {value!r}") from None
-    if not rate.is_finite() or rate < 0:
-        raise ValueError(f"{name} must be a finite decimal >= 0, got {value!r}")
+    if not rate.is_finite() or rate < 0 or rate > MAX_RATE:
+        raise ValueError(f"{name} must be a decimal between 0 and {MAX_RATE}, got {value!r}")
     return rate
 
 
