@@ -72,7 +72,7 @@ def workers(cluster: Cluster) -> Cluster:
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     """A failed e2e test shows the workers' logs."""
     report = yield
-    if report.failed and _CLUSTER is not None and item.get_closest_marker("e2e"):
+    if report.failed and _CLUSTER is not None and "cluster" in getattr(item, "fixturenames", ()):
         report.sections.append(("worker logs", _CLUSTER.logs()))
     return report
 

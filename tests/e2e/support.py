@@ -325,7 +325,8 @@ class Dust:
                 missing = sorted(set(ids) - set(rows))[:10]
                 pending = {k: v["status"] for k, v in rows.items() if v["status"] not in statuses}
                 pytest.fail(
-                    f"events not final after {timeout}s: missing {missing}, pending {pending}",
+                    f"events not final after {timeout}s: missing {missing}, pending {pending};"
+                    f" broker: {broker_state()}",
                     pytrace=False,
                 )
             time.sleep(0.05)
@@ -388,3 +389,13 @@ def wait_queue_empty(timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"event queue not drained after {timeout}s", pytrace=False)
         time.sleep(0.05)
+
+
+def broker_state() -> dict[str, int]:
+    """Messages waiting in each queue, and delivered but not acknowledged."""
+    r = redis.Redis.from_url(BROKER_URL)
+    return {
+        EVENTS_QUEUE: r.llen(EVENTS_QUEUE),
+        REQUESTS_QUEUE: r.llen(REQUESTS_QUEUE),
+        "unacked": r.hlen("unacked"),
+    }

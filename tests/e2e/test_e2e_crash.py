@@ -4,21 +4,49 @@ Two ways to die: a pool child killed while running a task (the parent sees the w
 lost and, with ``task_reject_on_worker_lost``, requeues the message at once), and a whole
 worker (parent and pool) killed like a crashed machine (its delivered, unacknowledged
 messages come back after ``DUST_VISIBILITY_TIMEOUT_SECONDS``, set to 10 s here).
+
+Known limit of the Redis transport, not of Dust: kombu takes a message with BRPOP and
+only then records it in ``unacked``, in a second round trip. A SIGKILL of the worker's
+*main* process between the two loses that message (celery/kombu#305, celery/celery#7950;
+seen here as one event in a few runs never received by any worker when the kill landed
+at a random instant). The test therefore kills the main process at an instant when no
+pop is in flight; the redelivery of everything it held is what it checks.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 
 import pytest
+from sqlalchemy import text
 
-from .support import VISIBILITY_TIMEOUT, wait_queue_empty
+from .support import VISIBILITY_TIMEOUT, broker_state, wait_queue_empty
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
-CUSTOMERS = 300
+
+def task_ids(log: str, what: str) -> set[str]:
+    """Ids of the dust.handle_event tasks the log says were ``received`` / ``succeeded``."""
+    return set(re.findall(r"Task dust\.handle_event\[([0-9a-f-]+)\] " + what, log))
+
+
+def wait_broker_still(seconds: float, timeout: float) -> dict[str, int]:
+    """Until the queue lengths and the unacked count have not changed for ``seconds``."""
+    deadline = time.monotonic() + timeout
+    last, since = broker_state(), time.monotonic()
+    while time.monotonic() - since < seconds:
+        assert time.monotonic() < deadline, f"broker never still: {last}"
+        time.sleep(0.05)
+        now = broker_state()
+        if now != last:
+            last, since = now, time.monotonic()
+    return last
+
+
+CUSTOMERS = 200
 ORDERS_PER_CUSTOMER = 3
 
 
@@ -58,23 +86,41 @@ def test_sigkill_mid_stream_applies_every_event_exactly_once(dust, workers, uid)
         assert time.monotonic() < deadline, "the stream never started"
         time.sleep(0.01)
 
-    # 1. A pool child of one worker, most likely in the middle of a task.
+    # 1. A pool child of one worker, most likely in the middle of a task: its parent sees
+    #    the worker lost and requeues the message (task_reject_on_worker_lost).
     children = survivor.pool_children()
     assert children, "no pool child found"
     os.kill(children[0], signal.SIGKILL)
-    # 2. The whole other worker, parent and pool, with its prefetched messages.
-    victim.kill_hard()
+
+    # 2. The whole other worker, parent and pool, holding delivered, unacknowledged
+    #    messages (two of them in the middle of a transaction). Killed at an instant when
+    #    its main process is not between BRPOP and recording the message as unacked: see
+    #    the module docstring. Every event transaction is held at its first statement by
+    #    a table lock until the broker's counts stop moving (no pop in flight), and only
+    #    for a moment (the soft time limit is 5 s).
+    with dust.engine.connect() as blocker:
+        blocker.execute(text("LOCK TABLE dust_events IN EXCLUSIVE MODE"))
+        held = wait_broker_still(seconds=0.6, timeout=3)
+        victim.kill_hard()
+        blocker.rollback()
     done_at_kill = dust.scalar(count_sql, p=prefix)
+    # The tasks the dead worker had received and not finished: they must come back.
+    first_life = victim.log_path.read_text()
+    orphans = task_ids(first_life, "received") - task_ids(first_life, "succeeded")
+    assert orphans, "the killed worker held no message"
     assert done_at_kill < len(ids), "the stream finished before the kill; make it longer"
+    assert held["unacked"] > 0, held
 
     time.sleep(1)
     victim.start()
     victim.wait_ready()
     # Messages the dead worker held come back after the visibility timeout (plus sweeps).
-    rows = dust.wait_events(ids, timeout=VISIBILITY_TIMEOUT * 4 + 30)
+    rows = dust.wait_events(ids, timeout=VISIBILITY_TIMEOUT * 3 + 60)
     wait_queue_empty(timeout=VISIBILITY_TIMEOUT * 3)
 
     assert {r["status"] for r in rows.values()} == {"processed"}
+    handled = task_ids(survivor.log_path.read_text() + victim.log_path.read_text(), "succeeded")
+    assert orphans <= handled, f"not redelivered: {orphans - handled}"
     # Exactly once: one earn entry per order, balances as computed, journal == cache.
     earns = dust.rows(
         "SELECT reference_id, COUNT(*) AS n FROM dust_entries"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import time
 
 import pytest
 
@@ -19,6 +20,15 @@ def earn(dust, envelope, customer: str, amount: int) -> None:
     }
     (row,) = dust.apply(envelope("order.placed", data)).values()
     assert row["status"] == "processed" and row["detail"]["earned"] == amount, row
+
+
+#: The account and the sum of its active holds, read in one statement (one snapshot).
+SAMPLE = """
+SELECT a.balance, a.held,
+       (SELECT COALESCE(SUM(h.amount), 0) FROM dust_holds h
+        WHERE h.account_id = a.id AND h.status = 'active') AS active
+FROM dust_accounts a WHERE a.customer_id = :c AND a.kind = 'dust'
+"""
 
 
 def is_int(value: object) -> bool:
@@ -115,7 +125,17 @@ def test_two_workers_racing_reserves_never_overdraw(dust, workers, envelope, uid
         )
         for n, amount in enumerate(amounts)
     ]
-    replies = [(amount, result.get(timeout=60)) for amount, result in pending]
+    # While they run: the account's active holds never exceed its balance.
+    samples = 0
+    deadline = time.monotonic() + 60
+    while not all(result.ready() for _, result in pending):
+        state = dust.rows(SAMPLE, c=customer)[0]
+        assert state["balance"] == balance, state
+        assert 0 <= state["held"] == state["active"] <= balance, state
+        samples += 1
+        assert time.monotonic() < deadline, "reservations not answered in 60 s"
+        time.sleep(0.01)
+    replies = [(amount, result.get(timeout=10)) for amount, result in pending]
 
     reserved = [a for a, r in replies if r["status"] == "reserved"]
     rejected = [a for a, r in replies if r["status"] == "rejected"]
