@@ -31,10 +31,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from ledger.reconcile import reconcile
-from models import Event, EventConflict
+from models import Event, EventConflict, JobRun
 from models.schema import upgrade
 from tasks.inbox import parse_envelope
 from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
+from worker.beat import JOBS
 from worker.db import session_scope
 from worker.publisher import publish_envelopes
 from worker.settings import get_settings
@@ -141,42 +142,50 @@ def _expected_ids(messages: list[Any]) -> set[str]:
     return {parse_envelope(message, now).event_id for message in messages}
 
 
-class DemoWorker:
-    """A real ``celery worker`` process, started and stopped as an operator would."""
+#: The demo's scheduler runs the jobs on a short schedule, so they run while you watch.
+DEMO_SCHEDULES = {
+    "DUST_SCHEDULE_EXPIRE_HOLDS_SECONDS": "3",
+    "DUST_SCHEDULE_EXPIRE_LOTS_SECONDS": "4",
+    "DUST_SCHEDULE_RECONCILE_SECONDS": "5",
+}
 
-    def __init__(self, log_path: Path, name: str) -> None:
-        self.log_path = log_path
+
+def procfile_command(process: str) -> list[str]:
+    """The Procfile's command for ``process`` (``worker`` or ``beat``), run with this
+    Python, so the demo starts Dust exactly as an operator does."""
+    procfile = Path(__file__).resolve().parent.parent / "Procfile"
+    for line in procfile.read_text().splitlines():
+        name, _, command = line.partition(":")
+        if name.strip() == process:
+            words = command.split()
+            assert words[0] == "celery", f"unexpected Procfile line: {line}"
+            return [sys.executable, "-m", "celery", *words[1:]]
+    raise RuntimeError(f"no {process}: line in the Procfile")
+
+
+class DemoProcess:
+    """A real Dust process (worker or scheduler) started from the Procfile, stopped with
+    SIGTERM as an operator would; its output goes to a log file."""
+
+    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str]) -> None:
         self.name = name
+        self.command = command
+        self.log_path = log_path
+        self.env = env
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> DemoWorker:
+    def __enter__(self) -> DemoProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = self.log_path.open("wb")
-        command = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "worker.app",
-            "worker",
-            "--queues",
-            f"{EVENTS_QUEUE},{REQUESTS_QUEUE}",
-            "--concurrency",
-            "2",
-            "--loglevel",
-            "WARNING",
-            "--hostname",
-            f"{self.name}@%h",
-        ]
-        self.process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy()
-        )
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
         return self
 
     def check(self) -> None:
         if self.process is not None and self.process.poll() is not None:
             tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError("the worker stopped:\n" + "\n".join(tail))
+            raise RuntimeError(f"the {self.name} stopped:\n" + "\n".join(tail))
 
     def __exit__(self, *_: Any) -> None:
         if self.process is None or self.process.poll() is not None:
@@ -187,6 +196,17 @@ class DemoWorker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+
+
+def start_processes(tag: str, folder: Path) -> tuple[DemoProcess, DemoProcess]:
+    env = {**os.environ, **DEMO_SCHEDULES}
+    worker = procfile_command("worker") + ["--concurrency", "2", "--hostname", f"{tag}@%h"]
+    worker += ["--loglevel", "WARNING"]
+    beat = procfile_command("beat") + ["--schedule", str(folder / f"{tag}-beat-schedule")]
+    return (
+        DemoProcess("worker", worker, folder / f"{tag}-worker.log", env),
+        DemoProcess("scheduler", beat, folder / f"{tag}-beat.log", env),
+    )
 
 
 def _recorded(ids: set[str]) -> int:
@@ -223,7 +243,7 @@ def _queue_size() -> int:
 
 
 def _wait(
-    worker: DemoWorker, progress: Progress, task: Any, ids: set[str], conflict_ids: set[str]
+    worker: DemoProcess, progress: Progress, task: Any, ids: set[str], conflict_ids: set[str]
 ) -> None:
     done, last_change, last_done = 0, time.monotonic(), -1
     while True:
@@ -265,7 +285,8 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         f"[bold]Dust demo[/] run [cyan]{tag}[/] — database {settings.database.split('://')[0]},"
         f" broker {settings.broker.split('://')[0]}"
     )
-    worker = DemoWorker(settings.embedded_dir / f"{tag}-worker.log", tag)
+    worker, scheduler = start_processes(tag, settings.embedded_dir)
+    started = datetime.now(UTC)
     reservations: Counter[str] = Counter()
     columns = (
         TextColumn("{task.description}"),
@@ -273,7 +294,7 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with worker, Progress(*columns, console=console, transient=as_json) as progress:
+    with worker, scheduler, Progress(*columns, console=console, transient=as_json) as progress:
         # Phase 1: catalogue, customers and first orders, which earn dust.
         first = stream.setup(customers)
         for n in range(1, orders // 2 + 1):
@@ -300,7 +321,40 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         task = progress.add_task("checkouts, refunds, cancels, bad input", total=len(ids))
         _wait(worker, progress, task, ids - conflict_ids, conflict_ids)
         balances = [_balance(c) for c in stream.customers]
-    return _report(stream, balances, reservations, as_json)
+        task = progress.add_task("scheduler: every job runs once more", total=len(JOBS))
+        _wait_for_jobs(worker, scheduler, progress, task, datetime.now(UTC))
+    return _report(stream, balances, reservations, _job_runs(started), as_json)
+
+
+def _job_runs(since: datetime) -> dict[str, dict[str, int]]:
+    """How many runs of each job started since ``since``, by outcome."""
+    with session_scope(read_only=True) as session:
+        rows = session.execute(
+            select(JobRun.job, JobRun.status, func.count())
+            .where(JobRun.started_at >= since)
+            .group_by(JobRun.job, JobRun.status)
+        ).all()
+    runs: dict[str, dict[str, int]] = {job: {} for job in JOBS}
+    for job, status, count in rows:
+        runs.setdefault(job, {})[status] = count
+    return runs
+
+
+def _wait_for_jobs(
+    worker: DemoProcess, scheduler: DemoProcess, progress: Progress, task: Any, since: datetime
+) -> None:
+    """Wait until each scheduled job has finished a run that started after ``since``."""
+    deadline = time.monotonic() + STALL_SECONDS
+    while time.monotonic() < deadline:
+        worker.check()
+        scheduler.check()
+        runs = _job_runs(since)
+        done = sum(1 for job in JOBS if runs[job].get("succeeded"))
+        progress.update(task, completed=done)
+        if done == len(JOBS):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"the scheduled jobs did not all run within {STALL_SECONDS}s")
 
 
 def _phase_two(stream: Stream, orders: int, reservations: Counter[str]) -> list[Any]:
@@ -408,7 +462,11 @@ def _phase_two(stream: Stream, orders: int, reservations: Counter[str]) -> list[
 
 
 def _report(
-    stream: Stream, balances: list[dict[str, Any]], reservations: Counter[str], as_json: bool
+    stream: Stream,
+    balances: list[dict[str, Any]],
+    reservations: Counter[str],
+    job_runs: dict[str, dict[str, int]],
+    as_json: bool,
 ) -> bool:
     ids = _expected_ids(stream.published)
     with session_scope(read_only=True) as session:
@@ -440,6 +498,7 @@ def _report(
         "adds_up": adds_up,
         "reservations": dict(reservations),
         "needs_attention": attention,
+        "job_runs": job_runs,
         "ledger_consistent": ledger_ok,
         "reconciliation": check,
         "balances": balances,
@@ -470,6 +529,12 @@ def _report(
     out.print(f"  conflicting duplicates refused: {conflicts}; reservations: {dict(reservations)}")
     for item in attention:
         out.print(f"  needs attention: {item['event_id']}: {item['reason']}")
+    ran = ", ".join(
+        f"{job} {sum(by_status.values())}x"
+        + (f" ({by_status.get('failed', 0)} failed)" if by_status.get("failed") else "")
+        for job, by_status in job_runs.items()
+    )
+    out.print(f"scheduler (beat, short demo schedule): {ran}")
     checked = check["checked"]
     out.print(
         f"reconciliation over {checked['accounts']} accounts, {checked['entries']} entries,"
