@@ -47,13 +47,24 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+def broker_transport(settings: Settings) -> str | None:
+    if settings.broker.split("://", 1)[0] in ("redis", "rediss"):
+        return "worker.redis_transport:Transport"
+    return None
+
+
 def create_app(settings: Settings | None = None) -> Celery:
     settings = settings or get_settings()
     app = Celery(
         "dust",
         broker=settings.broker,
         backend=settings.backend,
-        include=["tasks.events", "tasks.requests", "tasks.jobs", "tasks.admin"],
+        # Redis brokers: kombu's transport with an atomic fetch. Stock kombu pops a
+        # message (BRPOP) and records it as unacknowledged in a second round trip, so a
+        # worker killed in between loses it for good (kombu#305); worker/redis_transport.py
+        # pops and records it in one Lua script, so it is always queued or redeliverable.
+        broker_transport=broker_transport(settings),
+        include=["tasks.events", "tasks.requests", "tasks.jobs", "tasks.admin", "tasks.noop"],
     )
     visibility = settings.visibility_timeout_seconds
     app.conf.update(
@@ -84,6 +95,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_default_queue=EVENTS_QUEUE,
         task_routes={
             "dust.handle_event": {"queue": EVENTS_QUEUE},
+            # bench/e2e.py's no-op ceiling: same queue as the events it is compared with.
+            "dust.noop": {"queue": EVENTS_QUEUE},
             "dust.reserve": {"queue": REQUESTS_QUEUE},
             "dust.release": {"queue": REQUESTS_QUEUE},
             "dust.balance": {"queue": REQUESTS_QUEUE},

@@ -1,0 +1,123 @@
+"""The Redis transport's fetch (worker/redis_transport.py): no message lost to a kill -9.
+
+Stock kombu pops a message with BRPOP and records it as unacknowledged in a second round
+trip; a consumer killed in between loses it (kombu#305). The crash is injected at exactly
+that instant: the consumer process SIGKILLs itself as the fetched message is handed to
+kombu, before kombu's QoS records it. With Dust's transport the message is already in
+``unacked`` and kombu's own ``restore_visible`` puts it back. (Run with stock kombu,
+``transport="redis"``, the same test loses the message: the queue and ``unacked`` are
+both empty after the kill.)
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+import redis
+from kombu import Connection, Exchange, Queue
+
+from .support import BROKER_URL, ROOT
+
+pytestmark = [pytest.mark.services]
+
+TRANSPORT = "worker.redis_transport:Transport"
+
+CONSUMER = r"""
+import os, signal, sys
+from kombu import Connection, Exchange, Queue
+from kombu.transport.virtual import base
+
+url, transport, name = sys.argv[1:4]
+options = {"unacked_key": name + ".unacked", "unacked_index_key": name + ".unacked_index",
+           "unacked_mutex_key": name + ".unacked_mutex"}
+
+def crash(self, message, queue):
+    # The message has left its queue; kombu has not recorded it as unacknowledged yet.
+    os.kill(os.getpid(), signal.SIGKILL)
+
+base.Transport._deliver = crash
+with Connection(url, transport=transport, transport_options=options) as conn:
+    queue = Queue(name, Exchange(name), routing_key=name)
+    with conn.Consumer(queue, callbacks=[lambda body, message: None], accept=["json"]):
+        conn.drain_events(timeout=10)
+sys.exit(3)  # never reached: the first fetched message kills the process
+"""
+
+
+def options(name: str, **more: object) -> dict[str, object]:
+    return {
+        "unacked_key": f"{name}.unacked",
+        "unacked_index_key": f"{name}.unacked_index",
+        "unacked_mutex_key": f"{name}.unacked_mutex",
+        **more,
+    }
+
+
+@pytest.fixture
+def broker(services: None):
+    r = redis.Redis.from_url(BROKER_URL)
+    try:
+        r.ping()
+    except redis.RedisError as exc:  # pragma: no cover
+        pytest.skip(f"Redis unavailable: {exc}")
+    return r
+
+
+def test_kill_between_fetch_and_record_loses_nothing(broker):
+    name = f"dust.transport_test.{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name), routing_key=name)
+    with Connection(BROKER_URL, transport=TRANSPORT, transport_options=options(name)) as conn:
+        producer = conn.Producer(serializer="json")
+        for n in range(3):
+            producer.publish({"n": n}, exchange=queue.exchange, routing_key=name, declare=[queue])
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", CONSUMER, BROKER_URL, TRANSPORT, name],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == -9, done.stderr
+        # Two still queued, one recorded as delivered and unacknowledged: nothing lost.
+        assert broker.llen(name) == 2
+        unacked = broker.hgetall(f"{name}.unacked")
+        assert len(unacked) == 1
+        ((tag, value),) = unacked.items()
+        payload, exchange, routing_key = json.loads(value)
+        # kombu's own QoS.append format: [raw message, exchange, routing key].
+        assert payload["properties"]["delivery_tag"] == tag.decode()
+        assert payload["properties"]["body_encoding"] == "base64"
+        assert json.loads(base64.b64decode(payload["body"])) == {"n": 0}
+        assert (exchange, routing_key) == (name, name)
+        assert broker.zscore(f"{name}.unacked_index", tag) is not None
+
+        # kombu's restore (what a live worker's sweep does after the visibility timeout)
+        # puts it back; a consumer then gets all three, the crashed one first.
+        time.sleep(1.1)
+        opts = options(name, visibility_timeout=1)
+        with Connection(BROKER_URL, transport=TRANSPORT, transport_options=opts) as conn:
+            conn.default_channel.qos.restore_visible(num=10, interval=1)
+            assert broker.llen(name) == 3 and broker.hlen(f"{name}.unacked") == 0
+            got = []
+            with conn.Consumer(
+                queue,
+                callbacks=[lambda body, message: (got.append(body["n"]), message.ack())],
+                accept=["json"],
+            ):
+                deadline = time.monotonic() + 10
+                while len(got) < 3 and time.monotonic() < deadline:
+                    try:
+                        conn.drain_events(timeout=1)
+                    except TimeoutError:
+                        pass
+        assert sorted(got) == [0, 1, 2]
+        assert broker.llen(name) == 0 and broker.hlen(f"{name}.unacked") == 0
+    finally:
+        broker.delete(name, f"{name}.unacked", f"{name}.unacked_index", f"_kombu.binding.{name}")

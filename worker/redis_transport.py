@@ -1,0 +1,177 @@
+"""kombu's Redis transport, with a fetch that cannot lose a message when the worker dies.
+
+Stock kombu takes a message off its queue with BRPOP and records it as delivered but
+unacknowledged (``unacked`` hash + ``unacked_index`` sorted set) in a second round trip.
+A worker main process killed between the two (kill -9, OOM, power loss) loses that
+message for good: it is in no queue and in no unacked record that could bring it back
+(kombu#305, celery#7950).
+
+Here a single Lua script (one ``EVAL``, atomic in Redis) pops the oldest message of the
+first non-empty queue *and* records it in ``unacked`` / ``unacked_index`` with exactly the
+value kombu's own ``QoS.append`` writes (``[payload, exchange, routing_key]`` as JSON,
+keyed by the delivery tag assigned at publish, scored by the time of delivery). kombu's
+``restore_visible`` / ``restore_by_tag`` / ack / reject work on it unchanged. A message is
+therefore either still in its queue or recorded as unacknowledged, at every instant.
+
+A script cannot block, so an empty fetch backs off for ``fetch_interval`` seconds (50 ms,
+transport option ``fetch_interval``) before the next one; under load every fetch returns
+a message at once, as BRPOP did. Selected in ``worker/app.py`` (``broker_transport``) for
+``redis://`` and ``rediss://`` broker URLs; publishing is kombu's own, unchanged.
+"""
+
+from __future__ import annotations
+
+from time import monotonic, time
+from typing import Any
+
+from kombu.exceptions import ChannelError
+from kombu.transport import redis as kombu_redis
+from kombu.transport import virtual
+from kombu.utils.json import loads
+from kombu.utils.objects import cached_property
+
+try:  # kombu >= 5.3
+    from kombu.utils.encoding import bytes_to_str
+except ImportError:  # pragma: no cover
+    bytes_to_str = kombu_redis.bytes_to_str
+
+Empty = kombu_redis.Empty
+
+#: KEYS[1] unacked hash, KEYS[2] unacked_index sorted set, KEYS[3..] the queues in the
+#: order BRPOP would try them; ARGV[1] the delivery time (client clock, as kombu's).
+#: The message is parsed *before* it is popped: a script error after a write is not
+#: rolled back. A message without properties.delivery_tag (not kombu's) is popped and
+#: returned unrecorded, exactly as BRPOP would have.
+FETCH_SCRIPT = """
+for i = 3, #KEYS do
+  local item = redis.call('LINDEX', KEYS[i], -1)
+  if item then
+    local ok, payload = pcall(cjson.decode, item)
+    local tag, info
+    if ok and type(payload) == 'table' and type(payload['properties']) == 'table' then
+      tag = payload['properties']['delivery_tag']
+      info = payload['properties']['delivery_info']
+    end
+    redis.call('RPOP', KEYS[i])
+    if type(tag) == 'string' and type(info) == 'table' then
+      local ex = info['exchange']
+      local rk = info['routing_key']
+      if type(ex) ~= 'string' then ex = '' end
+      if type(rk) ~= 'string' then rk = '' end
+      redis.call('ZADD', KEYS[2], ARGV[1], tag)
+      redis.call('HSET', KEYS[1], tag,
+        '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+    end
+    return {KEYS[i], item}
+  end
+end
+return false
+"""
+
+#: Seconds between two fetches while every queue is empty.
+DEFAULT_FETCH_INTERVAL = 0.05
+
+
+class QoS(kombu_redis.QoS):
+    def append(self, message: Any, delivery_tag: Any) -> None:
+        # The fetch script has already recorded the message in unacked / unacked_index;
+        # only the in-process bookkeeping (prefetch credit, restore at shutdown) is left.
+        virtual.QoS.append(self, message, delivery_tag)
+
+
+class Channel(kombu_redis.Channel):
+    QoS = QoS
+    fetch_interval = DEFAULT_FETCH_INTERVAL
+    _empty_at: float | None = None
+
+    from_transport_options = kombu_redis.Channel.from_transport_options + ("fetch_interval",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.global_keyprefix:
+            raise ChannelError("worker.redis_transport does not support global_keyprefix")
+        if not self.ack_emulation:
+            raise ChannelError("worker.redis_transport needs ack_emulation")
+
+    @cached_property
+    def _fetch_script(self) -> str:
+        return FETCH_SCRIPT
+
+    def _fetch_keys(self, queues: list[str]) -> list[str]:
+        return [self.unacked_key, self.unacked_index_key] + [
+            self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues
+        ]
+
+    def backing_off(self) -> bool:
+        return self._empty_at is not None and monotonic() - self._empty_at < self.fetch_interval
+
+    # The event loop's fetch: sent by the poller in place of BRPOP, read when readable.
+    def _brpop_start(self, timeout: Any = None) -> None:
+        if self.backing_off():
+            return  # the transport's timer wakes the loop when the pause is over
+        queues = self._queue_cycle.consume(len(self.active_queues))
+        if not queues:
+            return
+        keys = self._fetch_keys(queues)
+        self._in_poll = self.client.connection
+        self._brpop_sent_at = monotonic()
+        self.client.connection.send_command("EVAL", FETCH_SCRIPT, len(keys), *keys, time())
+
+    def _brpop_read(self, **options: Any) -> bool:
+        try:
+            try:
+                dest__item = self.client.parse_response(self.client.connection, "EVAL", **options)
+            except self.connection_errors:
+                self.client.connection.disconnect()
+                raise
+            if dest__item:
+                dest, item = dest__item
+                dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
+                self._queue_cycle.rotate(dest)
+                self._empty_at = None
+                self.connection._deliver(loads(bytes_to_str(item)), dest)
+                return True
+            self._empty_at = monotonic()
+            raise Empty()
+        finally:
+            self._in_poll = None
+            self._flush_brpop_reauth()
+
+    # basic_get's fetch (not used by the worker's loop, kept atomic all the same).
+    def _get(self, queue: str) -> dict[str, Any]:
+        keys = self._fetch_keys([queue])
+        with self.conn_or_acquire() as client:
+            found = client.eval(FETCH_SCRIPT, len(keys), *keys, time())
+            self._maybe_update_queues_expire(client, queue)
+        if not found:
+            raise Empty()
+        return loads(bytes_to_str(found[1]))
+
+
+class MultiChannelPoller(kombu_redis.MultiChannelPoller):
+    def get(self, callback: Any, timeout: float | None = None) -> Any:
+        # Without an event loop (drain_events): never wait past a back-off, or a loop with
+        # no fetch in flight would wait for the whole timeout (or forever).
+        cap = min((c.fetch_interval for c in self._channels), default=DEFAULT_FETCH_INTERVAL)
+        return super().get(callback, timeout=cap if timeout is None else min(timeout, cap))
+
+
+class Transport(kombu_redis.Transport):
+    Channel = Channel
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.cycle = MultiChannelPoller()
+
+    def register_with_event_loop(self, connection: Any, loop: Any) -> None:
+        super().register_with_event_loop(connection, loop)
+        interval = connection.client.transport_options.get("fetch_interval", DEFAULT_FETCH_INTERVAL)
+        old = getattr(self.cycle, "_fetch_wakeup_tref", None)
+        if old is not None:
+            old.cancel()
+        # Wakes the loop after an empty fetch's back-off; the loop's tick sends the next.
+        self.cycle._fetch_wakeup_tref = loop.call_repeatedly(interval, _noop)
+
+
+def _noop() -> None:
+    return None
