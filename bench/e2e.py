@@ -1,0 +1,502 @@
+"""End to end: order.placed throughput and latency, next to the ceilings of Dust's own stack.
+
+One command, one printed report (BENCHMARKS.md explains the figures):
+
+    .venv/bin/python bench/e2e.py              # N = 5000
+    .venv/bin/python bench/e2e.py -n 20000 --half-n 5000
+
+1. The worker is started with the Procfile's ``worker:`` line, unchanged, on
+   ``DUST_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt with ``dust db
+   upgrade``) and ``DUST_BROKER_URL`` (default Redis database 11, flushed). Customers' dust
+   accounts exist beforehand, so each ``order.placed`` is: inbox row, order row, account
+   lookup, charge check, earn entry, lot.
+2. **no-op ceiling**: N ``dust.noop`` messages pushed in one Redis pipeline; timed to the
+   last ack (the queue is empty *and* the transport's ``unacked`` hash is empty: with
+   ``task_acks_late`` a message leaves ``unacked`` only when its task has returned).
+3. **full load**: N ``order.placed`` pushed in one Redis pipeline; events/s from the first
+   push to the last ``dust_events.processed_at`` (set just before the commit); latency of
+   each event = its ``processed_at`` minus the push instant (all N are published at once,
+   so this is mostly queueing).
+4. **half load**: ``--half-n`` events published one by one, paced at half the full-load
+   rate; each envelope carries ``published_at`` (epoch seconds, an unknown field the inbox
+   ignores; it only makes each envelope's content hash unique); latency = ``processed_at``
+   minus ``published_at``.
+5. **direct ceiling**: the worker is stopped; N ``order.placed`` are applied with
+   ``tasks.inbox.process`` in 2 OS processes (the worker's default pool on 2 cores, events
+   interleaved between them), no Celery.
+
+Messages are the exact bytes a bare Celery client publishes (a real ``send_task`` gives
+the template; each message gets its own task id, body and delivery tag), LPUSHed as kombu
+does. The worker's RSS and PSS (parent + pool children, from /proc) are taken before and
+after the loads. Not a test: it prints numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import redis
+from celery import Celery
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Engine, make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from throughput import reset_database, stop_worker  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+QUEUE = "dust.events"
+OCCURRED_AT = "2026-11-20T10:00:00Z"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("-n", "--events", type=int, default=5000, help="N (default 5000)")
+    parser.add_argument("--half-n", type=int, help="events of the half-load phase (default N / 2)")
+    parser.add_argument("--orders-per-customer", type=int, default=5)
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get(
+            "DUST_PERF_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dust_perf"
+        ),
+    )
+    parser.add_argument(
+        "--broker-url",
+        default=os.environ.get("DUST_PERF_BROKER_URL", "redis://127.0.0.1:6379/11"),
+    )
+    parser.add_argument("--direct-processes", type=int, default=2)
+    parser.add_argument("--timeout", type=float, default=900, help="per phase (s)")
+    parser.add_argument(
+        "--skip", action="append", default=[], choices=["noop", "full", "half", "direct"]
+    )
+    return parser.parse_args()
+
+
+# -- the machine -----------------------------------------------------------------------
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+def machine(engine: Engine, broker_url: str) -> list[str]:
+    with engine.connect() as connection:
+        pg = connection.scalar(text("SHOW server_version"))
+    info = redis.Redis.from_url(broker_url).info("server")
+    mem_kb = int(
+        next(line for line in open("/proc/meminfo") if line.startswith("MemTotal")).split()[1]
+    )
+    model = next(
+        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line),
+        "?",
+    )
+    return [
+        f"cpus {os.cpu_count()} ({model}), memory {mem_kb / 2**20:.1f} GiB",
+        f"PostgreSQL {pg}, Redis {info['redis_version']}, Python {sys.version.split()[0]}",
+    ]
+
+
+# -- the worker ------------------------------------------------------------------------
+
+
+def procfile_worker_command() -> list[str]:
+    for line in (ROOT / "Procfile").read_text().splitlines():
+        if line.startswith("worker:"):
+            return shlex.split(line.split(":", 1)[1])
+    sys.exit("no worker: line in the Procfile")
+
+
+def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
+    env["DUST_DATABASE_URL"] = database_url
+    env["DUST_BROKER_URL"] = broker_url
+    # The venv's celery, as `make` / a deployment would have on PATH.
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def start_worker(database_url: str, broker_url: str, log: Path) -> subprocess.Popen[bytes]:
+    env = worker_env(database_url, broker_url)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            procfile_worker_command(),
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+    deadline = time.monotonic() + 60
+    while b" ready." not in log.read_bytes():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            sys.exit(f"worker did not start:\n{log.read_text()}")
+        time.sleep(0.1)
+    return proc
+
+
+def process_tree(pid: int) -> list[int]:
+    pids = [pid]
+    for p in pids:
+        try:
+            children = Path(f"/proc/{p}/task/{p}/children").read_text().split()
+        except OSError:
+            continue
+        pids.extend(int(c) for c in children)
+    return pids
+
+
+def memory(pid: int) -> str:
+    """RSS and PSS (shared pages split between the processes sharing them), parent + children."""
+    rss = pss = 0
+    pids = process_tree(pid)
+    for p in pids:
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
+        except OSError:
+            pass
+    return f"{len(pids)} processes, RSS {rss / 1024:.0f} MiB, PSS {pss / 1024:.0f} MiB"
+
+
+# -- messages --------------------------------------------------------------------------
+
+
+def template(broker_url: str) -> dict[str, Any]:
+    """The message a bare Celery client publishes, taken off the queue as a template."""
+    client = Celery("bench-client", broker=broker_url)
+    client.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
+    client.send_task("dust.noop", args=[{}], queue=QUEUE)
+    client.close()
+    r = redis.Redis.from_url(broker_url)
+    raw = r.rpop(QUEUE)
+    assert raw is not None and r.llen(QUEUE) == 0
+    return json.loads(raw)
+
+
+def wire(tmpl: dict[str, Any], task: str, arg: Any) -> bytes:
+    """``tmpl`` re-addressed: its own task id, body and delivery tag, as send_task makes."""
+    task_id = str(uuid.uuid4())
+    body = json.dumps(
+        [[arg], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+    )
+    headers = dict(tmpl["headers"], task=task, id=task_id, root_id=task_id)
+    headers["argsrepr"] = repr([arg])
+    properties = dict(tmpl["properties"], correlation_id=task_id, delivery_tag=str(uuid.uuid4()))
+    message = dict(
+        tmpl, body=base64.b64encode(body.encode()).decode(), headers=headers, properties=properties
+    )
+    return json.dumps(message).encode()
+
+
+def order_placed(tag: str, o: int, customers: int, published_at: float | None = None) -> dict:
+    envelope: dict[str, Any] = {
+        "id": f"evt_{tag}{o}",
+        "name": "order.placed",
+        "occurred_at": OCCURRED_AT,
+        "data": {
+            "id": f"order_{tag}{o}",
+            "customer_id": f"cus_{o % customers}",
+            "cart_id": f"cart_{tag}{o}",
+            "currency_code": "usd",
+            "total": 10999 + o % 1000,
+            "shipping_total": 999,
+            "items": [{"id": f"item_{tag}{o}", "product_id": "prod_1", "total": 10000 + o % 1000}],
+        },
+    }
+    if published_at is not None:
+        envelope["published_at"] = published_at
+    return envelope
+
+
+def create_customers(engine: Engine, customers: int) -> None:
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO dust_accounts (customer_id, kind, balance, held, created_at) "
+                "SELECT 'cus_' || c, 'dust', 0, 0, now() FROM generate_series(0, :n - 1) c"
+            ),
+            {"n": customers},
+        )
+
+
+# -- measuring -------------------------------------------------------------------------
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
+
+
+def epoch(value: datetime) -> float:
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+
+
+def wait_for_events(
+    engine: Engine, tag: str, n: int, timeout: float, proc: subprocess.Popen[bytes] | None
+) -> list[tuple[str, str, float]]:
+    """(status, envelope, processed_at) of the ``n`` events tagged ``tag``, once all are in."""
+    deadline = time.monotonic() + timeout
+    pattern = f"evt_{tag}%"
+    while True:
+        with engine.connect() as connection:
+            done = connection.scalar(
+                text("SELECT COUNT(*) FROM dust_events WHERE event_id LIKE :p"), {"p": pattern}
+            )
+        if done >= n:
+            break
+        if time.monotonic() > deadline or (proc is not None and proc.poll() is not None):
+            sys.exit(f"only {done}/{n} events tagged {tag} after {timeout}s")
+        time.sleep(0.1)
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text("SELECT status, envelope, processed_at FROM dust_events WHERE event_id LIKE :p"),
+            {"p": pattern},
+        ).all()
+    return [(status, env, epoch(at)) for status, env, at in rows]
+
+
+def statuses(rows: list[tuple[str, str, float]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for status, _, _ in rows:
+        out[status] = out.get(status, 0) + 1
+    return out
+
+
+def latency_line(latencies: list[float]) -> str:
+    ms = [1000 * x for x in latencies]
+    return (
+        f"p50 {percentile(ms, 50):.1f} ms, p99 {percentile(ms, 99):.1f} ms, "
+        f"max {max(ms):.1f} ms, mean {statistics.fmean(ms):.1f} ms"
+    )
+
+
+def push_all(r: redis.Redis, messages: list[bytes]) -> tuple[float, float]:
+    pipe = r.pipeline(transaction=False)
+    for start in range(0, len(messages), 1000):
+        pipe.lpush(QUEUE, *messages[start : start + 1000])
+    started = time.time()
+    pipe.execute()
+    return started, time.time()
+
+
+def run_noop(r: redis.Redis, tmpl: dict[str, Any], n: int, timeout: float) -> dict[str, Any]:
+    messages = [wire(tmpl, "dust.noop", {"i": i}) for i in range(n)]
+    started, pushed = push_all(r, messages)
+    deadline = time.monotonic() + timeout
+    while r.llen(QUEUE) or r.hlen("unacked"):
+        if time.monotonic() > deadline:
+            sys.exit(f"no-op messages not all acked after {timeout}s")
+        time.sleep(0.002)
+    elapsed = time.time() - started
+    return {"rate": n / elapsed, "elapsed": elapsed, "publish": pushed - started}
+
+
+def run_full(
+    r: redis.Redis, engine: Engine, tmpl: dict[str, Any], n: int, customers: int, args: Any, proc
+) -> dict[str, Any]:
+    messages = [wire(tmpl, "dust.handle_event", order_placed("f", o, customers)) for o in range(n)]
+    started, pushed = push_all(r, messages)
+    rows = wait_for_events(engine, "f", n, args.timeout, proc)
+    last = max(at for _, _, at in rows)
+    elapsed = last - started
+    return {
+        "rate": n / elapsed,
+        "elapsed": elapsed,
+        "publish": pushed - started,
+        "latencies": [at - started for _, _, at in rows],
+        "statuses": statuses(rows),
+    }
+
+
+def run_paced(
+    r: redis.Redis,
+    engine: Engine,
+    tmpl: dict[str, Any],
+    n: int,
+    rate: float,
+    customers: int,
+    args: Any,
+    proc,
+) -> dict[str, Any]:
+    started = time.time()
+    behind = 0.0
+    for o in range(n):
+        due = started + o / rate
+        now = time.time()
+        if due > now:
+            time.sleep(due - now)
+        else:
+            behind = max(behind, now - due)
+        published = time.time()
+        r.lpush(QUEUE, wire(tmpl, "dust.handle_event", order_placed("h", o, customers, published)))
+    publishing = time.time() - started
+    rows = wait_for_events(engine, "h", n, args.timeout, proc)
+    latencies = [at - json.loads(envelope)["published_at"] for _, envelope, at in rows]
+    return {
+        "rate": n / publishing,
+        "latencies": latencies,
+        "statuses": statuses(rows),
+        "publisher behind": behind,
+    }
+
+
+def _direct_child(database_url: str, envelopes: list[dict], ready: Any, go: Any, out: Any) -> None:
+    os.environ["DUST_DATABASE_URL"] = database_url
+    sys.path.insert(0, str(ROOT))
+    from tasks import inbox
+
+    inbox.process({"id": f"warm_{os.getpid()}", "name": "bench.warm-up", "data": {}})
+    ready.wait()
+    go.wait()
+    for envelope in envelopes:
+        inbox.process(envelope)
+    out.put(time.time())
+
+
+def run_direct(
+    engine: Engine, database_url: str, n: int, customers: int, processes: int, timeout: float
+) -> dict[str, Any]:
+    envelopes = [order_placed("d", o, customers) for o in range(n)]
+    ctx = multiprocessing.get_context("spawn")
+    ready, go, out = ctx.Barrier(processes + 1), ctx.Event(), ctx.Queue()
+    children = [
+        ctx.Process(
+            target=_direct_child,
+            args=(database_url, envelopes[k::processes], ready, go, out),
+        )
+        for k in range(processes)
+    ]
+    for child in children:
+        child.start()
+    ready.wait(timeout=120)
+    started = time.time()
+    go.set()
+    ends = [out.get(timeout=timeout) for _ in children]
+    for child in children:
+        child.join()
+    rows = wait_for_events(engine, "d", n, 10, None)
+    elapsed = max(ends) - started
+    return {"rate": n / elapsed, "elapsed": elapsed, "statuses": statuses(rows)}
+
+
+def main() -> None:
+    args = parse_args()
+    if urlsplit(args.broker_url).path.strip("/") in ("", "0", "15"):
+        sys.exit("refusing Redis database 0 or 15: pass --broker-url redis://host:6379/N")
+    n = args.events
+    half_n = args.half_n or max(1, n // 2)
+    customers = max(1, -(-n // args.orders_per_customer))
+    print(f"Dust end to end, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, {load_average()}")
+
+    reset_database(args.database_url)
+    engine = create_engine(args.database_url)
+    create_customers(engine, customers)
+    r = redis.Redis.from_url(args.broker_url)
+    r.flushdb()
+    tmpl = template(args.broker_url)
+    for line in machine(engine, args.broker_url):
+        print(line)
+    print(f"worker:   {shlex.join(procfile_worker_command())}  (the Procfile's line)")
+    print(f"database: {make_url(args.database_url).render_as_string(hide_password=True)}")
+    print(f"broker:   {args.broker_url}; {customers} customers' dust accounts pre-created")
+    print(f"git:      {git_state()}")
+
+    log = Path(tempfile.mkdtemp(prefix="dust-e2e-")) / "worker.log"
+    results: dict[str, dict[str, Any]] = {}
+    proc = start_worker(args.database_url, args.broker_url, log)
+    try:
+        print(f"\nworker memory, idle:          {memory(proc.pid)}")
+        if "noop" not in args.skip:
+            results["noop"] = res = run_noop(r, tmpl, n, args.timeout)
+            print(
+                f"no-op ceiling:  {n} dust.noop, {res['rate']:.0f} tasks/s "
+                f"({res['elapsed']:.2f} s to the last ack; push {res['publish'] * 1000:.0f} ms)"
+                f"  [{load_average()}]"
+            )
+        if "full" not in args.skip:
+            results["full"] = res = run_full(r, engine, tmpl, n, customers, args, proc)
+            print(
+                f"full load:      {n} order.placed, {res['rate']:.1f} events/s "
+                f"({res['elapsed']:.2f} s first push to last commit; "
+                f"push {res['publish'] * 1000:.0f} ms)  [{load_average()}]"
+            )
+            print(f"                latency from the push: {latency_line(res['latencies'])}")
+            print(f"                statuses {res['statuses']}")
+            print(f"worker memory, after full:    {memory(proc.pid)}")
+        if "half" not in args.skip:
+            rate = results["full"]["rate"] / 2 if "full" in results else 40.0
+            results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)
+            print(
+                f"half load:      {half_n} order.placed paced at {rate:.1f}/s "
+                f"(achieved {res['rate']:.1f}/s, publisher at most "
+                f"{res['publisher behind'] * 1000:.0f} ms behind)  [{load_average()}]"
+            )
+            print(f"                latency publish->commit: {latency_line(res['latencies'])}")
+            print(f"                statuses {res['statuses']}")
+            print(f"worker memory, after half:    {memory(proc.pid)}")
+    finally:
+        stop_worker(proc)
+    if "direct" not in args.skip:
+        results["direct"] = res = run_direct(
+            engine, args.database_url, n, customers, args.direct_processes, args.timeout
+        )
+        print(
+            f"direct ceiling: {n} order.placed via tasks.inbox.process in "
+            f"{args.direct_processes} processes, no Celery: {res['rate']:.1f} events/s "
+            f"({res['elapsed']:.2f} s)  [{load_average()}]"
+        )
+        print(f"                statuses {res['statuses']}")
+    engine.dispose()
+
+    print()
+    if "full" in results:
+        e2e = results["full"]["rate"]
+        if "noop" in results:
+            print(
+                f"e2e / no-op ceiling:  {e2e / results['noop']['rate']:.3f}  (target >= 1.0, then 2.0)"
+            )
+        if "direct" in results:
+            print(f"e2e / direct ceiling: {e2e / results['direct']['rate']:.3f}")
+    if "half" in results:
+        p99 = 1000 * percentile(results["half"]["latencies"], 99)
+        verdict = "met" if p99 < 50 else "NOT met"
+        print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
+    print(f"worker log: {log}")
+    print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+
+
+def git_state() -> str:
+    def git(*a: str) -> str:
+        return subprocess.run(
+            ["git", *a], cwd=ROOT, capture_output=True, text=True, check=False
+        ).stdout.strip()
+
+    dirty = git("status", "--porcelain", "--untracked-files=no")
+    return f"{git('rev-parse', '--short', 'HEAD')}" + (
+        f" + uncommitted changes in {len(dirty.splitlines())} files" if dirty else ""
+    )
+
+
+if __name__ == "__main__":
+    main()
