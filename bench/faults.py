@@ -212,8 +212,10 @@ class Worker:
         self.env = env
         self.concurrency = concurrency
         self.proc: subprocess.Popen[bytes] | None = None
+        self.log_offset = 0
 
     def start(self) -> None:
+        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -458,11 +460,11 @@ def execute(run: Run) -> dict[str, Any]:
 def wait_ready(workers: list[Worker], run: Run, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     pending = {w.name: w for w in workers}
-    offsets = {w.name: 0 for w in workers}
+    offsets = {w.name: w.log_offset for w in workers}
     while pending:
         for name, w in list(pending.items()):
-            text_ = w.log.read_bytes().decode("utf-8", "replace") if w.log.exists() else ""
-            if any(line.endswith(" ready.") for line in text_[offsets[name] :].splitlines()):
+            tail = w.log.read_bytes()[offsets[name] :].decode("utf-8", "replace")
+            if any(line.endswith(" ready.") for line in tail.splitlines()):
                 del pending[name]
             elif not w.running():
                 raise RuntimeError(f"worker {name} exited at start-up; log {w.log}")

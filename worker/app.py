@@ -44,6 +44,11 @@ def broker_options(settings: Settings) -> dict[str, Any]:
         # timeout became ~110 s). Scan on every sweep, every tenth of the timeout (1-10 s).
         "unacked_restore_interval": max(1, min(10, visibility // 10)),
         "unacked_restore_throttle": 1,
+        # The sweep holds a lock in Redis (kombu's default: for 300 s). A worker killed
+        # while sweeping left it in place, and no message came back for those 5 minutes
+        # (found by bench/faults.py). A sweep takes milliseconds, and two sweeps at once
+        # are safe (each restore is a WATCH transaction), so the lock lives 2-30 s.
+        "unacked_mutex_expire": max(2, min(30, visibility // 5)),
     }
 
 
