@@ -291,6 +291,41 @@ def record_failed(raw: Any, error: BaseException) -> None:
             row.attempts += 1
 
 
+def record_undecodable(body: Any, content_type: str | None, error: BaseException) -> str:
+    """A message whose body is not valid JSON: recorded ``rejected`` with the reason (its
+    id derived from the body, so a redelivery records nothing new). Returns the event id."""
+    if isinstance(body, bytes | bytearray | memoryview):
+        text = bytes(body).decode("utf-8", "backslashreplace")
+    else:
+        text = str(body)
+    cause = error.__cause__ or error.__context__ or error
+    detail = getattr(cause, "msg", None) or safe_message(cause)
+    reason = f"message body is not valid JSON ({type(cause).__name__}: {detail[:200]})"
+    if content_type and content_type != "application/json":
+        reason += f"; content type {content_type[:100]}"
+    parsed = _bad(text, None, reason)
+    with session_scope() as session:
+        dialect = session.get_bind().dialect.name
+        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        now = utcnow()
+        session.execute(
+            insert(Event)
+            .values(
+                event_id=parsed.event_id,
+                name=parsed.name,
+                content_hash=parsed.content_hash,
+                envelope=parsed.text,
+                status="rejected",
+                reason=reason,
+                received_at=now,
+                processed_at=now,
+                attempts=1,
+            )
+            .on_conflict_do_nothing()
+        )
+    return parsed.event_id
+
+
 def safe_message(error: BaseException) -> str:
     """An error message with no connection string or parameters in it."""
     if isinstance(error, DBAPIError):

@@ -125,6 +125,9 @@ def create_app(settings: Settings | None = None) -> Celery:
         broker_connection_retry_on_startup=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         worker_hijack_root_logger=False,
+        # A message with garbage headers is refused instead of stopping the worker; a body
+        # that is not JSON is recorded rejected (worker/consumer.py).
+        worker_consumer="worker.consumer:DustConsumer",
         timezone="UTC",
         enable_utc=True,
     )
