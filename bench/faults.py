@@ -427,6 +427,8 @@ def execute(run: Run) -> dict[str, Any]:
                 observe(run, engine)
             if time.monotonic() > hard_deadline:
                 raise TimeoutError("publishing ran past --timeout")
+            if i and i % 10_000 == 0:
+                run.say(f"published {i}/{len(plan)}")
         publish_seconds = time.monotonic() - t0
         run.say(f"published in {publish_seconds:.1f}s; draining")
         ids = [e["id"] for e in stream]
@@ -582,6 +584,7 @@ def drain(
     stmt = text("SELECT event_id, status FROM dust_events WHERE event_id IN :ids").bindparams(
         bindparam("ids", expanding=True)
     )
+    last_report = time.monotonic()
     while True:
         observe(run, engine)
         statuses: dict[str, str] = {}
@@ -594,6 +597,9 @@ def drain(
             time.sleep(0.5)
             continue
         final = sum(1 for s in statuses.values() if s in FINAL)
+        if time.monotonic() - last_report > 30:
+            last_report = time.monotonic()
+            run.say(f"draining: {final}/{len(ids)} final, {queued} in the broker")
         if final == len(ids) and queued == 0 and not run.pending_crashes:
             return statuses
         if time.monotonic() > deadline:
@@ -679,7 +685,9 @@ def print_summary(s: dict[str, Any]) -> None:
     )
     print(f"faults: {faults}")
     for kind, values in sorted(redelivery.items()):
-        print(f"redelivery after {kind} kill (s): {values}")
+        print(
+            f"after each {kind} kill, until every message then in flight was applied (s): {values}"
+        )
     print(f"statuses: {s.get('statuses')}; max attempts {s.get('max_attempts')}")
     print(
         f"lost {s.get('lost')}, duplicated {s.get('duplicated')},"
