@@ -121,3 +121,18 @@ def test_kill_between_fetch_and_record_loses_nothing(broker):
         assert broker.llen(name) == 0 and broker.hlen(f"{name}.unacked") == 0
     finally:
         broker.delete(name, f"{name}.unacked", f"{name}.unacked_index", f"_kombu.binding.{name}")
+
+
+@pytest.mark.parametrize(("visibility", "lock"), [(10, 2), (60, 12), (300, 30), (86400, 30)])
+def test_sweep_lock_is_short_lived_and_redis_urls_get_the_transport(visibility, lock):
+    """kombu holds its restore sweep's lock in Redis for 300 s by default: a worker killed
+    mid-sweep held back every redelivery that long (found by bench/faults.py)."""
+    from worker.app import broker_options, broker_transport
+    from worker.settings import Settings
+
+    settings = Settings(
+        broker_url="redis://127.0.0.1:6379/0", visibility_timeout_seconds=visibility
+    )
+    assert broker_options(settings)["unacked_mutex_expire"] == lock
+    assert broker_transport(settings) == TRANSPORT
+    assert broker_transport(Settings()) is None  # the embedded file broker keeps its own
