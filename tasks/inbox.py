@@ -328,16 +328,14 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
 
 def safe_message(error: BaseException) -> str:
     """An error message with no connection string or parameters in it."""
-    if isinstance(error, DBAPIError):
-        text = str(error.orig).splitlines()[0] if error.orig is not None else type(error).__name__
-    else:
-        text = str(error).splitlines()[0] if str(error) else type(error).__name__
-    return _scrub(text)[:500]
+    source = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
+    lines = str(source).strip().splitlines()
+    text = lines[0].strip() if lines else type(error).__name__
+    return scrub(text)[:500]
 
 
-def _scrub(text: str) -> str:
-    import re
-
+def scrub(text: str) -> str:
+    """``scheme://user:password@host`` with the credentials masked, wherever it appears."""
     return re.sub(r"(\w+://)[^@\s/]*@", r"\1***@", text)
 
 

@@ -62,7 +62,12 @@ def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) 
 def _safe_url(url: str) -> str:
     from sqlalchemy.engine import make_url
 
-    return make_url(url).render_as_string(hide_password=True)
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can parse (a broker's): scrub it by hand
+        from tasks.inbox import scrub
+
+        return scrub(url)
 
 
 # -- publishing ------------------------------------------------------------------------
@@ -273,6 +278,36 @@ def main() -> None:
     except ConfigError as exc:
         typer.echo(str(exc), err=True)
         sys.exit(2)
+    except Exception as exc:
+        unreachable = _unreachable(exc)
+        if unreachable is None:
+            raise
+        typer.echo(f"dust: {unreachable}", err=True)
+        sys.exit(1)
+
+
+def _unreachable(exc: BaseException) -> str | None:
+    """One line for a database or broker that cannot be reached, its URL shown without
+    the password (a traceback would be noise, and may quote a connection string)."""
+    from kombu.exceptions import OperationalError as BrokerError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.exc import OperationalError as DatabaseError
+
+    from tasks.inbox import safe_message
+
+    settings = get_settings()
+    problem = f"{type(exc).__name__}: {safe_message(exc)}"
+    if isinstance(exc, DatabaseError) or (
+        isinstance(exc, DBAPIError) and exc.connection_invalidated
+    ):
+        return f"cannot reach the database {_safe_url(settings.database)} ({problem})"
+    broker_down = isinstance(exc, BrokerError | RedisConnectionError | ConnectionError) or (
+        isinstance(exc, RuntimeError) and "reconnect to the Celery result store" in str(exc)
+    )
+    if broker_down:
+        return f"cannot reach the broker {_safe_url(settings.broker)} ({problem})"
+    return None
 
 
 if __name__ == "__main__":

@@ -28,6 +28,14 @@ import typer
 
 from worker.cli import JsonOption, app, events_app, fail, print_json
 
+
+def safe_message(exc: BaseException) -> str:
+    """The error's first line, any credentials in a URL masked (tasks.inbox.safe_message)."""
+    from tasks.inbox import safe_message as first_line_scrubbed
+
+    return first_line_scrubbed(exc)
+
+
 products_app = typer.Typer(help="Product dust settings.", no_args_is_help=True)
 app.add_typer(products_app, name="products")
 
@@ -117,7 +125,7 @@ def _call(task: str, kwargs: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> 
         # Unanswered by then, the message expires: a worker started later discards it.
         result = celery.send_task(task, kwargs=kwargs, queue=REQUESTS_QUEUE, expires=timeout)
     except Exception as exc:
-        raise fail(f"cannot reach the broker: {type(exc).__name__}: {exc}") from None
+        raise fail(f"cannot reach the broker: {type(exc).__name__}: {safe_message(exc)}") from None
     try:
         reply: dict[str, Any] = result.get(timeout=timeout, interval=0.05)
     except ReplyTimeout:
@@ -713,7 +721,7 @@ def _send_batch(backfill_id: int, batch: Batch) -> Any:
         return celery.send_task(BACKFILL_BATCH, kwargs=kwargs, queue=EVENTS_QUEUE)
     except Exception as exc:
         raise fail(
-            f"cannot reach the broker ({type(exc).__name__}: {exc}); run again to resume"
+            f"cannot reach the broker ({type(exc).__name__}: {safe_message(exc)}); run again to resume"
         ) from None
 
 

@@ -13,8 +13,14 @@ def publish_envelopes(envelopes: Iterable[Any]) -> int:
     count = 0
     with app.producer_or_acquire() as producer:
         for envelope in envelopes:
+            # No reply is ever sent for an event: do not subscribe to one (with Redis down,
+            # waiting to subscribe turned a one-line error into half a minute of retries).
             app.send_task(
-                "dust.handle_event", args=[envelope], queue=EVENTS_QUEUE, producer=producer
+                "dust.handle_event",
+                args=[envelope],
+                queue=EVENTS_QUEUE,
+                producer=producer,
+                ignore_result=True,
             )
             count += 1
     return count
