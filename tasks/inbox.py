@@ -300,9 +300,11 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
         text = str(body)
     cause = error.__cause__ or error.__context__ or error
     detail = getattr(cause, "msg", None) or safe_message(cause)
-    reason = f"message body is not valid JSON ({type(cause).__name__}: {detail[:200]})"
-    if content_type and content_type != "application/json":
-        reason += f"; content type {content_type[:100]}"
+    problem = f"({type(cause).__name__}: {detail[:200]})"
+    if content_type in (None, "", "application/json"):
+        reason = f"message body is not valid JSON {problem}"
+    else:  # a signed message (application/data) whose signature does not verify, ...
+        reason = f"message body of type {content_type[:100]} could not be decoded {problem}"
     parsed = _bad(text, None, reason)
     with session_scope() as session:
         dialect = session.get_bind().dialect.name

@@ -332,3 +332,149 @@ def test_workers_use_a_redis_password_and_never_log_it(
         log = worker.text()
         assert PASSWORD not in log, f"{worker.name} logged the password:\n{log}"
     assert f"redis://:**@127.0.0.1:{port}" in ok.text()  # the banner shows the URL, masked
+
+
+# -- Celery message signing ---------------------------------------------------------------
+
+SIGNED_PUBLISHER = """
+import json, sys
+from celery import Celery
+key, cert, store, broker, envelope = sys.argv[1:]
+app = Celery("signed-client", broker=broker)
+if key:
+    app.conf.update(task_serializer="auth", accept_content=["auth"], security_key=key,
+                    security_certificate=cert, security_cert_store=store, security_digest="sha256")
+    app.setup_security(allowed_serializers=["json"], serializer="json")
+else:
+    app.conf.update(task_serializer="json", accept_content=["json"])
+app.send_task("dust.handle_event", args=[json.loads(envelope)], queue="dust.events",
+              ignore_result=True)
+"""
+
+
+def make_identity(folder: Path, name: str) -> tuple[Path, Path]:
+    """A private key and a self-signed certificate (PEM files), valid for a day."""
+    from datetime import UTC, datetime, timedelta
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from cryptography.x509.oid import NameOID
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .sign(key, hashes.SHA256())
+    )
+    # keys apart from the certificates: a store directory must hold certificates only
+    (folder.parent / "keys").mkdir(exist_ok=True)
+    key_path, cert_path = folder.parent / "keys" / f"{name}.key", folder / f"{name}.pem"
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return key_path, cert_path
+
+
+def publish_as(identity: tuple[Path, Path] | None, store: Path, broker: str, event: Any) -> None:
+    import json
+
+    key, cert = identity or ("", "")
+    done = subprocess.run(
+        [sys.executable, "-c", SIGNED_PUBLISHER, str(key), str(cert), str(store), broker]
+        + [json.dumps(event)],
+        env=env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.services
+def test_a_signing_worker_takes_signed_messages_and_refuses_unsigned_and_forged(
+    redis_with_password: int, secured_database: str, tmp_path: Path
+) -> None:
+    pytest.importorskip("cryptography")
+    trusted = tmp_path / "trusted"
+    trusted.mkdir()
+    platform = make_identity(trusted, "platform")  # the publisher the worker trusts
+    worker_identity = make_identity(trusted, "worker")
+    forger_store = tmp_path / "forger"
+    forger_store.mkdir()
+    forger = make_identity(forger_store, "forger")  # a key the worker has never seen
+    broker = f"redis://:{PASSWORD}@127.0.0.1:{redis_with_password}/2"
+    worker = Worker(
+        "sec_signed",
+        tmp_path / "signed.log",
+        DUST_DATABASE_URL=secured_database,
+        DUST_BROKER_URL=broker,
+        DUST_SIGNING_KEY_FILE=str(worker_identity[0]),
+        DUST_SIGNING_CERT_FILE=str(worker_identity[1]),
+        DUST_SIGNING_CERT_STORE=str(trusted),
+    )
+
+    def event(n: str) -> dict[str, Any]:
+        return {"id": f"evt_sig_{n}", "name": "customer.created", "data": {"id": f"cus_sig_{n}"}}
+
+    engine = create_engine(secured_database)
+
+    def status(n: str) -> Any:
+        with engine.connect() as connection:
+            return connection.scalar(
+                text("SELECT status FROM dust_events WHERE event_id = :e"), {"e": f"evt_sig_{n}"}
+            )
+
+    try:
+        worker.wait_for(" ready.")
+        publish_as(None, trusted, broker, event("unsigned"))
+        publish_as(forger, forger_store, broker, event("forged"))
+        publish_as(platform, trusted, broker, event("signed"))
+        deadline = time.monotonic() + 60
+        while status("signed") is None:
+            assert time.monotonic() < deadline, worker.text()
+            time.sleep(0.1)
+        assert status("signed") == "processed"
+        worker.wait_for("Refusing to deserialize untrusted content of type json")
+        time.sleep(1)
+        assert status("unsigned") is None and status("forged") is None
+        with engine.connect() as connection:
+            opened = connection.scalar(
+                text("SELECT COUNT(*) FROM dust_accounts WHERE customer_id LIKE 'cus_sig_%'")
+            )
+        assert opened == 1  # the signed event's customer only
+        assert worker.process.poll() is None
+    finally:
+        worker.stop()
+        engine.dispose()
+    assert PASSWORD not in worker.text()
+
+
+def test_signing_settings_come_all_three_or_not_at_all(tmp_path: Path, monkeypatch: Any) -> None:
+    from worker.settings import ConfigError, Settings, get_settings
+
+    assert Settings().signing is False  # the default: plain JSON, as before
+    key = tmp_path / "k.key"
+    key.write_text("x")
+    monkeypatch.setenv("DUST_SIGNING_KEY_FILE", str(key))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="DUST_SIGNING_CERT_STORE: message signing needs"):
+        get_settings()
+    monkeypatch.setenv("DUST_SIGNING_CERT_FILE", str(tmp_path / "missing.pem"))
+    monkeypatch.setenv("DUST_SIGNING_CERT_STORE", str(tmp_path))
+    get_settings.cache_clear()
+    with pytest.raises(ConfigError, match="DUST_SIGNING_CERT_FILE: no such file"):
+        get_settings()
+    get_settings.cache_clear()

@@ -131,7 +131,24 @@ def create_app(settings: Settings | None = None) -> Celery:
         timezone="UTC",
         enable_utc=True,
     )
+    if settings.signing:
+        enable_signing(app, settings)
     return app
+
+
+def enable_signing(app: Celery, settings: Settings) -> None:
+    """Celery message signing: every task message is signed with this process's key and
+    must carry a valid signature by a certificate in the store; unsigned (plain JSON) and
+    forged messages are refused. The payload inside stays JSON; pickle stays disabled."""
+    app.conf.update(
+        task_serializer="auth",
+        accept_content=["auth"],
+        security_key=settings.signing_key_file,
+        security_certificate=settings.signing_cert_file,
+        security_cert_store=settings.signing_cert_store,
+        security_digest="sha256",
+    )
+    app.setup_security(allowed_serializers=["json"], serializer="json")
 
 
 @worker_process_init.connect

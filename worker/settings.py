@@ -64,6 +64,41 @@ class Settings(BaseSettings):
     schedule_expire_holds_seconds: int = Field(default=60, ge=0, le=MAX_SCHEDULE_SECONDS)
     schedule_expire_lots_seconds: int = Field(default=86400, ge=0, le=MAX_SCHEDULE_SECONDS)
     schedule_reconcile_seconds: int = Field(default=86400, ge=0, le=MAX_SCHEDULE_SECONDS)
+    #: Celery message signing (all three, or none): this process's private key and
+    #: certificate (PEM files), and the certificates it trusts (a directory or a glob).
+    signing_key_file: str = ""
+    signing_cert_file: str = ""
+    signing_cert_store: str = Field(default="", validate_default=True)
+
+    @field_validator("signing_key_file", "signing_cert_file", mode="after")
+    @classmethod
+    def _readable_file(cls, value: str) -> str:
+        value = value.strip()
+        if value and not Path(value).is_file():
+            raise ValueError(f"no such file: {value}")
+        return value
+
+    @field_validator("signing_cert_store", mode="after")
+    @classmethod
+    def _signing_all_or_none(cls, value: str, info: Any) -> str:
+        value = value.strip()
+        given = [bool(info.data.get(f)) for f in ("signing_key_file", "signing_cert_file")]
+        if any(given) or value:
+            if not (all(given) and value):
+                raise ValueError(
+                    "message signing needs DUST_SIGNING_KEY_FILE, DUST_SIGNING_CERT_FILE"
+                    " and DUST_SIGNING_CERT_STORE together"
+                )
+            import glob
+
+            pattern = str(Path(value) / "*") if Path(value).is_dir() else value
+            if not glob.glob(pattern):
+                raise ValueError(f"no certificate found at {value}")
+        return value
+
+    @property
+    def signing(self) -> bool:
+        return bool(self.signing_cert_store)
 
     @field_validator("earn_rate", mode="before")
     @classmethod
