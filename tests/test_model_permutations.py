@@ -220,7 +220,7 @@ def expected(s: Scenario) -> dict[str, Any]:
     }
 
 
-@bounded(15, 300)
+@bounded(10, 300)
 @given(s=scenarios(), rng=st.randoms(use_true_random=False))
 def test_every_arrival_order_converges_to_the_formula(
     dust: Any, configure: Any, s: Scenario, rng: Any

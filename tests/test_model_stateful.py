@@ -427,7 +427,7 @@ class LedgerModel(RuleBasedStateMachine):
 @pytest.mark.timeout(600 if LONG else 120)
 def test_ledger_agrees_with_a_plain_model(db: str, invariants: Any) -> None:
     run_state_machine_as_test(
-        LedgerModel, settings=bounded(30, 1000, stateful_step_count=60 if LONG else 25)
+        LedgerModel, settings=bounded(20, 1000, stateful_step_count=60 if LONG else 25)
     )
     with session_scope(read_only=True) as session:
         invariants(session)

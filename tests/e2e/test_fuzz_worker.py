@@ -36,8 +36,8 @@ from .support import BROKER_URL, EVENTS_QUEUE, wait_queue_empty
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
 SEED = int(os.environ.get("DUST_FUZZ_SEED", "20261121"))
-BAD_COUNT = int(os.environ.get("DUST_FUZZ_BAD", "2200"))
-GOOD_ORDERS = int(os.environ.get("DUST_FUZZ_GOOD", "150"))
+BAD_COUNT = int(os.environ.get("DUST_FUZZ_BAD", "1800"))
+GOOD_ORDERS = int(os.environ.get("DUST_FUZZ_GOOD", "100"))
 
 # -- values that are wrong wherever an integer amount is expected -------------------------
 
