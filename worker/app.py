@@ -123,7 +123,11 @@ def create_app(settings: Settings | None = None) -> Celery:
         beat_schedule_filename=str(settings.beat_schedule_file),
         result_expires=3600,
         broker_connection_retry_on_startup=True,
-        worker_cancel_long_running_tasks_on_connection_loss=True,
+        # On losing the broker connection, let running tasks finish (their ack is sent once
+        # the connection is back, or the message is redelivered: the inbox makes a second
+        # run a no-op). True terminated them and then *acknowledged* them as revoked once
+        # Redis was back: the event was dropped unapplied (found by bench/faults.py).
+        worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         # A message with garbage headers is refused instead of stopping the worker; a body
         # that is not JSON is recorded rejected (worker/consumer.py).
