@@ -20,7 +20,7 @@ mismatches are all 0::
 
     .venv/bin/python bench/faults.py --short                      # CI form, ~1 minute
     .venv/bin/python bench/faults.py --events 100000 --kills 20 --redis-restarts 3 \\
-        --db-interruptions 3 --rate 250 --seed 1                  # the full run
+        --db-interruptions 3 --rate 50 --seed 1   # the full run: ~35-60 min here
 
 ``--json`` prints the summary as one JSON line as well.
 """
@@ -331,8 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.short:
         args.events, args.kills, args.redis_restarts = 400, 3, 1
         args.db_interruptions, args.pg_restarts, args.rate = 1, 0, 25
+    if args.short and not args.timeout:
+        args.timeout = 180
     if not args.timeout:
-        args.timeout = args.events / args.rate * 2 + 180
+        # Publishing, then the backlog at no less than 20 events/s, plus start-up.
+        args.timeout = max(args.events / args.rate, args.events / 20) * 1.5 + 300
     folder = Path(tempfile.mkdtemp(prefix="dust-faults-"))
     run = Run(args, folder)
     try:

@@ -45,7 +45,7 @@ def test_short_fault_run_loses_nothing_and_matches_the_model():
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=300,
     )
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
