@@ -5,8 +5,8 @@ Celery's consumer trusts a message's headers. A ``task`` header that is not a st
 ``id`` header (``KeyError``) makes it drop its broker connection and take the same message
 again, forever. Any producer that can reach the broker could stop event processing with one
 message. Here such a message is refused (logged, and removed from the queue) and the
-worker goes on; any other unexpected error while taking a message in is handled the same
-way instead of reaching the connection loop.
+worker goes on; so is a message whose body has the wrong shape (a ``KeyError``,
+``TypeError`` or ``ValueError`` while taking it in), instead of reaching the connection loop.
 
 A body that is not valid JSON is recorded in ``dust_events`` as ``rejected`` with the reason
 (CONTRACT §3, "invalid JSON"), then acknowledged as Celery does. Pickle and other content
@@ -50,7 +50,9 @@ class DustConsumer(Consumer):
                 return handle(message)
             except connection_errors:
                 raise
-            except Exception:
+            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+                # a message of the wrong shape (a body that is not [args, kwargs, embed],
+                # ...); anything else still goes to Celery's connection handling
                 log.exception("refused a message that could not be taken in")
                 message.reject_log_error(log, self.connection_errors)
                 return None
