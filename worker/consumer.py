@@ -32,7 +32,22 @@ def header_problem(headers: Any) -> str | None:
         return "the task header is not a task name"
     if not isinstance(headers.get("id"), str) or not headers["id"]:
         return "the id header is missing or not a string"
+    # Celery hands these to the pool unchecked; a string time limit upsets its bookkeeping
+    timelimit = headers.get("timelimit")
+    if timelimit is not None and not (
+        isinstance(timelimit, list | tuple)
+        and len(timelimit) == 2
+        and all(_seconds_or_none(limit) for limit in timelimit)
+    ):
+        return "the timelimit header is not [soft, hard] seconds"
+    retries = headers.get("retries")
+    if retries is not None and (not isinstance(retries, int) or isinstance(retries, bool)):
+        return "the retries header is not a whole number"
     return None
+
+
+def _seconds_or_none(value: Any) -> bool:
+    return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
 
 class DustConsumer(Consumer):

@@ -531,11 +531,10 @@ def test_raw_messages_the_worker_cannot_take_are_refused(dust, workers, envelope
         (_body(inner), "application/json", _headers(eta="not a date")),
         (_body(inner), "application/json", _headers(expires="never")),
     ]
-    # Celery runs these despite the odd optional headers: harmless, applied once at most
-    tolerated = envelope("customer.created", {"id": f"{customer}_tolerated"})
     cases += [
-        (_body(tolerated), "application/json", _headers(timelimit="soon")),
-        (_body(tolerated), "application/json", _headers(retries="many")),
+        (_body(inner), "application/json", _headers(timelimit="soon")),
+        (_body(inner), "application/json", _headers(timelimit=["a", None])),
+        (_body(inner), "application/json", _headers(retries="many")),
     ]
     with Connection(BROKER_URL) as connection:
         producer = Producer(connection)
@@ -571,7 +570,7 @@ def test_raw_messages_the_worker_cannot_take_are_refused(dust, workers, envelope
         n=dust.scalar("SELECT COUNT(*) FROM dust_events") - events_before,
     )
     assert sentinel["id"] in {r["event_id"] for r in recorded}
-    undecodable = [r for r in recorded if r["event_id"] not in (sentinel["id"], tolerated["id"])]
+    undecodable = [r for r in recorded if r["event_id"] != sentinel["id"]]
     assert len(undecodable) == len(not_json_bodies), [r["reason"] for r in undecodable]
     for row in undecodable:
         assert row["status"] == "rejected" and row["event_id"].startswith("invalid:"), row
