@@ -13,11 +13,10 @@ import secrets
 from collections.abc import Iterable
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from models import Account
-from models.base import utcnow
+from models.base import insert_for, utcnow
 from models.tables import DUST, STORE_CREDIT
 
 
@@ -28,8 +27,7 @@ def new_code() -> str:
 
 
 def _insert_ignore(session: Session, values: dict[str, object]) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     session.execute(insert(Account).values(**values).on_conflict_do_nothing())
 
 

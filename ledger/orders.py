@@ -17,7 +17,6 @@ from datetime import datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 from sqlalchemy import func, select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger import holds as holds_
@@ -25,6 +24,7 @@ from ledger import journal
 from ledger.accounts import ensure_account, lock_accounts, open_anonymous_account
 from ledger.journal import Ref
 from models import Account, Entry, Hold, Order, Refund
+from models.base import insert_for
 from models.tables import DUST, STORE_CREDIT
 
 
@@ -47,8 +47,7 @@ class EarnPolicy:
 def lock_order(session: Session, order_id: str) -> Order:
     """The order's state row, created empty if this is the first event of the order, and
     locked for the rest of the transaction."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     session.execute(insert(Order).values(order_id=order_id).on_conflict_do_nothing())
     order = session.scalar(
         select(Order)

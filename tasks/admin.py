@@ -25,13 +25,12 @@ from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import StringConstraints, ValidationError, model_validator
 from sqlalchemy import select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from ledger import adjustments
 from ledger.errors import LedgerError
 from models import Account, Backfill, BackfillBatch, Entry, Event, Product
-from models.base import utcnow
+from models.base import insert_for, utcnow
 from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Amount, Currency, Identifier, Payload, PositiveAmount
 from tasks import inbox
@@ -457,8 +456,7 @@ def _record_batch(
     backfill_id: int, first_line: int, line_count: int, counts: dict[str, int]
 ) -> dict[str, Any]:
     with session_scope() as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = insert_for(session)
         inserted = session.execute(
             insert(BackfillBatch)
             .values(

@@ -18,14 +18,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from ledger.orders import EarnPolicy
 from models import Event, EventConflict
-from models.base import utcnow
+from models.base import insert_for, utcnow
 from subscribers import SUBSCRIBERS
 from subscribers.base import Context, Envelope, Outcome, Rejected
 from worker.db import session_scope
@@ -253,8 +252,7 @@ def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:
 
 
 def _record_conflict(session: Session, parsed: Parsed) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     session.execute(
         insert(EventConflict)
         .values(
@@ -307,8 +305,7 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
         reason = f"message body of type {content_type[:100]} could not be decoded {problem}"
     parsed = _bad(text, None, reason)
     with session_scope() as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = insert_for(session)
         now = utcnow()
         session.execute(
             insert(Event)

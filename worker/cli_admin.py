@@ -26,6 +26,7 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from models.base import insert_for
 from worker.cli import JsonOption, app, events_app, fail, print_json
 
 
@@ -675,15 +676,13 @@ def _open_backfill(
     key: str, path: Path, total: int, actor: str
 ) -> tuple[int, str, list[tuple[int, int]]]:
     from sqlalchemy import select
-    from sqlalchemy.dialects import postgresql, sqlite
 
     from models import Backfill, BackfillBatch
     from models.base import utcnow
     from worker.db import session_scope
 
     with session_scope() as session:
-        dialect = session.get_bind().dialect.name
-        insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        insert = insert_for(session)
         session.execute(
             insert(Backfill)
             .values(
