@@ -358,7 +358,7 @@ def execute(run: Run) -> dict[str, Any]:
     hard_deadline = started + args.timeout
     run_id = f"{args.seed}x{os.getpid()}"
     database = f"dust_faults_{os.getpid()}"
-    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     db_url = make_url(args.admin_url).set(database=database)
     database_url = db_url.render_as_string(hide_password=False)
     with admin.connect() as c:
