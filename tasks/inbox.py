@@ -62,12 +62,26 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Malformed:
+    """A message that is not ``dust.handle_event(envelope)``: recorded ``rejected``."""
+
+    body: Any
+    reason: str
+
+
 def canonical(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
     """Turn whatever arrived into a :class:`Parsed`; never raises for bad input."""
+    if isinstance(raw, Malformed):
+        try:
+            text = canonical(raw.body)
+        except (TypeError, ValueError, RecursionError):
+            text = _safe_repr(raw.body)
+        return _bad(text, None, raw.reason)
     if isinstance(raw, str | bytes):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
         try:
@@ -204,38 +218,58 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
     return retry_conflicts(_apply)(parsed, context, replay)
 
 
+def process_batch(raws: list[Any], *, context: Context | None = None) -> list[Result]:
+    """Apply many envelopes in one transaction, in order, each exactly once in effect
+    (a duplicate within the batch is a duplicate as across batches). All or nothing: any
+    error rolls the whole batch back and propagates (after a few quick retries of a
+    transient one), and the caller applies the envelopes one by one with :func:`process`."""
+    received_at = utcnow()
+    parsed = [parse_envelope(raw, received_at) for raw in raws]
+    context = context or context_from(get_settings())
+    return retry_conflicts(_apply_all)(parsed, context)
+
+
 def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
     with session_scope() as session:
-        row = session.get(Event, parsed.event_id, with_for_update=True)
-        if row is not None:
-            if row.content_hash != parsed.content_hash:
-                _record_conflict(session, parsed)
-                return Result(
-                    parsed.event_id, "conflict", f"id {parsed.event_id} was used by other content"
-                )
-            rerun = row.status == "failed" or (replay and row.status == "needs_attention")
-            if not rerun:
-                return Result(parsed.event_id, "duplicate", row.status)
-            row.attempts += 1
-        else:
-            row = Event(
-                event_id=parsed.event_id,
-                name=parsed.name,
-                content_hash=parsed.content_hash,
-                envelope=parsed.text,
-                status="processed",
-                received_at=utcnow(),
-                attempts=1,
+        return _apply_in(session, parsed, context, replay)
+
+
+def _apply_all(parsed: list[Parsed], context: Context) -> list[Result]:
+    with session_scope() as session:
+        return [_apply_in(session, one, context, False) for one in parsed]
+
+
+def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:
+    row = session.get(Event, parsed.event_id, with_for_update=True)
+    if row is not None:
+        if row.content_hash != parsed.content_hash:
+            _record_conflict(session, parsed)
+            return Result(
+                parsed.event_id, "conflict", f"id {parsed.event_id} was used by other content"
             )
-            session.add(row)
-            session.flush()  # claim the id now: a concurrent duplicate waits on it
-        outcome = _run(session, parsed, context)
-        row.status = outcome.status
-        row.reason = outcome.reason
-        row.detail = canonical(outcome.detail) if outcome.detail else None
-        row.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
-        row.processed_at = utcnow()
-        return Result(parsed.event_id, outcome.status, outcome.reason, outcome.detail)
+        rerun = row.status == "failed" or (replay and row.status == "needs_attention")
+        if not rerun:
+            return Result(parsed.event_id, "duplicate", row.status)
+        row.attempts += 1
+    else:
+        row = Event(
+            event_id=parsed.event_id,
+            name=parsed.name,
+            content_hash=parsed.content_hash,
+            envelope=parsed.text,
+            status="processed",
+            received_at=utcnow(),
+            attempts=1,
+        )
+        session.add(row)
+        session.flush()  # claim the id now: a concurrent duplicate waits on it
+    outcome = _run(session, parsed, context)
+    row.status = outcome.status
+    row.reason = outcome.reason
+    row.detail = canonical(outcome.detail) if outcome.detail else None
+    row.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
+    row.processed_at = utcnow()
+    return Result(parsed.event_id, outcome.status, outcome.reason, outcome.detail)
 
 
 def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:

@@ -87,9 +87,10 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_soft_time_limit=max(5, visibility // 4),
         task_time_limit=max(10, visibility // 2),
         broker_transport_options=broker_options(settings),
-        # Tasks take milliseconds; 4 prefetched messages per process keep the pool busy
-        # between broker round trips while bounding what a crash hands back for redelivery.
-        worker_prefetch_multiplier=4,
+        # Events are applied in batches of up to DUST_EVENT_BATCH_SIZE per pool process
+        # (worker/batching.py), acked after their commit: room for one batch running and
+        # one filling per process. What a crash hands back for redelivery is bounded by it.
+        worker_prefetch_multiplier=max(4, 2 * settings.event_batch_size),
         # Each queue on its own direct exchange, so a checkout never lands behind events.
         task_queues=[
             Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE),

@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     clawback_policy: Literal["debt", "clamp"] = "debt"
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
+    #: Most events applied in one transaction (worker/batching.py); 1 = one at a time.
+    event_batch_size: int = Field(default=50, ge=1, le=1000)
     #: Beat schedules of the jobs (seconds between runs; 0 = not scheduled). Each run
     #: covers one period of this length (UNIQUE (job, period) in ``dust_job_runs``).
     schedule_expire_holds_seconds: int = Field(default=60, ge=0, le=MAX_SCHEDULE_SECONDS)

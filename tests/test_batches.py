@@ -1,0 +1,207 @@
+"""Many events per transaction (``tasks.events.handle_batch``, ``tasks.inbox.process_batch``):
+the same ledger as one at a time, duplicates inside a batch, one bad event never holding
+back the others, and every message settled or left for redelivery, never dropped."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+from sqlalchemy.exc import OperationalError
+
+from subscribers.base import Outcome
+
+T0 = "2026-11-20T10:00:00Z"
+
+
+def body(envelope: Any) -> list[Any]:
+    """A ``dust.handle_event`` message body as the worker decodes it."""
+    return [[envelope], {}, {"callbacks": None, "errbacks": None, "chain": None, "chord": None}]
+
+
+def workload(prefix: str, seed: int) -> list[dict[str, Any]]:
+    """Customers, orders (some with refunds and cancels), in a shuffled order, some twice."""
+    rng = random.Random(seed)
+    events: list[dict[str, Any]] = []
+    for c in range(6):
+        customer = f"{prefix}cus_{c}"
+        events.append({"id": f"{prefix}c{c}", "name": "customer.created", "data": {"id": customer}})
+        for o in range(3):
+            order = f"{prefix}ord_{c}_{o}"
+            total = 1000 + 379 * c + 113 * o
+            events.append(
+                {
+                    "id": f"{prefix}o{c}_{o}",
+                    "name": "order.placed",
+                    "occurred_at": T0,
+                    "data": {
+                        "id": order,
+                        "customer_id": customer,
+                        "currency_code": "usd",
+                        "total": total,
+                    },
+                }
+            )
+            if o == 1:
+                events.append(
+                    {
+                        "id": f"{prefix}r{c}_{o}",
+                        "name": "refund.created",
+                        "occurred_at": T0,
+                        "data": {
+                            "id": f"{prefix}ref_{c}_{o}",
+                            "order_id": order,
+                            "amount": total // 3,
+                            "currency_code": "usd",
+                            "to_store_credit": True,
+                        },
+                    }
+                )
+            if o == 2 and c % 2:
+                events.append(
+                    {
+                        "id": f"{prefix}x{c}_{o}",
+                        "name": "order.canceled",
+                        "occurred_at": T0,
+                        "data": {"id": order},
+                    }
+                )
+    rng.shuffle(events)
+    events += rng.sample(events, 5)  # redelivered duplicates
+    return events
+
+
+def ledger_of(dust: Any, prefix: str) -> dict[str, Any]:
+    return {c: dust.snapshot(f"{prefix}cus_{c}") for c in range(6)}
+
+
+def test_a_batch_gives_the_ledger_of_one_event_at_a_time(dust: Any) -> None:
+    from tasks.events import handle_batch
+
+    one_by_one = workload("a_", seed=7)
+    for envelope in one_by_one:
+        dust.process(envelope)
+    batched = workload("b_", seed=7)
+    settled: list[bool] = []
+    for start in range(0, len(batched), 9):
+        settled += handle_batch([body(e) for e in batched[start : start + 9]])
+
+    assert settled == [True] * len(batched)
+    assert ledger_of(dust, "b_") == ledger_of(dust, "a_")
+    assert any(snapshot["dust"] for snapshot in ledger_of(dust, "a_").values())
+    dust.check_invariants()
+
+
+def test_duplicates_inside_one_batch_and_across_batches_apply_once(dust: Any) -> None:
+    from tasks.inbox import process_batch
+
+    order = {
+        "id": "evt_o",
+        "name": "order.placed",
+        "occurred_at": T0,
+        "data": {"id": "ord_1", "customer_id": "cus_1", "currency_code": "usd", "total": 5000},
+    }
+    other = {**order, "data": {**order["data"], "total": 9000}}  # same id, other content
+    first = process_batch([order, order, other])
+    second = process_batch([order])
+
+    assert [r.status for r in first] == ["processed", "duplicate", "conflict"]
+    assert [r.status for r in second] == ["duplicate"]
+    assert dust.dust("cus_1") == 50
+    assert dust.event("evt_o").attempts == 1
+    assert dust.count("dust_event_conflicts") == 1
+
+
+def test_a_bug_in_one_event_holds_back_none_of_the_others(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ledger.accounts import ensure_account, lock_accounts
+    from ledger.journal import Ref, credit
+    from subscribers import SUBSCRIBERS
+    from tasks.events import handle_batch
+
+    def credits_then_breaks(session: Any, envelope: Any, context: Any) -> Outcome:
+        account_id = ensure_account(session, "cus_broken", "dust")
+        credit(
+            session, lock_accounts(session, [account_id])[account_id], 500, Ref("earn", "x", "x")
+        )
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(SUBSCRIBERS, "test.broken", credits_then_breaks)
+    good = [
+        {"id": f"evt_{i}", "name": "customer.created", "data": {"id": f"cus_{i}"}} for i in range(4)
+    ]
+    broken = {"id": "evt_broken", "name": "test.broken", "data": {"id": "x"}}
+
+    settled = handle_batch([body(good[0]), body(good[1]), body(broken), body(good[2])])
+
+    assert settled == [True] * 4
+    assert [dust.event(e["id"]).status for e in good[:3]] == ["processed"] * 3
+    failed = dust.event("evt_broken")
+    assert failed.status == "failed" and "RuntimeError: a bug" in failed.reason
+    assert dust.dust("cus_broken") == 0  # nothing of the broken event stayed
+    assert dust.count("dust_entries") == 0
+
+
+@pytest.mark.parametrize(
+    ("raw", "why"),
+    [
+        ([["one", "two"], {}, {}], "exactly one argument"),
+        ([[], {"envelope": {"id": "e"}}, {}], "exactly one argument"),
+        ("not a body", "exactly one argument"),
+    ],
+)
+def test_a_message_of_the_wrong_shape_is_recorded_rejected(dust: Any, raw: Any, why: str) -> None:
+    from tasks.events import handle_batch
+    from worker.db import session_scope
+
+    assert handle_batch([raw]) == [True]
+    with session_scope() as session:
+        from sqlalchemy import select
+
+        from models import Event
+
+        rows = session.scalars(select(Event)).all()
+        assert [(row.status, why in (row.reason or "")) for row in rows] == [("rejected", True)]
+        assert rows[0].event_id.startswith("invalid:")
+
+
+def test_a_batch_that_cannot_commit_is_retried_one_event_at_a_time(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import events, inbox
+
+    lost = OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    def no_batches(raws: Any, **_: Any) -> Any:
+        raise lost
+
+    real_process = inbox.process
+
+    def flaky(raw: Any, **kwargs: Any) -> Any:
+        if raw["id"] == "evt_flaky":
+            raise lost
+        return real_process(raw, **kwargs)
+
+    published: list[dict[str, Any]] = []
+    monkeypatch.setattr(inbox, "process_batch", no_batches)
+    monkeypatch.setattr(inbox, "process", flaky)
+    monkeypatch.setattr(
+        events.handle_event, "apply_async", lambda **options: published.append(options)
+    )
+    ok = {"id": "evt_ok", "name": "customer.created", "data": {"id": "cus_ok"}}
+    flaky_event = {"id": "evt_flaky", "name": "customer.created", "data": {"id": "cus_f"}}
+
+    assert events.handle_batch([body(ok), body(flaky_event)]) == [True, True]
+    assert dust.event("evt_ok").status == "processed"
+    assert dust.event("evt_flaky") is None
+    # handed to a later retry exactly as the task's own retry does: a new message
+    assert published == [{"args": [flaky_event], "countdown": 2, "retries": 1}]
+
+    def broker_down(**_: Any) -> None:
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(events.handle_event, "apply_async", broker_down)
+    # neither applied nor handed on: left for redelivery, never acknowledged
+    assert events.handle_batch([body(flaky_event)]) == [False]

@@ -1,0 +1,178 @@
+"""Many events per database transaction: the worker's strategy for ``dust.handle_event``.
+
+Celery hands every message to the pool on its own: one pool round trip, one transaction,
+one commit and one broker ack per event. Here the worker's main process keeps fresh
+``dust.handle_event`` messages in a buffer instead and sends them to the pool as one
+*batch* (``tasks.events.handle_batch``), which applies them in one transaction (each in
+its own savepoint, so a rejected event is still never half-applied). Each message is
+acknowledged only after its batch committed; a batch whose pool process dies is put back
+on its queue at once (as ``task_reject_on_worker_lost`` does for one task).
+
+Batches size themselves: a message that arrives while a pool process is idle leaves at
+once (alone, when the stream is slow: no latency is added); messages that arrive while
+every pool process is busy wait in the buffer and leave together when one is free, at most
+``DUST_EVENT_BATCH_SIZE`` at a time. The broker's prefetch limit (``worker/app.py``)
+leaves room for two batches per pool process.
+
+Exactly-once in effect is the inbox's (``tasks/inbox.py``), unchanged: a batch commits or
+rolls back as a whole, and a redelivered message is a duplicate there. Messages this
+strategy does not take are left to Celery's own (per-message) strategy: a retry (it carries
+``retries`` and an ``eta``), any ``eta`` or ``expires``, and the old message protocol.
+``DUST_EVENT_BATCH_SIZE=1`` turns batching off.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+from celery.worker.strategy import default as celery_strategy
+from kombu.utils.uuid import uuid
+
+log = logging.getLogger("dust.batching")
+
+#: Seconds before a message its batch could not settle (database and broker both out of
+#: reach) is put back on its queue: the same pause as the task's retries, not a hot loop.
+REQUEUE_DELAY = 5
+
+
+def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:
+    """Celery's hook (``Task.Strategy``): returns the handler of each received message."""
+    fallback = celery_strategy(task, app, consumer, **options)
+    from worker.settings import get_settings
+
+    size = get_settings().event_batch_size
+    if size <= 1:
+        return fallback
+    batcher = Batcher(task, app, consumer, size)
+
+    def on_message(
+        message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
+    ) -> Any:
+        headers = message.headers or {}
+        if (
+            body is not None
+            or "args" in message.payload
+            or headers.get("eta")
+            or headers.get("expires")
+            or headers.get("retries")
+        ):
+            return fallback(message, body, ack, reject, callbacks, **kw)
+        return batcher.take(message, headers)
+
+    return on_message
+
+
+class Batcher:
+    """The buffer of one worker's main process and the batches it has in the pool."""
+
+    def __init__(self, task: Any, app: Any, consumer: Any, size: int) -> None:
+        self.task = task
+        self.consumer = consumer
+        self.size = size
+        self.buffer: deque[tuple[Any, Any]] = deque()
+        self.in_flight = 0
+        self.connection_errors = tuple(consumer.connection_errors)
+        self.soft_timeout = app.conf.task_soft_time_limit
+        self.timeout = app.conf.task_time_limit
+
+    @property
+    def slots(self) -> int:
+        """Batches the pool runs at once: one per pool process."""
+        pool = self.consumer.pool
+        return max(1, getattr(pool, "num_processes", None) or pool.limit or 1)
+
+    def take(self, message: Any, headers: dict[str, Any]) -> None:
+        try:
+            body = message.decode()
+        except Exception as exc:  # not JSON, a forged signature, ...: recorded, acked
+            self.consumer.on_decode_error(message, exc)
+            return
+        self.buffer.append((message, body))
+        if self.in_flight < self.slots:
+            self.flush()
+
+    def flush(self) -> None:
+        """Send the buffer's oldest messages to the pool as one batch."""
+        if not self.buffer:
+            return
+        batch = [self.buffer.popleft() for _ in range(min(self.size, len(self.buffer)))]
+        messages = [message for message, _ in batch]
+        bodies = [body for _, body in batch]
+        ids = [message.headers.get("id", "?") for message in messages]
+        batch_id = uuid()
+        log.info("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
+        self.in_flight += 1
+        started = time.monotonic()
+        from tasks.events import handle_batch
+
+        def on_return(verdicts: Any) -> None:
+            self.in_flight -= 1
+            self.settle(batch_id, messages, verdicts, started)
+            self.flush()
+
+        def on_error(error: Any) -> None:
+            # The pool process died (kill -9, OOM, hard time limit): nothing was
+            # committed past what the inbox already records, so every message goes back
+            # on its queue now, as task_reject_on_worker_lost does for a single task.
+            self.in_flight -= 1
+            log.error(
+                "events batch %s: pool process lost (%s); %d messages requeued",
+                batch_id[:8],
+                getattr(error, "exception", error),
+                len(messages),
+            )
+            for message in messages:
+                self.requeue(message)
+            self.flush()
+
+        try:
+            self.consumer.pool.apply_async(
+                handle_batch,
+                args=(bodies,),
+                callback=on_return,
+                error_callback=on_error,
+                soft_timeout=self.soft_timeout,
+                timeout=self.timeout,
+                correlation_id=batch_id,
+            )
+        except Exception:
+            self.in_flight -= 1
+            log.exception("events batch %s: could not reach the pool; requeued", batch_id[:8])
+            for message in messages:
+                self.requeue(message)
+
+    def settle(self, batch_id: str, messages: list[Any], verdicts: Any, started: float) -> None:
+        """Ack what the batch settled (committed, or handed to a later retry); put the
+        rest back on the queue for another delivery."""
+        if not isinstance(verdicts, list) or len(verdicts) != len(messages):
+            log.error("events batch %s: unexpected result %.200r; requeued", batch_id[:8], verdicts)
+            verdicts = [False] * len(messages)
+        acked = 0
+        for message, settled in zip(messages, verdicts, strict=True):
+            if settled:
+                self.ack(message)
+                acked += 1
+            else:  # not even its failure could be recorded: try again a little later
+                self.consumer.timer.call_after(REQUEUE_DELAY, self.requeue, (message,))
+        log.info(
+            "events batch %s: %d acknowledged, %d requeued in %.1f ms",
+            batch_id[:8],
+            acked,
+            len(messages) - acked,
+            (time.monotonic() - started) * 1000,
+        )
+
+    def ack(self, message: Any) -> None:
+        try:
+            message.ack_log_error(log, self.connection_errors)
+        except Exception:  # a message of a channel closed meanwhile: redelivered, a no-op
+            log.exception("could not acknowledge a message")
+
+    def requeue(self, message: Any) -> None:
+        try:
+            message.reject_log_error(log, self.connection_errors, requeue=True)
+        except Exception:  # the broker still holds it unacknowledged: redelivered later
+            log.exception("could not requeue a message")
