@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/profile_event.py            # 500 events, then 500 under cProfile
     .venv/bin/python bench/profile_event.py -n 2000 --top 40
+    .venv/bin/python bench/profile_event.py --batch 50   # 50 per transaction, as batched
 
 Runs ``tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
 Celery, on the database ``dust_perf_profile`` (rebuilt; customers' dust accounts created
@@ -113,11 +114,21 @@ def shape(statement: str) -> str:
     return f"{verb} {tables[0] if tables else flat[:40]}{extra}"
 
 
+BATCH = 1
+
+
 def run(envelopes: list[dict]) -> float:
+    """Apply ``envelopes`` one at a time (``--batch 1``, the per-message path) or
+    ``BATCH`` per transaction (``inbox.process_batch``, what the worker's batches call)."""
     started = time.perf_counter()
-    for envelope in envelopes:
-        result = inbox.process(envelope)
-        assert result.status == "processed", result
+    if BATCH == 1:
+        for envelope in envelopes:
+            result = inbox.process(envelope)
+            assert result.status == "processed", result
+    else:
+        for start in range(0, len(envelopes), BATCH):
+            for result in inbox.process_batch(envelopes[start : start + BATCH]):
+                assert result.status == "processed", result
     return time.perf_counter() - started
 
 
@@ -125,7 +136,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-n", "--events", type=int, default=500)
     parser.add_argument("--top", type=int, default=30, help="cProfile rows to print")
+    parser.add_argument("--batch", type=int, default=1, help="events per transaction")
     args = parser.parse_args()
+    global BATCH
+    BATCH = args.batch
     n = args.events
     customers = max(1, n // 5)
 
@@ -143,7 +157,7 @@ def main() -> None:
         rtt = (time.perf_counter() - started) / 200
     meter.reset()
 
-    print(f"order.placed, one process, {n} events, {load_average()}")
+    print(f"order.placed, one process, {n} events, {BATCH} per transaction, {load_average()}")
     wall = run([order_placed("m", o, customers) for o in range(n)])
     statements = sum(meter.statements.values())
     sql = sum(meter.sql_seconds.values())

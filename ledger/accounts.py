@@ -26,6 +26,13 @@ def new_code() -> str:
     return "SC-" + "-".join(raw[i : i + 5] for i in range(0, 20, 5))
 
 
+#: ``session.info`` keys: account ids found or opened, and accounts locked, in this
+#: transaction (ids never change; a row lock lasts until the transaction ends), so that
+#: one event's steps (charge, earn, refund credit) find and lock an account once.
+KNOWN = "dust.accounts.known"
+LOCKED = "dust.accounts.locked"
+
+
 def _insert_ignore(session: Session, values: dict[str, object]) -> None:
     insert = insert_for(session)
     session.execute(insert(Account).values(**values).on_conflict_do_nothing())
@@ -44,6 +51,9 @@ def ensure_account(
 ) -> int:
     """The id of the customer's account of ``kind`` (and currency), opening it if needed."""
     currency = None if kind == DUST else (currency or "").lower()
+    known = session.info.setdefault(KNOWN, {})
+    if (customer_id, kind, currency) in known:
+        return known[customer_id, kind, currency]
     account_id = _find(session, customer_id, kind, currency)
     if account_id is None:
         _insert_ignore(
@@ -60,6 +70,7 @@ def ensure_account(
         )
         account_id = _find(session, customer_id, kind, currency)
         assert account_id is not None, "account vanished after insert"
+    known[customer_id, kind, currency] = account_id
     return account_id
 
 
@@ -84,6 +95,9 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
+    locked = session.info.setdefault(LOCKED, set())
+    if locked.issuperset(wanted):  # locked earlier in this transaction: still current
+        return {account_id: session.get_one(Account, account_id) for account_id in wanted}
     stmt = (
         select(Account)
         .where(Account.id.in_(wanted))
@@ -95,7 +109,15 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
     missing = set(wanted) - set(found)
     if missing:
         raise LookupError(f"accounts not found: {sorted(missing)}")
+    locked.update(found)
     return found
+
+
+def forget_locks(session: Session) -> None:
+    """After a rollback to a savepoint: the accounts opened and the row locks taken since
+    it are gone, so what this session remembers of them is forgotten too."""
+    session.info.pop(KNOWN, None)
+    session.info.pop(LOCKED, None)
 
 
 def customer_accounts(session: Session, customer_id: str) -> list[Account]:

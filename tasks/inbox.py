@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from ledger.accounts import forget_locks
 from ledger.orders import EarnPolicy
 from models import Event, EventConflict
 from models.base import insert_for, utcnow
@@ -240,8 +241,25 @@ def _apply_all(parsed: list[Parsed], context: Context) -> list[Result]:
 
 
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:
-    row = session.get(Event, parsed.event_id, with_for_update=True)
-    if row is not None:
+    # Claim the id: a new id is inserted at once (one round trip); a concurrent delivery
+    # of the same id waits here on the row until this transaction ends, then finds it.
+    claimed = session.execute(
+        insert_for(session)(Event)
+        .values(
+            event_id=parsed.event_id,
+            name=parsed.name,
+            content_hash=parsed.content_hash,
+            envelope=parsed.text,
+            status="processed",
+            received_at=utcnow(),
+            attempts=1,
+        )
+        .on_conflict_do_nothing()
+        .returning(Event.event_id)
+    ).scalar()
+    if claimed is None:
+        row = session.get(Event, parsed.event_id, with_for_update=True)
+        assert row is not None, "an inbox row vanished"
         if row.content_hash != parsed.content_hash:
             _record_conflict(session, parsed)
             return Result(
@@ -251,24 +269,19 @@ def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) 
         if not rerun:
             return Result(parsed.event_id, "duplicate", row.status)
         row.attempts += 1
-    else:
-        row = Event(
-            event_id=parsed.event_id,
-            name=parsed.name,
-            content_hash=parsed.content_hash,
-            envelope=parsed.text,
-            status="processed",
-            received_at=utcnow(),
-            attempts=1,
-        )
-        session.add(row)
-        session.flush()  # claim the id now: a concurrent duplicate waits on it
     outcome = _run(session, parsed, context)
-    row.status = outcome.status
-    row.reason = outcome.reason
-    row.detail = canonical(outcome.detail) if outcome.detail else None
-    row.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
-    row.processed_at = utcnow()
+    session.execute(
+        update(Event)
+        .where(Event.event_id == parsed.event_id)
+        .values(
+            status=outcome.status,
+            reason=outcome.reason,
+            detail=canonical(outcome.detail) if outcome.detail else None,
+            occurred_at=parsed.envelope.occurred_at if parsed.envelope else None,
+            processed_at=utcnow(),
+        )
+        .execution_options(synchronize_session="fetch" if claimed is None else False)
+    )
     return Result(parsed.event_id, outcome.status, outcome.reason, outcome.detail)
 
 
@@ -282,6 +295,7 @@ def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:
         with session.begin_nested():
             return handler(session, parsed.envelope, context)
     except Rejected as exc:
+        forget_locks(session)  # locks taken inside the savepoint went with it
         return Outcome("rejected", str(exc))
 
 
