@@ -5,12 +5,20 @@ lost and, with ``task_reject_on_worker_lost``, requeues the message at once), an
 worker (parent and pool) killed like a crashed machine (its delivered, unacknowledged
 messages come back after ``DUST_VISIBILITY_TIMEOUT_SECONDS``, set to 10 s here).
 
-Known limit of the Redis transport, not of Dust: kombu takes a message with BRPOP and
-only then records it in ``unacked``, in a second round trip. A SIGKILL of the worker's
-*main* process between the two loses that message (celery/kombu#305, celery/celery#7950;
-seen here as one event in a few runs never received by any worker when the kill landed
-at a random instant). The test therefore kills the main process at an instant when no
-pop is in flight; the redelivery of everything it held is what it checks.
+The workers use Dust's Redis transport (``worker/redis_transport.py``): one Lua script
+pops a message and records it as unacknowledged in the same atomic step, so stock
+kombu's window between BRPOP and the ``unacked`` record (celery/kombu#305,
+celery/celery#7950), where a killed main process lost the message, no longer exists.
+A kill at exactly that instant is ``tests/e2e/test_redis_transport.py``'s test.
+
+This test kills the whole worker at a chosen instant all the same: event transactions
+are held at their first statement by a table lock until the broker's counts stop moving.
+Not to dodge a lost message any more, but so that the kill is meaningful in every run:
+the dead worker holds unacknowledged messages, some of them mid-transaction, and tasks
+it received and never finished. After a restart it checks that every event is
+processed, that every one of those tasks is redelivered and succeeds, that each order
+earned exactly once (one earn entry, the expected balances, the journal agreeing with
+the cached balances), and that the surviving worker noticed its pool child's death.
 """
 
 from __future__ import annotations
@@ -93,11 +101,10 @@ def test_sigkill_mid_stream_applies_every_event_exactly_once(dust, workers, uid)
     os.kill(children[0], signal.SIGKILL)
 
     # 2. The whole other worker, parent and pool, holding delivered, unacknowledged
-    #    messages (two of them in the middle of a transaction). Killed at an instant when
-    #    its main process is not between BRPOP and recording the message as unacked: see
-    #    the module docstring. Every event transaction is held at its first statement by
-    #    a table lock until the broker's counts stop moving (no pop in flight), and only
-    #    for a moment (the soft time limit is 5 s).
+    #    messages (two of them in the middle of a transaction). Every event transaction
+    #    is held at its first statement by a table lock until the broker's counts stop
+    #    moving, and only for a moment (the soft time limit is 5 s), so the kill lands
+    #    while the worker is known to hold messages (see the module docstring).
     with dust.engine.connect() as blocker:
         blocker.execute(text("LOCK TABLE dust_events IN EXCLUSIVE MODE"))
         held = wait_broker_still(seconds=0.6, timeout=3)
