@@ -20,6 +20,7 @@ from decimal import ROUND_FLOOR, Decimal
 from itertools import count
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
@@ -220,6 +221,10 @@ def expected(s: Scenario) -> dict[str, Any]:
     }
 
 
+# The long profile takes minutes per backend (more on a loaded machine): past pytest's
+# 300 s default the timeout fires inside an example, and Hypothesis reports that as a
+# FlakyFailure (the replay does not time out).
+@pytest.mark.timeout(1800 if LONG else 300)
 @bounded(10, 300)
 @given(s=scenarios(), rng=st.randoms(use_true_random=False))
 def test_every_arrival_order_converges_to_the_formula(
