@@ -1,11 +1,13 @@
 """Exactly-once in effect: the inbox row and the event's entries commit together.
 
-``process(raw)`` parses the envelope, then in one transaction: looks up the event id (a
-duplicate with the same content is a no-op, with other content a ``conflict``), claims the
-id by inserting the inbox row, runs the subscriber inside a savepoint, and records the
-outcome. A subscriber that rejects the event has its writes rolled back to the savepoint,
-so bad input is never half-applied. Two workers delivering the same id at once collide on
-the primary key; the loser retries and finds the winner's row.
+``process(raw)`` parses the envelope, then in one transaction claims its id by inserting
+the inbox row (``INSERT … ON CONFLICT DO NOTHING``). An id already there is a duplicate
+(a no-op) when the content is the same, a ``conflict`` (recorded) when it is not. A new
+id runs its subscriber inside a savepoint and records the outcome on the row. A subscriber
+that rejects the event has its writes rolled back to the savepoint, so bad input is never
+half-applied. A concurrent delivery of the same id waits on the uncommitted row, then finds
+it. ``process_batch(raws)`` does the same for many envelopes in few transactions (the
+worker's batches, ``worker/batching.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from time import monotonic
 from typing import Any
 
 from sqlalchemy import select, update
@@ -219,15 +222,24 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
     return retry_conflicts(_apply)(parsed, context, replay)
 
 
+#: Longest a batch's transaction goes on taking events (seconds): row locks (an account,
+#: an inbox id a concurrent duplicate waits on) are held until the commit.
+BATCH_TRANSACTION_SECONDS = 0.25
+
+
 def process_batch(raws: list[Any], *, context: Context | None = None) -> list[Result]:
-    """Apply many envelopes in one transaction, in order, each exactly once in effect
-    (a duplicate within the batch is a duplicate as across batches). All or nothing: any
-    error rolls the whole batch back and propagates (after a few quick retries of a
-    transient one), and the caller applies the envelopes one by one with :func:`process`."""
+    """Apply many envelopes in order, each exactly once in effect (a duplicate within the
+    batch is a duplicate as across batches), in as few transactions as keep each under
+    ``BATCH_TRANSACTION_SECONDS``. Any error rolls back the open transaction and propagates
+    (after a few quick retries of a transient one); what committed before stays, and the
+    caller applies the envelopes one by one with :func:`process` (those are duplicates)."""
     received_at = utcnow()
     parsed = [parse_envelope(raw, received_at) for raw in raws]
     context = context or context_from(get_settings())
-    return retry_conflicts(_apply_all)(parsed, context)
+    results: list[Result] = []
+    while len(results) < len(parsed):
+        results += retry_conflicts(_apply_some)(parsed[len(results) :], context)
+    return results
 
 
 def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
@@ -235,9 +247,16 @@ def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
         return _apply_in(session, parsed, context, replay)
 
 
-def _apply_all(parsed: list[Parsed], context: Context) -> list[Result]:
+def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
+    """One transaction: the first envelopes of ``parsed``, at least one, until time is up."""
+    done: list[Result] = []
+    deadline = monotonic() + BATCH_TRANSACTION_SECONDS
     with session_scope() as session:
-        return [_apply_in(session, one, context, False) for one in parsed]
+        for one in parsed:
+            done.append(_apply_in(session, one, context, False))
+            if monotonic() >= deadline:
+                break
+    return done
 
 
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:

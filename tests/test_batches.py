@@ -93,6 +93,31 @@ def test_a_batch_gives_the_ledger_of_one_event_at_a_time(dust: Any) -> None:
     dust.check_invariants()
 
 
+def test_a_batch_past_its_time_budget_commits_in_several_transactions(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import inbox
+
+    for envelope in workload("a_", seed=11):
+        dust.process(envelope)
+    monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", 0)  # one event per transaction
+    commits: list[int] = []
+    real_apply_some = inbox._apply_some
+
+    def counted(parsed: Any, context: Any) -> Any:
+        done = real_apply_some(parsed, context)
+        commits.append(len(done))
+        return done
+
+    monkeypatch.setattr(inbox, "_apply_some", counted)
+    batched = workload("b_", seed=11)
+    results = inbox.process_batch(batched)
+
+    assert [r.event_id for r in results] == [e["id"] for e in batched]
+    assert commits == [1] * len(batched)
+    assert ledger_of(dust, "b_") == ledger_of(dust, "a_")
+
+
 def test_duplicates_inside_one_batch_and_across_batches_apply_once(dust: Any) -> None:
     from tasks.inbox import process_batch
 

@@ -37,8 +37,16 @@ pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
 
 def task_ids(log: str, what: str) -> set[str]:
-    """Ids of the dust.handle_event tasks the log says were ``received`` / ``succeeded``."""
-    return set(re.findall(r"Task dust\.handle_event\[([0-9a-f-]+)\] " + what, log))
+    """Ids of the dust.handle_event messages the log says were ``received`` /
+    ``succeeded``: one at a time (Celery's lines) or in a batch (worker/batching.py)."""
+    ids = set(re.findall(r"Task dust\.handle_event\[([0-9a-f-]+)\] " + what, log))
+    batches = dict(re.findall(r"events batch (\w+): \d+ received ([0-9a-f -]+)", log))
+    if what == "received":
+        ids.update(i for listed in batches.values() for i in listed.split())
+    else:
+        for batch in re.findall(r"events batch (\w+): \d+ acknowledged, 0 requeued", log):
+            ids.update(batches.get(batch, "").split())
+    return ids
 
 
 def wait_broker_still(seconds: float, timeout: float) -> dict[str, int]:

@@ -506,6 +506,14 @@ def test_raw_messages_the_worker_cannot_take_are_refused(dust, workers, envelope
         b"[" * 100_000 + b"]" * 100_000,  # deeper than the parser goes
         b'[["' + uid.encode() + b'"], {}, {}] trailing',
     ]
+    wrong_shape_bodies = [
+        json.dumps({"a": 1}),  # body not [args, kwargs, embed]
+        json.dumps("hello"),
+        json.dumps([1, 2]),
+        json.dumps([[], {}, {}]),  # no envelope
+        json.dumps([[inner, inner], {}, {}]),
+        json.dumps([[], {"envelope": inner, "x": 1}, {}]),
+    ]
     cases: list[tuple[bytes | str, str, dict[str, Any]]] = [
         *((body, "application/json", _headers()) for body in not_json_bodies),
         (b"", "application/json", _headers()),  # empty: refused, nothing to record
@@ -522,12 +530,8 @@ def test_raw_messages_the_worker_cannot_take_are_refused(dust, workers, envelope
         (_body(inner), "application/json", {"task": "dust.handle_event"}),  # no id header
         (_body(inner), "application/json", _headers(id=5)),
         (_body(inner), "application/json", _headers(id=["x"])),
-        (json.dumps({"a": 1}), "application/json", _headers()),  # body not [args, kwargs, embed]
-        (json.dumps("hello"), "application/json", _headers()),
-        (json.dumps([1, 2]), "application/json", _headers()),
-        (json.dumps([[], {}, {}]), "application/json", _headers()),  # no envelope
-        (json.dumps([[inner, inner], {}, {}]), "application/json", _headers()),
-        (json.dumps([[], {"envelope": inner, "x": 1}, {}]), "application/json", _headers()),
+        # JSON, but not dust.handle_event(envelope): recorded rejected (none applied)
+        *((body, "application/json", _headers()) for body in wrong_shape_bodies),
         (_body(inner), "application/json", _headers(eta="not a date")),
         (_body(inner), "application/json", _headers(expires="never")),
     ]
@@ -563,15 +567,25 @@ def test_raw_messages_the_worker_cannot_take_are_refused(dust, workers, envelope
     assert dust.scalar("SELECT COUNT(*) FROM dust_accounts WHERE customer_id = :c", c=customer) == 0
     assert {w.name: w.pid for w in workers.workers} == pids
     assert all(w.running() for w in workers.workers)
-    # what was recorded: each body that is not JSON, rejected with a reason; nothing else
+    # what was recorded: each body that is not JSON, and each JSON body that is not
+    # dust.handle_event(envelope), rejected with a reason; nothing else
     recorded = dust.rows(
         "SELECT event_id, status, reason, envelope FROM dust_events"
         " ORDER BY received_at DESC LIMIT :n",
         n=dust.scalar("SELECT COUNT(*) FROM dust_events") - events_before,
     )
     assert sentinel["id"] in {r["event_id"] for r in recorded}
-    undecodable = [r for r in recorded if r["event_id"] != sentinel["id"]]
-    assert len(undecodable) == len(not_json_bodies), [r["reason"] for r in undecodable]
+    refused = [r for r in recorded if r["event_id"] != sentinel["id"]]
+    undecodable = [r for r in refused if "takes exactly one argument" not in r["reason"]]
+    wrong_shape = [r for r in refused if "takes exactly one argument" in r["reason"]]
+    assert len(undecodable) == len(not_json_bodies), [r["reason"] for r in refused]
+    assert len(wrong_shape) == len(wrong_shape_bodies), [r["reason"] for r in refused]
+    for row in wrong_shape:
+        assert row["status"] == "rejected" and row["event_id"].startswith("invalid:"), row
+    assert sorted(r["envelope"] for r in wrong_shape) == sorted(
+        json.dumps(json.loads(b), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        for b in wrong_shape_bodies
+    )
     for row in undecodable:
         assert row["status"] == "rejected" and row["event_id"].startswith("invalid:"), row
         assert row["reason"].startswith("message body is not valid JSON"), row["reason"]
