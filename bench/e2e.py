@@ -22,8 +22,10 @@ One command, one printed report (BENCHMARKS.md explains the figures):
    ignores; it only makes each envelope's content hash unique); latency = ``processed_at``
    minus ``published_at``.
 5. **direct ceiling**: the worker is stopped; N ``order.placed`` are applied with
-   ``tasks.inbox.process`` in 2 OS processes (the worker's default pool on 2 cores, events
-   interleaved between them), no Celery.
+   ``tasks.inbox.process_batch`` in batches of ``DUST_EVENT_BATCH_SIZE`` (what a pool
+   process runs for a batch; ``tasks.inbox.process`` one at a time when it is 1) in 2 OS
+   processes (the worker's default pool on 2 cores, events interleaved between them), no
+   Celery.
 
 Messages are the exact bytes a bare Celery client publishes (a real ``send_task`` gives
 the template; each message gets its own task id, body and delivery tag), LPUSHed as kombu
@@ -58,6 +60,8 @@ from sqlalchemy.engine import Engine, make_url
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from throughput import reset_database, stop_worker  # noqa: E402
+
+from worker.settings import get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -361,7 +365,9 @@ def run_paced(
     }
 
 
-def _direct_child(database_url: str, envelopes: list[dict], ready: Any, go: Any, out: Any) -> None:
+def _direct_child(
+    database_url: str, envelopes: list[dict], batch: int, ready: Any, go: Any, out: Any
+) -> None:
     os.environ["DUST_DATABASE_URL"] = database_url
     sys.path.insert(0, str(ROOT))
     from tasks import inbox
@@ -369,13 +375,23 @@ def _direct_child(database_url: str, envelopes: list[dict], ready: Any, go: Any,
     inbox.process({"id": f"warm_{os.getpid()}", "name": "bench.warm-up", "data": {}})
     ready.wait()
     go.wait()
-    for envelope in envelopes:
-        inbox.process(envelope)
+    if batch <= 1:
+        for envelope in envelopes:
+            inbox.process(envelope)
+    else:  # as a pool process applies the worker's batches
+        for start in range(0, len(envelopes), batch):
+            inbox.process_batch(envelopes[start : start + batch])
     out.put(time.time())
 
 
 def run_direct(
-    engine: Engine, database_url: str, n: int, customers: int, processes: int, timeout: float
+    engine: Engine,
+    database_url: str,
+    n: int,
+    customers: int,
+    processes: int,
+    timeout: float,
+    batch: int,
 ) -> dict[str, Any]:
     envelopes = [order_placed("d", o, customers) for o in range(n)]
     ctx = multiprocessing.get_context("spawn")
@@ -383,7 +399,7 @@ def run_direct(
     children = [
         ctx.Process(
             target=_direct_child,
-            args=(database_url, envelopes[k::processes], ready, go, out),
+            args=(database_url, envelopes[k::processes], batch, ready, go, out),
         )
         for k in range(processes)
     ]
@@ -458,11 +474,13 @@ def main() -> None:
     finally:
         stop_worker(proc)
     if "direct" not in args.skip:
+        batch = get_settings().event_batch_size
         results["direct"] = res = run_direct(
-            engine, args.database_url, n, customers, args.direct_processes, args.timeout
+            engine, args.database_url, n, customers, args.direct_processes, args.timeout, batch
         )
+        how = "tasks.inbox.process" if batch <= 1 else f"tasks.inbox.process_batch ({batch} each)"
         print(
-            f"direct ceiling: {n} order.placed via tasks.inbox.process in "
+            f"direct ceiling: {n} order.placed via {how} in "
             f"{args.direct_processes} processes, no Celery: {res['rate']:.1f} events/s "
             f"({res['elapsed']:.2f} s)  [{load_average()}]"
         )
