@@ -95,9 +95,9 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
     wanted = sorted(set(ids))
     if not wanted:
         return {}
-    locked = session.info.setdefault(LOCKED, set())
-    if locked.issuperset(wanted):  # locked earlier in this transaction: still current
-        return {account_id: session.get_one(Account, account_id) for account_id in wanted}
+    locked: dict[int, Account] = session.info.setdefault(LOCKED, {})
+    if all(account_id in locked for account_id in wanted):  # locked earlier: still current
+        return {account_id: locked[account_id] for account_id in wanted}
     stmt = (
         select(Account)
         .where(Account.id.in_(wanted))
@@ -109,7 +109,7 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
     missing = set(wanted) - set(found)
     if missing:
         raise LookupError(f"accounts not found: {sorted(missing)}")
-    locked.update(found)
+    locked.update(found)  # kept here too: the session's identity map holds objects weakly
     return found
 
 

@@ -117,7 +117,11 @@ def lock_holds(
     Accounts are always locked before holds and lots, so no two transactions wait on each
     other in opposite orders; every change to a hold happens under its account's lock.
     """
-    owners = session.scalars(select(Hold.account_id).where(Hold.id.in_(hold_ids))).all()
+    owners = (
+        session.scalars(select(Hold.account_id).where(Hold.id.in_(hold_ids))).all()
+        if hold_ids
+        else []
+    )
     accounts = lock_accounts(session, [*owners, *also_lock])
     if not hold_ids:
         return accounts, []

@@ -83,12 +83,14 @@ def record(
     """Store what the order says, once: its charges, earning base and rate."""
     if order.customer_id is not None and order.customer_id != placed.customer_id:
         raise Rejected(f"order {placed.id} belongs to customer {order.customer_id}")
+    # The product lookup first: every field below then goes out in one UPDATE.
+    earn_base = eligible(session, placed) - placed.store_credit_total
     order.customer_id = placed.customer_id
     order.cart_id = placed.cart_id
     order.currency_code = placed.currency_code
     order.placed_event_id = envelope.id
     order.placed_at = envelope.occurred_at
-    order.earn_base = eligible(session, placed) - placed.store_credit_total
+    order.earn_base = earn_base
     order.earn_rate = str(context.earn_rate(placed.currency_code))
     order.dust_total = placed.dust_total
     order.store_credit_total = placed.store_credit_total
