@@ -14,7 +14,9 @@ generate_series``, then ``VACUUM ANALYZE`` and ``CHECKPOINT``) into the database
   and the one-shot ``ledger.reconcile.reconcile`` over ``n`` entries (``n / 10`` accounts),
   next to the **bare aggregate**: the one query that checks cached balances against the
   journal, ``SELECT … SUM(CASE direction …) FROM dust_entries GROUP BY account_id`` joined
-  to ``dust_accounts``, counting mismatches.
+  to ``dust_accounts``, counting mismatches — timed with PostgreSQL's own plan, and again
+  with ``enable_indexscan = off`` (sequential scan and hash aggregate), the faster plan at
+  some sizes, so the job is also compared with the quicker of the two.
 - **balance reads**: ``ledger.reports.balance`` (what ``dust.balance`` and ``dust balance``
   run), one transaction per read, in this process, over random customers of a ledger with
   ``--balance-accounts`` dust accounts; p50 / p99.
@@ -61,9 +63,13 @@ def load_average() -> str:
     return f"load {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
-def bare_aggregate() -> tuple[float, int]:
+def bare_aggregate(*settings: str) -> tuple[float, int]:
+    """The bare aggregate's time (and mismatches), in a transaction with ``settings``
+    (``SET LOCAL …``) applied first."""
     engine = create_engine(er.URL)
-    with engine.connect() as connection:
+    with engine.begin() as connection:
+        for setting in settings:
+            connection.execute(text(f"SET LOCAL {setting}"))
         started = time.perf_counter()
         mismatches = connection.scalar(text(BARE_AGGREGATE))
         seconds = time.perf_counter() - started
@@ -100,14 +106,19 @@ def reconciliation(sizes: list[int]) -> None:
         row = er.bench_reconcile(entries)
         bare, mismatches = bare_aggregate()
         assert mismatches == 0, mismatches
+        # the same query with the index scan ruled out: a (parallel) sequential scan and a
+        # hash aggregate, which is the faster plan at some sizes
+        seq, mismatches = bare_aggregate("enable_indexscan = off")
+        assert mismatches == 0, mismatches
         row["bare s"] = bare
         rows.append(row)  # type: ignore[arg-type]
         print(
-            f"  {entries:>9} entries: job {row['reconcile s']:8.2f} s, one-shot "
-            f"{row['one-shot s']:8.2f} s, bare {bare:7.2f} s -> job / bare "
-            f"{row['reconcile s'] / bare:.1f}x, one-shot / bare {row['one-shot s'] / bare:.1f}x"
-            f"  (load {row['load s']:.0f} s){growth(rows, 'entries', 'reconcile s')}"
-            f"  [{load_average()}]",
+            f"  {entries:>9} entries: job {row['reconcile s']:8.2f} s ({row['chunks']} chunks),"
+            f" one-shot {row['one-shot s']:8.2f} s, bare {bare:7.2f} s -> job / bare "
+            f"{row['reconcile s'] / bare:.2f}x, one-shot / bare "
+            f"{row['one-shot s'] / bare:.2f}x; bare without index scan {seq:7.2f} s -> job / "
+            f"that {row['reconcile s'] / seq:.2f}x  (load {row['load s']:.0f} s)"
+            f"{growth(rows, 'entries', 'reconcile s')}  [{load_average()}]",
             flush=True,
         )
 
