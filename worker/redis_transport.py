@@ -22,6 +22,7 @@ second; a busy one at once, as BRPOP did; a slow stream waits at most about twic
 
 from __future__ import annotations
 
+import logging
 from time import monotonic, time
 from typing import Any
 
@@ -37,6 +38,7 @@ except ImportError:  # pragma: no cover
     bytes_to_str = kombu_redis.bytes_to_str
 
 Empty = kombu_redis.Empty
+log = logging.getLogger(__name__)
 
 #: KEYS[1] unacked hash, KEYS[2] unacked_index sorted set, KEYS[3..] the queues in the
 #: order BRPOP would try them; ARGV[1] the delivery time (client clock, as kombu's).
@@ -80,6 +82,22 @@ class QoS(kombu_redis.QoS):
         # The fetch script has already recorded the message in unacked / unacked_index;
         # only the in-process bookkeeping (prefetch credit, restore at shutdown) is left.
         virtual.QoS.append(self, message, delivery_tag)
+
+    def restore_unacked(self, client: Any = None) -> None:
+        # After a lost broker connection Celery detaches the transport (collect()) and only
+        # then closes the channel, whose restore of delivered messages then failed with an
+        # AttributeError (no connection parameters left) that stopped the worker
+        # ("Unrecoverable error"; found by bench/faults.py with batches in flight). Those
+        # messages are still recorded in Redis as unacknowledged: the visibility sweep of
+        # any worker hands them out again, so here they are left to it.
+        if client is None and self.channel.connection.client is None:
+            log.warning(
+                "broker connection gone: %d delivered messages left to the visibility sweep",
+                len(self._delivered),
+            )
+            self._delivered.clear()
+            return
+        super().restore_unacked(client)
 
 
 class Channel(kombu_redis.Channel):
