@@ -256,6 +256,16 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
             done.append(_apply_in(session, one, context, False))
             if monotonic() >= deadline:
                 break
+        # processed_at: when the transaction that applied them committed (just before),
+        # not when each was applied inside it.
+        applied = [r.event_id for r in done if r.status not in ("duplicate", "conflict")]
+        if len(applied) > 1:
+            session.execute(
+                update(Event)
+                .where(Event.event_id.in_(applied))
+                .values(processed_at=utcnow())
+                .execution_options(synchronize_session=False)
+            )
     return done
 
 
