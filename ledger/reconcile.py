@@ -276,9 +276,9 @@ def check_events(session: Session) -> tuple[dict[str, int], list[dict[str, Any]]
 
 
 #: Memory for the sorts and hashes of one chunk (PostgreSQL, this transaction only). The
-#: chain check orders each account's entries by id: a chunk of 25 000 accounts of ten
-#: entries sorts in ~25 MB of memory, where the default ``work_mem`` (4 MB) spills it to
-#: disk (~12 MB written and read back).
+#: chain check orders each account's entries by id: 250 000 entries (25 000 accounts of
+#: ten) sort in ~25 MB of memory, where the default ``work_mem`` (4 MB) spills them to
+#: disk; the job's chunk of 100 000 such accounts spills part of its ~100 MB sort.
 CHUNK_WORK_MEM = "64MB"
 
 
