@@ -46,7 +46,7 @@ def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:
     size = get_settings().event_batch_size
     if size <= 1:
         return fallback
-    batcher = Batcher(task, app, consumer, size)
+    batcher = Batcher(app, consumer, size)
 
     def on_message(
         message: Any, body: Any, ack: Any, reject: Any, callbacks: Any, **kw: Any
@@ -68,8 +68,7 @@ def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:
 class Batcher:
     """The buffer of one worker's main process and the batches it has in the pool."""
 
-    def __init__(self, task: Any, app: Any, consumer: Any, size: int) -> None:
-        self.task = task
+    def __init__(self, app: Any, consumer: Any, size: int) -> None:
         self.consumer = consumer
         self.size = size
         self.buffer: deque[tuple[Any, Any]] = deque()
@@ -114,9 +113,10 @@ class Batcher:
             self.flush()
 
         def on_error(error: Any) -> None:
-            # The pool process died (kill -9, OOM, hard time limit): nothing was
-            # committed past what the inbox already records, so every message goes back
-            # on its queue now, as task_reject_on_worker_lost does for a single task.
+            # The pool process died (kill -9, OOM, hard time limit). What the batch
+            # committed before that is in the inbox, so those events come back as
+            # duplicates: every message goes back on its queue now, as
+            # task_reject_on_worker_lost does for a single task.
             self.in_flight -= 1
             log.error(
                 "events batch %s: pool process lost (%s); %d messages requeued",
