@@ -1,0 +1,152 @@
+"""The worker's main-process side of batching (``worker/batching.py``), with a fake pool:
+when a batch leaves, what is acknowledged, what goes back on the queue, and which
+messages are left to Celery's own per-message strategy. Real workers run it in tests/e2e."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from worker import batching
+
+
+class FakeMessage:
+    def __init__(self, n: int, **headers: Any) -> None:
+        self.headers = {"id": f"task-{n}", "task": "dust.handle_event", **headers}
+        self.payload: dict[str, Any] = {}
+        self.body = [[{"id": f"evt-{n}"}], {}, {}]
+        self.acked = False
+        self.requeued = False
+
+    def decode(self) -> Any:
+        return self.body
+
+    def ack_log_error(self, *_: Any) -> None:
+        self.acked = True
+
+    def reject_log_error(self, *_: Any, requeue: bool = False) -> None:
+        self.requeued = requeue
+
+
+class FakePool:
+    num_processes = 2
+    limit = 2
+
+    def __init__(self) -> None:
+        self.jobs: list[dict[str, Any]] = []
+
+    def apply_async(self, target: Any, args: Any, **options: Any) -> None:
+        self.jobs.append({"target": target, "bodies": args[0], **options})
+
+
+class FakeTimer:
+    def __init__(self) -> None:
+        self.calls: list[tuple[float, Any, Any]] = []
+
+    def call_after(self, seconds: float, fun: Any, args: Any = ()) -> None:
+        self.calls.append((seconds, fun, args))
+
+
+class FakeConsumer:
+    connection_errors = (ConnectionError,)
+
+    def __init__(self) -> None:
+        self.pool = FakePool()
+        self.timer = FakeTimer()
+        self.decode_errors: list[Any] = []
+
+    def on_decode_error(self, message: Any, exc: Exception) -> None:
+        self.decode_errors.append(message)
+
+
+@pytest.fixture
+def setup(monkeypatch: pytest.MonkeyPatch) -> Any:
+    fallback_calls: list[Any] = []
+
+    def fake_default(task: Any, app: Any, consumer: Any, **_: Any) -> Any:
+        return lambda message, *rest, **kw: fallback_calls.append(message)
+
+    monkeypatch.setattr(batching, "celery_strategy", fake_default)
+    monkeypatch.setenv("DUST_EVENT_BATCH_SIZE", "3")
+    from worker.settings import get_settings
+
+    get_settings.cache_clear()
+    consumer = FakeConsumer()
+    app = type(
+        "App", (), {"conf": type("Conf", (), {"task_soft_time_limit": 5, "task_time_limit": 10})}
+    )
+    handler = batching.strategy(object(), app, consumer)
+    yield handler, consumer, fallback_calls
+    get_settings.cache_clear()
+
+
+def receive(handler: Any, message: FakeMessage) -> None:
+    handler(message, None, None, None, None)
+
+
+def test_a_message_leaves_at_once_while_a_pool_process_is_free(setup: Any) -> None:
+    handler, consumer, _ = setup
+    first, second, third = FakeMessage(1), FakeMessage(2), FakeMessage(3)
+    receive(handler, first)
+    receive(handler, second)
+    assert [job["bodies"] for job in consumer.pool.jobs] == [[first.body], [second.body]]
+
+    receive(handler, third)  # both processes busy: it waits
+    assert len(consumer.pool.jobs) == 2
+
+
+def test_messages_that_wait_leave_together_when_a_batch_returns(setup: Any) -> None:
+    handler, consumer, _ = setup
+    messages = [FakeMessage(n) for n in range(7)]
+    for message in messages:
+        receive(handler, message)
+    first = consumer.pool.jobs[0]
+    assert len(consumer.pool.jobs) == 2 and len(first["bodies"]) == 1
+
+    first["callback"]([True])  # the first batch committed
+    assert messages[0].acked and not messages[1].acked
+    # the five that waited: at most DUST_EVENT_BATCH_SIZE (3) leave as one batch
+    assert consumer.pool.jobs[2]["bodies"] == [m.body for m in messages[2:5]]
+
+
+def test_only_settled_messages_are_acked_the_rest_requeued_later(setup: Any) -> None:
+    handler, consumer, _ = setup
+    receive(handler, FakeMessage(0))
+    receive(handler, FakeMessage(1))
+    waiting = [FakeMessage(n) for n in (2, 3)]
+    for message in waiting:
+        receive(handler, message)
+    consumer.pool.jobs[0]["callback"]([True])
+    batch = consumer.pool.jobs[2]
+    assert batch["bodies"] == [m.body for m in waiting]
+
+    batch["callback"]([True, False])
+    assert waiting[0].acked
+    assert not waiting[1].acked and not waiting[1].requeued
+    ((seconds, requeue, args),) = consumer.timer.calls
+    assert seconds == batching.REQUEUE_DELAY
+    requeue(*args)
+    assert waiting[1].requeued
+
+
+def test_a_lost_pool_process_puts_its_whole_batch_back_at_once(setup: Any) -> None:
+    handler, consumer, _ = setup
+    message = FakeMessage(1)
+    receive(handler, message)
+    consumer.pool.jobs[0]["error_callback"](RuntimeError("worker lost"))
+    assert message.requeued and not message.acked
+
+
+def test_retries_etas_and_undecodable_bodies_are_not_batched(setup: Any) -> None:
+    handler, consumer, fallback_calls = setup
+    retry = FakeMessage(1, retries=1, eta="2026-11-21T10:00:00+00:00")
+    later = FakeMessage(2, eta="2026-11-21T10:00:00+00:00")
+    broken = FakeMessage(3)
+    broken.decode = lambda: (_ for _ in ()).throw(ValueError("not JSON"))  # type: ignore[method-assign]
+    for message in (retry, later, broken):
+        receive(handler, message)
+
+    assert fallback_calls == [retry, later]
+    assert consumer.decode_errors == [broken]
+    assert consumer.pool.jobs == []
