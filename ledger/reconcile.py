@@ -50,6 +50,8 @@ from models.base import utcnow
 SIGNED = case((Entry.direction == "credit", Entry.amount), else_=-Entry.amount)
 #: A stored reconciliation keeps this many discrepancies (the count is always complete).
 STORED_DISCREPANCIES = 1000
+#: The per-account checks, in the order :func:`check_accounts` lists their discrepancies.
+PER_ACCOUNT_CHECKS = ("balance", "journal_chain", "held", "lots", "available", "stale_hold")
 #: Checks whose discrepancies ``--repair`` can fix (caches rebuilt from the journal).
 REPAIRABLE = ("balance", "held")
 
