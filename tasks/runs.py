@@ -12,6 +12,9 @@ runs the same code in-process (``dust expire``, ``dust reconcile``).
   done) and ``counts`` are updated in the same transaction as the chunk's work, so a crash
   loses at most the chunk in progress and a continuation resumes exactly after the last
   committed one. Two copies of a continuation (a redelivery) serialize on the run row.
+  A reconciliation chunk is checked in two parts at once on PostgreSQL, the second on a
+  read-only connection of its own (``RECONCILE_PARALLEL``); what it finds is recorded in
+  the chunk's transaction.
 * **Recorded.** ``started_at``, ``finished_at``, ``status`` (running → succeeded | failed),
   ``counts`` (JSON: what the run did, ``tasks`` it took, ``claimed_by``), ``error``.
 """
