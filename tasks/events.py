@@ -1,7 +1,7 @@
 """``dust.handle_event``: the entry point of every commerce event (queue ``dust.events``).
 
 The worker takes fresh messages of this task in batches (``worker/batching.py``), applied
-by :func:`handle_batch` in one transaction; a retry of a single event runs the task itself.
+by :func:`handle_batch` in a few transactions; a retry of a single event runs the task itself.
 Both end the same way for an event that cannot be applied now (:func:`settle`): retried
 later with backoff, then recorded ``failed``; never dropped.
 """
@@ -88,14 +88,13 @@ def handle_batch(bodies: list[Any]) -> list[bool]:
     (``[args, kwargs, embed]``). Returns, per message, whether it is settled (applied,
     refused, recorded, or handed to a later retry) and may be acknowledged. Never raises.
 
-    One transaction for the whole batch; if it cannot commit (a transient error, or an
-    unexpected one in any event), it is rolled back and each event is applied on its own,
-    exactly as the task applies one, so one bad event never holds back the others.
+    The batch goes through ``inbox.process_batch`` (transactions of at most 0.25 s). If one
+    cannot commit (a transient error, or an unexpected one in any event), it is rolled
+    back and every event of the batch is applied on its own, exactly as the task applies
+    one (those already committed are duplicates there), so one bad event never holds back
+    the others.
     """
-    envelopes: list[Any] = []
-    for body in bodies:
-        envelope = _envelope_of(body)
-        envelopes.append(envelope)
+    envelopes = [_envelope_of(body) for body in bodies]
     try:
         results = inbox.process_batch(envelopes)
     except Exception as exc:
