@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     clawback_policy: Literal["debt", "clamp"] = "debt"
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
-    #: Most events applied in one transaction (worker/batching.py); 1 = one at a time.
+    #: Most events a pool process takes as one batch (worker/batching.py); 1 = no batches.
     event_batch_size: int = Field(default=50, ge=1, le=1000)
     #: Beat schedules of the jobs (seconds between runs; 0 = not scheduled). Each run
     #: covers one period of this length (UNIQUE (job, period) in ``dust_job_runs``).
