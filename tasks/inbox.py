@@ -272,20 +272,7 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:
     # Claim the id: a new id is inserted at once (one round trip); a concurrent delivery
     # of the same id waits here on the row until this transaction ends, then finds it.
-    claimed = session.execute(
-        insert_for(session)(Event)
-        .values(
-            event_id=parsed.event_id,
-            name=parsed.name,
-            content_hash=parsed.content_hash,
-            envelope=parsed.text,
-            status="processed",
-            received_at=utcnow(),
-            attempts=1,
-        )
-        .on_conflict_do_nothing()
-        .returning(Event.event_id)
-    ).scalar()
+    claimed = _insert_event(session, parsed, "processed")
     if claimed is None:
         row = session.get(Event, parsed.event_id, with_for_update=True)
         assert row is not None, "an inbox row vanished"
@@ -312,6 +299,27 @@ def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) 
         .execution_options(synchronize_session="fetch" if claimed is None else False)
     )
     return Result(parsed.event_id, outcome.status, outcome.reason, outcome.detail)
+
+
+def _insert_event(session: Session, parsed: Parsed, status: str, **fields: Any) -> str | None:
+    """Insert the inbox row of ``parsed`` unless its id is there already; the id when this
+    call inserted it, None when it was there (or is being inserted by a transaction that
+    has not ended: the statement waits for it)."""
+    return session.execute(
+        insert_for(session)(Event)
+        .values(
+            event_id=parsed.event_id,
+            name=parsed.name,
+            content_hash=parsed.content_hash,
+            envelope=parsed.text,
+            status=status,
+            received_at=utcnow(),
+            attempts=1,
+            **fields,
+        )
+        .on_conflict_do_nothing()
+        .returning(Event.event_id)
+    ).scalar()
 
 
 def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:
@@ -347,21 +355,10 @@ def record_failed(raw: Any, error: BaseException) -> None:
     parsed = parse_envelope(raw, utcnow())
     reason = f"{type(error).__name__}: {safe_message(error)}"
     with session_scope() as session:
+        if _insert_event(session, parsed, "failed", reason=reason) is not None:
+            return
         row = session.get(Event, parsed.event_id, with_for_update=True)
-        if row is None:
-            session.add(
-                Event(
-                    event_id=parsed.event_id,
-                    name=parsed.name,
-                    content_hash=parsed.content_hash,
-                    envelope=parsed.text,
-                    status="failed",
-                    reason=reason,
-                    received_at=utcnow(),
-                    attempts=1,
-                )
-            )
-        elif row.status == "failed":
+        if row is not None and row.status == "failed":
             row.reason = reason
             row.attempts += 1
 
@@ -382,23 +379,7 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
         reason = f"message body of type {content_type[:100]} could not be decoded {problem}"
     parsed = _bad(text, None, reason)
     with session_scope() as session:
-        insert = insert_for(session)
-        now = utcnow()
-        session.execute(
-            insert(Event)
-            .values(
-                event_id=parsed.event_id,
-                name=parsed.name,
-                content_hash=parsed.content_hash,
-                envelope=parsed.text,
-                status="rejected",
-                reason=reason,
-                received_at=now,
-                processed_at=now,
-                attempts=1,
-            )
-            .on_conflict_do_nothing()
-        )
+        _insert_event(session, parsed, "rejected", reason=reason, processed_at=utcnow())
     return parsed.event_id
 
 
