@@ -138,9 +138,15 @@ def test_duplicates_inside_one_batch_and_across_batches_apply_once(dust: Any) ->
     assert dust.count("dust_event_conflicts") == 1
 
 
+@pytest.mark.parametrize("budget", [0.25, 0], ids=["one-transaction", "one-per-event"])
 def test_a_bug_in_one_event_holds_back_none_of_the_others(
-    dust: Any, monkeypatch: pytest.MonkeyPatch
+    dust: Any, monkeypatch: pytest.MonkeyPatch, budget: float
 ) -> None:
+    # budget 0: the events before the bug have committed when it strikes; applied again
+    # one by one, they are duplicates, applied once.
+    from tasks import inbox
+
+    monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", budget)
     from ledger.accounts import ensure_account, lock_accounts
     from ledger.journal import Ref, credit
     from subscribers import SUBSCRIBERS
@@ -163,6 +169,8 @@ def test_a_bug_in_one_event_holds_back_none_of_the_others(
 
     assert settled == [True] * 4
     assert [dust.event(e["id"]).status for e in good[:3]] == ["processed"] * 3
+    assert [dust.event(e["id"]).attempts for e in good[:3]] == [1, 1, 1]
+    assert dust.count("dust_accounts") == 3  # cus_0..cus_2, each opened once
     failed = dust.event("evt_broken")
     assert failed.status == "failed" and "RuntimeError: a bug" in failed.reason
     assert dust.dust("cus_broken") == 0  # nothing of the broken event stayed
