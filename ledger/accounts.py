@@ -74,6 +74,37 @@ def ensure_account(
     return account_id
 
 
+def ensure_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[str, int]:
+    """The dust account id of each customer, opening the missing ones: a few statements
+    for any number of customers (:func:`ensure_account` for many)."""
+    known = session.info.setdefault(KNOWN, {})
+    wanted = list(dict.fromkeys(customer_ids))  # first-seen order: accounts open in it
+    found = {c: known[c, DUST, None] for c in wanted if (c, DUST, None) in known}
+
+    def find(customers: list[str]) -> None:
+        stmt = select(Account.customer_id, Account.id).where(
+            Account.kind == DUST, Account.customer_id.in_(customers)
+        )
+        found.update({customer: account_id for customer, account_id in session.execute(stmt)})
+
+    if missing := [c for c in wanted if c not in found]:
+        find(missing)
+    if missing := [c for c in wanted if c not in found]:
+        now = utcnow()
+        rows = [
+            {"customer_id": c, "kind": DUST, "currency_code": None, "code": None}
+            | {"balance": 0, "held": 0, "created_at": now}
+            for c in missing
+        ]
+        insert = insert_for(session)
+        session.execute(insert(Account).values(rows).on_conflict_do_nothing())
+        find(missing)
+    if missing := [c for c in wanted if c not in found]:
+        raise AssertionError(f"dust accounts vanished after insert: {missing}")
+    known.update({(c, DUST, None): found[c] for c in wanted})
+    return {c: found[c] for c in wanted}
+
+
 def open_anonymous_account(session: Session, currency: str) -> Account:
     """A new store-credit account with no customer, identified by its code only."""
     account = Account(

@@ -45,6 +45,12 @@ def available(account: Account) -> int:
     return account.balance - account.held
 
 
+def carts_with_active_holds(session: Session, cart_ids: Iterable[str]) -> set[str]:
+    """Which of ``cart_ids`` have an active hold."""
+    stmt = select(Hold.cart_id).where(Hold.cart_id.in_(set(cart_ids)), Hold.status == "active")
+    return set(session.scalars(stmt))
+
+
 def reserve(
     session: Session, account: Account, cart_id: str, amount: int, ttl_seconds: int
 ) -> Reservation:

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, select
+from sqlalchemy import case, insert, select
 from sqlalchemy.orm import Session
 
 from ledger.errors import InsufficientFunds
@@ -37,11 +37,15 @@ class Ref:
     memo: str | None = None
 
 
+def _check_amount(amount: int) -> None:
+    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
+        raise ValueError(f"entry amount must be a positive integer, got {amount!r}")
+
+
 def _write(
     session: Session, account: Account, direction: str, amount: int, ref: Ref, forgiven: int = 0
 ) -> Entry:
-    if not isinstance(amount, int) or isinstance(amount, bool) or amount <= 0:
-        raise ValueError(f"entry amount must be a positive integer, got {amount!r}")
+    _check_amount(amount)
     account.balance += amount if direction == "credit" else -amount
     entry = Entry(
         account_id=account.id,
@@ -97,6 +101,71 @@ def credit(
         )
         session.flush()
     return entry
+
+
+@dataclass(frozen=True)
+class Credit:
+    """One credit of :func:`credit_many`: ``amount`` to a locked ``account``."""
+
+    account: Account
+    amount: int
+    ref: Ref
+    expires_at: datetime | None = None
+    order_id: str | None = None
+
+
+def credit_many(session: Session, credits: list[Credit]) -> None:
+    """Post many credits at once: one INSERT of their entries, one of their lots, then the
+    balances. The same entries, balances and lots as :func:`credit` called for each in
+    turn (an account credited twice gets its entries in the given order)."""
+    now = utcnow()
+    entries: list[dict[str, object]] = []
+    to_lots: list[int] = []
+    for one in credits:
+        _check_amount(one.amount)
+        account = one.account
+        debt = max(0, -account.balance)
+        account.balance += one.amount
+        ref = one.ref
+        entries.append(
+            {
+                "account_id": account.id,
+                "direction": "credit",
+                "amount": one.amount,
+                "balance_after": account.balance,
+                "reason": ref.reason,
+                "reference_type": ref.reference_type,
+                "reference_id": ref.reference_id,
+                "idempotency_key": ref.idempotency_key,
+                "event_id": ref.event_id,
+                "actor": ref.actor,
+                "memo": ref.memo,
+                "forgiven": 0,
+                "created_at": now,
+            }
+        )
+        to_lots.append(one.amount - min(one.amount, debt) if account.kind == DUST else 0)
+    if not entries:
+        return
+    entry_ids = session.scalars(
+        insert(Entry).returning(Entry.id, sort_by_parameter_order=True), entries
+    ).all()
+    lots = [
+        {
+            "account_id": one.account.id,
+            "entry_id": entry_id,
+            "amount": amount,
+            "remaining": amount,
+            "expires_at": one.expires_at,
+            "order_id": one.order_id,
+            "created_at": now,
+        }
+        for one, entry_id, amount in zip(credits, entry_ids, to_lots, strict=True)
+        if amount
+    ]
+    if lots:
+        session.execute(insert(Lot), lots)
+    session.flush()  # the balances
 
 
 def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:

@@ -21,7 +21,12 @@ from sqlalchemy.orm import Session
 
 from ledger import holds as holds_
 from ledger import journal
-from ledger.accounts import ensure_account, lock_accounts, open_anonymous_account
+from ledger.accounts import (
+    ensure_account,
+    ensure_dust_accounts,
+    lock_accounts,
+    open_anonymous_account,
+)
 from ledger.journal import Ref
 from models import Account, Entry, Hold, Order, Refund
 from models.base import insert_for
@@ -83,6 +88,91 @@ def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
     base = max(0, order.earn_base - refunded_total(session, order.order_id))
     target = floor_dust(base, Decimal(order.earn_rate or "0"))
     return target, None if target else "earning base is zero"
+
+
+# -- many new orders at once -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewOrder:
+    """An ``order.placed`` of an order no event has touched yet, which charges nothing."""
+
+    order_id: str
+    customer_id: str | None
+    cart_id: str | None
+    currency_code: str
+    event_id: str
+    placed_at: datetime
+    earn_base: int
+    earn_rate: str
+
+    @property
+    def earned(self) -> int:
+        """What :func:`earn_target` gives such an order: no refund or cancel is known yet."""
+        if self.customer_id is None:
+            return 0
+        return floor_dust(max(0, self.earn_base), Decimal(self.earn_rate))
+
+    @property
+    def no_earn_reason(self) -> str | None:
+        if self.customer_id is None:
+            return "guest order"
+        return None if self.earned else "earning base is zero"
+
+
+def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool:
+    """Record many new orders and post what they earn, in a few statements for all of them:
+    the order rows, the customers' dust accounts (opened if need be, locked in id order),
+    the earn entries and their lots. The ledger :func:`charge` and :func:`settle_earnings`
+    give each in turn: nothing to charge, nothing refunded or canceled yet.
+
+    Returns False when one of the orders has a row already (an event of it committed
+    since the caller looked): what was written must then be rolled back, and the events
+    applied one at a time.
+    """
+    rows = [
+        {
+            "order_id": o.order_id,
+            "customer_id": o.customer_id,
+            "cart_id": o.cart_id,
+            "currency_code": o.currency_code,
+            "placed_event_id": o.event_id,
+            "placed_at": o.placed_at,
+            "earn_base": o.earn_base,
+            "earn_rate": o.earn_rate,
+            "dust_total": 0,
+            "store_credit_total": 0,
+            "charged_dust": 0,
+            "charged_store_credit": 0,
+            "returned": False,
+            "earned": o.earned,
+            "clawed_back": 0,
+            "forgiven": 0,
+            "canceled": False,
+            "canceled_at": None,
+            "no_earn_reason": o.no_earn_reason,
+        }
+        for o in new
+    ]
+    insert = insert_for(session)
+    stmt = insert(Order).values(rows).on_conflict_do_nothing().returning(Order.order_id)
+    if len(session.scalars(stmt).all()) != len(rows):
+        return False
+    account_ids = ensure_dust_accounts(session, [o.customer_id for o in new if o.customer_id])
+    accounts = lock_accounts(session, account_ids.values())
+    credits = [
+        journal.Credit(
+            accounts[account_ids[o.customer_id]],
+            o.earned,
+            Ref("earn", "order", o.order_id, f"order:{o.order_id}:earn:0", o.event_id),
+            expires_at=_lot_expiry(o.placed_at, policy.points_ttl_days),
+            order_id=o.order_id,
+        )
+        for o in new
+        if o.earned and o.customer_id is not None
+    ]
+    journal.credit_many(session, credits)
+    return True
 
 
 # -- charging -------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """One module per commerce event (CONTRACT §3). ``SUBSCRIBERS`` maps event names to their
-handler; a name not in it is recorded as ``ignored``."""
+handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
+whose events a batch may also apply many at a time, set-based (``tasks.inbox``)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from subscribers import (
     product_updated,
     refund_created,
 )
-from subscribers.base import Handler
+from subscribers.base import BulkHandler, Handler
 
 SUBSCRIBERS: dict[str, Handler] = {
     "customer.created": customer_created.handle,
@@ -20,4 +21,8 @@ SUBSCRIBERS: dict[str, Handler] = {
     "order.placed": order_placed.handle,
     "refund.created": refund_created.handle,
     "order.canceled": order_canceled.handle,
+}
+
+BULK_SUBSCRIBERS: dict[str, BulkHandler] = {
+    "order.placed": order_placed.prepare_many,
 }

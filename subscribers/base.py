@@ -90,3 +90,17 @@ def describe(exc: ValidationError) -> str:
 
 
 Handler = Callable[[Session, Envelope, Context], Outcome]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Events a subscriber applies together (see ``BULK_SUBSCRIBERS``): their outcomes,
+    known before anything is written, and ``apply``, which writes them all and returns
+    False when the database turned out not to allow it (the caller then rolls back and
+    applies them one at a time)."""
+
+    outcomes: list[Outcome]
+    apply: Callable[[Session], bool]
+
+
+BulkHandler = Callable[[Session, list[Envelope], Context], Prepared | None]

@@ -9,7 +9,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from subscribers.base import (
     Outcome,
     Payload,
     PositiveAmount,
+    Prepared,
     Rejected,
     parse,
 )
@@ -57,19 +58,22 @@ class OrderPlacedPayload(Payload):
         return self
 
 
-def eligible(session: Session, order: OrderPlacedPayload) -> int:
+def dust_only_products(session: Session, orders: list[OrderPlacedPayload]) -> set[str]:
+    """Which products of the orders' items are dust-only (one query for all)."""
+    product_ids = {i.product_id for o in orders for i in o.items or () if i.product_id}
+    if not product_ids:
+        return set()
+    stmt = select(Product.product_id).where(
+        Product.product_id.in_(product_ids), Product.dust_only.is_(True)
+    )
+    return set(session.scalars(stmt))
+
+
+def eligible(order: OrderPlacedPayload, dust_only: set[str]) -> int:
     """Spend that earns dust: items whose product is not dust-only, or, without items,
     ``total − shipping_total − tax_total``."""
     if order.items is None:
         return order.total - order.shipping_total - order.tax_total
-    product_ids = {item.product_id for item in order.items if item.product_id}
-    dust_only = set(
-        session.scalars(
-            select(Product.product_id).where(
-                Product.product_id.in_(product_ids), Product.dust_only.is_(True)
-            )
-        )
-    )
     return sum(item.total for item in order.items if item.product_id not in dust_only)
 
 
@@ -84,7 +88,7 @@ def record(
     if order.customer_id is not None and order.customer_id != placed.customer_id:
         raise Rejected(f"order {placed.id} belongs to customer {order.customer_id}")
     # The product lookup first: every field below then goes out in one UPDATE.
-    earn_base = eligible(session, placed) - placed.store_credit_total
+    earn_base = eligible(placed, dust_only_products(session, [placed])) - placed.store_credit_total
     order.customer_id = placed.customer_id
     order.cart_id = placed.cart_id
     order.currency_code = placed.currency_code
@@ -128,3 +132,42 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     if credits:
         outcome.detail["refund_credits"] = [c.__dict__ for c in credits]
     return outcome
+
+
+def prepare_many(session: Session, envelopes: list[Envelope], context: Context) -> Prepared | None:
+    """Many ``order.placed`` applied together, set-based (``orders.place_new``), when each
+    is the first event of its order and charges nothing, and no cart of them holds
+    anything: the common case, and the same outcome and ledger as :func:`handle` for each
+    in turn. None when that is not so: the caller applies them one at a time."""
+    placed = []
+    for envelope in envelopes:
+        try:
+            one = OrderPlacedPayload.model_validate(envelope.data)
+        except ValidationError:
+            return None  # handle() rejects it with the reason
+        if one.dust_total or one.store_credit_total:
+            return None
+        placed.append(one)
+    if len({p.id for p in placed}) < len(placed):
+        return None
+    carts = [p.cart_id for p in placed if p.cart_id]
+    if carts and holds.carts_with_active_holds(session, carts):
+        return None
+    dust_only = dust_only_products(session, placed)
+    new = [
+        orders.NewOrder(
+            order_id=p.id,
+            customer_id=p.customer_id,
+            cart_id=p.cart_id,
+            currency_code=p.currency_code,
+            event_id=envelope.id,
+            placed_at=envelope.occurred_at,
+            earn_base=eligible(p, dust_only),
+            earn_rate=str(context.earn_rate(p.currency_code)),
+        )
+        for p, envelope in zip(placed, envelopes, strict=True)
+    ]
+    return Prepared(
+        [Outcome(detail={"captured": {}, "debited": {}, "earned": o.earned}) for o in new],
+        lambda session: orders.place_new(session, new, context.policy),
+    )

@@ -29,7 +29,7 @@ from ledger.accounts import forget_locks
 from ledger.orders import EarnPolicy
 from models import Event, EventConflict
 from models.base import insert_for, utcnow
-from subscribers import SUBSCRIBERS
+from subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
 from subscribers.base import Context, Envelope, Outcome, Rejected
 from worker.db import session_scope
 from worker.settings import Settings, get_settings
@@ -251,9 +251,18 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     """One transaction: the first envelopes of ``parsed``, at least one, until time is up."""
     done: list[Result] = []
     deadline = monotonic() + BATCH_TRANSACTION_SECONDS
+    one_at_a_time_until = 0
     with session_scope() as session:
-        for one in parsed:
-            done.append(_apply_in(session, one, context, False))
+        while len(done) < len(parsed):
+            results = None
+            if len(done) >= one_at_a_time_until:
+                run = _bulk_run(parsed, len(done))
+                results = _apply_bulk(session, run, context) if run else None
+                if results is None:
+                    one_at_a_time_until = len(done) + len(run)
+            if results is None:
+                results = [_apply_in(session, parsed[len(done)], context, False)]
+            done += results
             if monotonic() >= deadline:
                 break
         # processed_at: when the transaction that applied them committed (just before),
@@ -267,6 +276,65 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
                 .execution_options(synchronize_session=False)
             )
     return done
+
+
+#: Most events one set-based run of ``_apply_bulk`` takes.
+MAX_BULK_RUN = 500
+
+
+def _bulk_run(parsed: list[Parsed], start: int) -> list[Parsed]:
+    """The envelopes from ``start`` on that a bulk subscriber may take together: at least
+    two, all of one name, no id twice. Empty when there are no such envelopes."""
+    first = parsed[start]
+    if first.envelope is None or first.name not in BULK_SUBSCRIBERS:
+        return []
+    run: list[Parsed] = []
+    ids: set[str] = set()
+    for one in parsed[start : start + MAX_BULK_RUN]:
+        if one.envelope is None or one.name != first.name or one.event_id in ids:
+            break
+        run.append(one)
+        ids.add(one.event_id)
+    return run if len(run) > 1 else []
+
+
+def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> list[Result] | None:
+    """Apply ``run`` set-based, in a savepoint: outcomes first, then every inbox row in one
+    INSERT, then the subscriber's writes. None, with nothing written, when the subscriber
+    declines or one id is in the inbox already: the caller applies them one at a time."""
+    envelopes = [one.envelope for one in run if one.envelope is not None]
+    prepared = BULK_SUBSCRIBERS[run[0].name](session, envelopes, context)
+    if prepared is None:
+        return None
+    now = utcnow()
+    rows = [
+        {
+            "event_id": one.event_id,
+            "name": one.name,
+            "content_hash": one.content_hash,
+            "envelope": one.text,
+            "status": outcome.status,
+            "reason": outcome.reason,
+            "detail": canonical(outcome.detail) if outcome.detail else None,
+            "occurred_at": envelope.occurred_at,
+            "received_at": now,
+            "processed_at": now,
+            "attempts": 1,
+        }
+        for one, envelope, outcome in zip(run, envelopes, prepared.outcomes, strict=True)
+    ]
+    savepoint = session.begin_nested()
+    claim = insert_for(session)(Event).values(rows).on_conflict_do_nothing()
+    claimed = session.scalars(claim.returning(Event.event_id)).all()
+    if len(claimed) == len(rows) and prepared.apply(session):
+        savepoint.commit()
+        return [
+            Result(one.event_id, outcome.status, outcome.reason, outcome.detail)
+            for one, outcome in zip(run, prepared.outcomes, strict=True)
+        ]
+    savepoint.rollback()
+    forget_locks(session)  # locks taken inside the savepoint went with it
+    return None
 
 
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:
