@@ -97,7 +97,7 @@ def ensure_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[
             for c in missing
         ]
         insert = insert_for(session)
-        session.execute(insert(Account).values(rows).on_conflict_do_nothing())
+        session.execute(insert(Account).on_conflict_do_nothing(), rows)
         find(missing)
     if missing := [c for c in wanted if c not in found]:
         raise AssertionError(f"dust accounts vanished after insert: {missing}")

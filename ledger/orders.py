@@ -155,8 +155,8 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
         for o in new
     ]
     insert = insert_for(session)
-    stmt = insert(Order).values(rows).on_conflict_do_nothing().returning(Order.order_id)
-    if len(session.scalars(stmt).all()) != len(rows):
+    stmt = insert(Order).on_conflict_do_nothing().returning(Order.order_id)
+    if len(session.scalars(stmt, rows).all()) != len(rows):
         return False
     account_ids = ensure_dust_accounts(session, [o.customer_id for o in new if o.customer_id])
     accounts = lock_accounts(session, account_ids.values())

@@ -324,8 +324,8 @@ def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> list[R
         for one, envelope, outcome in zip(run, envelopes, prepared.outcomes, strict=True)
     ]
     savepoint = session.begin_nested()
-    claim = insert_for(session)(Event).values(rows).on_conflict_do_nothing()
-    claimed = session.scalars(claim.returning(Event.event_id)).all()
+    claim = insert_for(session)(Event).on_conflict_do_nothing().returning(Event.event_id)
+    claimed = session.scalars(claim, rows).all()
     if len(claimed) == len(rows) and prepared.apply(session):
         savepoint.commit()
         return [

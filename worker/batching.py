@@ -26,6 +26,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from celery.worker.strategy import default as celery_strategy
@@ -151,12 +153,13 @@ class Batcher:
             log.error("events batch %s: unexpected result %.200r; requeued", batch_id[:8], verdicts)
             verdicts = [False] * len(messages)
         acked = 0
-        for message, settled in zip(messages, verdicts, strict=True):
-            if settled:
-                self.ack(message)
-                acked += 1
-            else:  # not even its failure could be recorded: try again a little later
-                self.consumer.timer.call_after(REQUEUE_DELAY, self.requeue, (message,))
+        with acks_together(messages):
+            for message, settled in zip(messages, verdicts, strict=True):
+                if settled:
+                    self.ack(message)
+                    acked += 1
+                else:  # not even its failure could be recorded: try again a little later
+                    self.consumer.timer.call_after(REQUEUE_DELAY, self.requeue, (message,))
         log.info(
             "events batch %s: %d acknowledged, %d requeued in %.1f ms",
             batch_id[:8],
@@ -176,3 +179,24 @@ class Batcher:
             message.reject_log_error(log, self.connection_errors, requeue=True)
         except Exception:  # the broker still holds it unacknowledged: redelivered later
             log.exception("could not requeue a message")
+
+
+@contextmanager
+def acks_together(messages: list[Any]) -> Iterator[None]:
+    """Send the acks of a batch's messages in one broker round trip where the transport
+    can (``worker/redis_transport.py``); one by one elsewhere. A failed round trip leaves
+    them unacknowledged: redelivered later, duplicates for the inbox."""
+    qos = getattr(getattr(messages[0], "channel", None), "qos", None) if messages else None
+    together = getattr(qos, "acks_together", None)
+    if together is None:
+        yield
+        return
+    block = together()
+    block.__enter__()
+    try:
+        yield
+    finally:
+        try:
+            block.__exit__(None, None, None)
+        except Exception:
+            log.exception("could not acknowledge %d messages; redelivered later", len(messages))

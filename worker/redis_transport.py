@@ -6,23 +6,31 @@ A worker main process killed between the two (kill -9, OOM, power loss) loses th
 message for good: it is in no queue and in no unacked record that could bring it back
 (kombu#305, celery#7950).
 
-Here a single Lua script (one ``EVAL``, atomic in Redis) pops the oldest message of the
-first non-empty queue *and* records it in ``unacked`` / ``unacked_index`` with exactly the
-value kombu's own ``QoS.append`` writes (``[payload, exchange, routing_key]`` as JSON,
-keyed by the delivery tag assigned at publish, scored by the time of delivery). kombu's
-``restore_visible`` / ``restore_by_tag`` / ack / reject work on it unchanged. A message is
-therefore either still in its queue or recorded as unacknowledged, at every instant.
+Here a single Lua script (atomic in Redis) pops the oldest messages of the queues, as
+many as the prefetch limit leaves room for (at most ``FETCH_MOST``), *and* records each in
+``unacked`` / ``unacked_index`` with exactly the value kombu's own ``QoS.append`` writes
+(``[payload, exchange, routing_key]`` as JSON, keyed by the delivery tag assigned at
+publish, scored by the time of delivery). kombu's ``restore_visible`` / ``restore_by_tag``
+/ ack / reject work on it unchanged. A message is therefore either still in its queue or
+recorded as unacknowledged, at every instant. The script is sent whole once, then by its
+SHA1 (``EVALSHA``; sent whole again after a Redis restart empties Redis's script cache).
+``QoS.acks_together`` lets the worker's batches (``worker/batching.py``) acknowledge many
+messages in one round trip.
 
 A script cannot block, so an empty fetch backs off before the next one: 1 ms after the
 first empty fetch, doubling with each empty fetch in a row up to ``fetch_interval`` (50 ms,
 transport option), back to 1 ms once a message comes. An idle worker asks Redis 20 times a
-second; a busy one at once, as BRPOP did; a slow stream waits at most about twice its gap. Selected in ``worker/app.py`` (``broker_transport``) for
-``redis://`` and ``rediss://`` broker URLs; publishing is kombu's own, unchanged.
+second; a busy one at once, as BRPOP did; a slow stream waits at most about twice its gap.
+Selected in ``worker/app.py`` (``broker_transport``) for ``redis://`` and ``rediss://``
+broker URLs; publishing is kombu's own, unchanged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from time import monotonic, time
 from typing import Any
 
@@ -31,6 +39,7 @@ from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
 from kombu.utils.json import loads
 from kombu.utils.objects import cached_property
+from redis.exceptions import NoScriptError
 
 try:  # kombu >= 5.3
     from kombu.utils.encoding import bytes_to_str
@@ -41,14 +50,18 @@ Empty = kombu_redis.Empty
 log = logging.getLogger(__name__)
 
 #: KEYS[1] unacked hash, KEYS[2] unacked_index sorted set, KEYS[3..] the queues in the
-#: order BRPOP would try them; ARGV[1] the delivery time (client clock, as kombu's).
-#: The message is parsed *before* it is popped: a script error after a write is not
-#: rolled back. A message without properties.delivery_tag (not kombu's) is popped and
-#: returned unrecorded, exactly as BRPOP would have.
+#: order BRPOP would try them; ARGV[1] the delivery time (client clock, as kombu's),
+#: ARGV[2] the most messages to take. Returns ``{queue, message, queue, message, ...}``,
+#: oldest first, or false. Each message is parsed *before* it is popped: a script error
+#: after a write is not rolled back. A message without properties.delivery_tag (not
+#: kombu's) is popped and returned unrecorded, exactly as BRPOP would have.
 FETCH_SCRIPT = """
+local found = {}
+local most = tonumber(ARGV[2])
 for i = 3, #KEYS do
-  local item = redis.call('LINDEX', KEYS[i], -1)
-  if item then
+  while #found < 2 * most do
+    local item = redis.call('LINDEX', KEYS[i], -1)
+    if not item then break end
     local ok, payload = pcall(cjson.decode, item)
     local tag, info
     if ok and type(payload) == 'table' and type(payload['properties']) == 'table' then
@@ -65,12 +78,17 @@ for i = 3, #KEYS do
       redis.call('HSET', KEYS[1], tag,
         '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
     end
-    return {KEYS[i], item}
+    found[#found + 1] = KEYS[i]
+    found[#found + 1] = item
   end
 end
-return false
+if #found == 0 then return false end
+return found
 """
+FETCH_SHA = hashlib.sha1(FETCH_SCRIPT.encode()).hexdigest()
 
+#: Most messages one fetch takes (fewer when the prefetch limit leaves less room).
+FETCH_MOST = 100
 #: Longest pause between two fetches while every queue is empty (seconds).
 DEFAULT_FETCH_INTERVAL = 0.05
 #: First pause after an empty fetch; doubled with each empty fetch in a row.
@@ -78,6 +96,32 @@ FIRST_BACKOFF = 0.001
 
 
 class QoS(kombu_redis.QoS):
+    _acks: list[str] | None = None
+
+    def ack(self, delivery_tag: str) -> None:
+        if self._acks is None:
+            super().ack(delivery_tag)
+            return
+        self._acks.append(delivery_tag)
+        virtual.QoS.ack(self, delivery_tag)
+
+    @contextmanager
+    def acks_together(self) -> Iterator[None]:
+        """Acks inside the block leave for Redis together, in one round trip at its end.
+        Should that round trip fail, the messages stay recorded as unacknowledged and the
+        visibility sweep hands them out again (a redelivery, a duplicate for the inbox)."""
+        self._acks = tags = []
+        try:
+            yield
+        finally:
+            self._acks = None
+            if tags:
+                with self.channel.conn_or_acquire() as client:
+                    pipe = client.pipeline()
+                    pipe.zrem(self.unacked_index_key, *tags)
+                    pipe.hdel(self.unacked_key, *tags)
+                    pipe.execute()
+
     def append(self, message: Any, delivery_tag: Any) -> None:
         # The fetch script has already recorded the message in unacked / unacked_index;
         # only the in-process bookkeeping (prefetch credit, restore at shutdown) is left.
@@ -105,6 +149,8 @@ class Channel(kombu_redis.Channel):
     fetch_interval = DEFAULT_FETCH_INTERVAL
     _empty_at: float | None = None
     _backoff: float = 0.0
+    #: Whether Redis is known to hold the fetch script (else it is sent whole, once).
+    _script_cached = False
 
     from_transport_options = kombu_redis.Channel.from_transport_options + ("fetch_interval",)
 
@@ -134,6 +180,10 @@ class Channel(kombu_redis.Channel):
         if loop is not None:  # wake the event loop when the pause is over
             loop.call_later(self._backoff, _noop)
 
+    def _most(self) -> int:
+        room = self.qos.can_consume_max_estimate()
+        return FETCH_MOST if room is None else max(1, min(FETCH_MOST, room))
+
     # The event loop's fetch: sent by the poller in place of BRPOP, read when readable.
     def _brpop_start(self, timeout: Any = None) -> None:
         if self.backing_off():
@@ -144,22 +194,27 @@ class Channel(kombu_redis.Channel):
         keys = self._fetch_keys(queues)
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
-        self.client.connection.send_command("EVAL", FETCH_SCRIPT, len(keys), *keys, time())
+        command, script = ("EVALSHA", FETCH_SHA) if self._script_cached else ("EVAL", FETCH_SCRIPT)
+        self.client.connection.send_command(command, script, len(keys), *keys, time(), self._most())
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                dest__item = self.client.parse_response(self.client.connection, "EVAL", **options)
+                found = self.client.parse_response(self.client.connection, "EVAL", **options)
+            except NoScriptError:  # Redis restarted (its script cache is empty): nothing ran
+                self._script_cached = False
+                raise Empty() from None
             except self.connection_errors:
                 self.client.connection.disconnect()
                 raise
-            if dest__item:
-                dest, item = dest__item
-                dest = bytes_to_str(dest).rsplit(self.sep, 1)[0]
-                self._queue_cycle.rotate(dest)
+            self._script_cached = True
+            if found:
                 self._empty_at = None
                 self._backoff = 0.0
-                self.connection._deliver(loads(bytes_to_str(item)), dest)
+                self._queue_cycle.rotate(self._queue_of(found[-2]))
+                for at in range(0, len(found), 2):
+                    message = loads(bytes_to_str(found[at + 1]))
+                    self.connection._deliver(message, self._queue_of(found[at]))
                 return True
             self._found_nothing()
             raise Empty()
@@ -167,11 +222,14 @@ class Channel(kombu_redis.Channel):
             self._in_poll = None
             self._flush_brpop_reauth()
 
+    def _queue_of(self, key: bytes) -> str:
+        return bytes_to_str(key).rsplit(self.sep, 1)[0]
+
     # basic_get's fetch (not used by the worker's loop, kept atomic all the same).
     def _get(self, queue: str) -> dict[str, Any]:
         keys = self._fetch_keys([queue])
         with self.conn_or_acquire() as client:
-            found = client.eval(FETCH_SCRIPT, len(keys), *keys, time())
+            found = client.eval(FETCH_SCRIPT, len(keys), *keys, time(), 1)
             self._maybe_update_queues_expire(client, queue)
         if not found:
             raise Empty()

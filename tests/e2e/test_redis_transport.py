@@ -3,8 +3,8 @@
 Stock kombu pops a message with BRPOP and records it as unacknowledged in a second round
 trip; a consumer killed in between loses it (kombu#305). The crash is injected at exactly
 that instant: the consumer process SIGKILLs itself as the fetched message is handed to
-kombu, before kombu's QoS records it. With Dust's transport the message is already in
-``unacked`` and kombu's own ``restore_visible`` puts it back. (Run with stock kombu,
+kombu, before kombu's QoS records it. With Dust's transport the messages that fetch took
+are already in ``unacked`` and kombu's own ``restore_visible`` puts them back. (Run with stock kombu,
 ``transport="redis"``, the same test loses the message: the queue and ``unacked`` are
 both empty after the kill.)
 """
@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from typing import Any
 
 import pytest
 import redis
@@ -85,21 +86,23 @@ def test_kill_between_fetch_and_record_loses_nothing(broker):
             timeout=30,
         )
         assert done.returncode == -9, done.stderr
-        # Two still queued, one recorded as delivered and unacknowledged: nothing lost.
-        assert broker.llen(name) == 2
+        # One fetch took all three: each recorded as delivered and unacknowledged, in
+        # kombu's own QoS.append format ([raw message, exchange, routing key]).
+        assert broker.llen(name) == 0
         unacked = broker.hgetall(f"{name}.unacked")
-        assert len(unacked) == 1
-        ((tag, value),) = unacked.items()
-        payload, exchange, routing_key = json.loads(value)
-        # kombu's own QoS.append format: [raw message, exchange, routing key].
-        assert payload["properties"]["delivery_tag"] == tag.decode()
-        assert payload["properties"]["body_encoding"] == "base64"
-        assert json.loads(base64.b64decode(payload["body"])) == {"n": 0}
-        assert (exchange, routing_key) == (name, name)
-        assert broker.zscore(f"{name}.unacked_index", tag) is not None
+        assert len(unacked) == 3
+        bodies = []
+        for tag, value in unacked.items():
+            payload, exchange, routing_key = json.loads(value)
+            assert payload["properties"]["delivery_tag"] == tag.decode()
+            assert payload["properties"]["body_encoding"] == "base64"
+            bodies.append(json.loads(base64.b64decode(payload["body"]))["n"])
+            assert (exchange, routing_key) == (name, name)
+            assert broker.zscore(f"{name}.unacked_index", tag) is not None
+        assert sorted(bodies) == [0, 1, 2]
 
         # kombu's restore (what a live worker's sweep does after the visibility timeout)
-        # puts it back; a consumer then gets all three, the crashed one first.
+        # puts them back; a consumer then gets all three.
         time.sleep(1.1)
         opts = options(name, visibility_timeout=1)
         with Connection(BROKER_URL, transport=TRANSPORT, transport_options=opts) as conn:
@@ -136,3 +139,71 @@ def test_sweep_lock_is_short_lived_and_redis_urls_get_the_transport(visibility, 
     assert broker_options(settings)["unacked_mutex_expire"] == lock
     assert broker_transport(settings) == TRANSPORT
     assert broker_transport(Settings()) is None  # the embedded file broker keeps its own
+
+
+def _drain(conn: Connection, got: list[Any], want: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(got) < want and time.monotonic() < deadline:
+        try:
+            conn.drain_events(timeout=1)
+        except TimeoutError:
+            pass
+
+
+def test_a_fetch_takes_what_the_prefetch_limit_allows_and_acks_go_together(broker):
+    name = f"dust.transport_test.{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name), routing_key=name)
+    try:
+        with Connection(BROKER_URL, transport=TRANSPORT, transport_options=options(name)) as conn:
+            producer = conn.Producer(serializer="json")
+            for n in range(5):
+                producer.publish(
+                    {"n": n}, exchange=queue.exchange, routing_key=name, declare=[queue]
+                )
+            got: list[Any] = []
+            with conn.Consumer(
+                queue, callbacks=[lambda body, message: got.append(message)], accept=["json"]
+            ) as consumer:
+                consumer.qos(prefetch_count=2)
+                _drain(conn, got, 2)
+                # One fetch, two messages: the limit's worth, oldest first; three still queued.
+                assert [m.decode()["n"] for m in got] == [0, 1]
+                assert broker.llen(name) == 3 and broker.hlen(f"{name}.unacked") == 2
+                qos = conn.default_channel.qos
+                with qos.acks_together():
+                    for message in got:
+                        message.ack()
+                    assert broker.hlen(f"{name}.unacked") == 2  # not sent yet
+                assert broker.hlen(f"{name}.unacked") == 0
+                assert broker.zcard(f"{name}.unacked_index") == 0
+                _drain(conn, got, 4)  # room for two again
+                assert [m.decode()["n"] for m in got] == [0, 1, 2, 3]
+                assert broker.llen(name) == 1 and broker.hlen(f"{name}.unacked") == 2
+    finally:
+        broker.delete(name, f"{name}.unacked", f"{name}.unacked_index", f"_kombu.binding.{name}")
+
+
+def test_a_redis_that_forgot_the_script_still_gets_fetched_from(broker):
+    """After a Redis restart its script cache is empty: EVALSHA fails with NOSCRIPT (and
+    runs nothing); the next fetch sends the script whole."""
+    name = f"dust.transport_test.{uuid.uuid4().hex[:8]}"
+    queue = Queue(name, Exchange(name), routing_key=name)
+    try:
+        with Connection(BROKER_URL, transport=TRANSPORT, transport_options=options(name)) as conn:
+            producer = conn.Producer(serializer="json")
+            got: list[Any] = []
+            with conn.Consumer(
+                queue,
+                callbacks=[lambda body, message: (got.append(body["n"]), message.ack())],
+                accept=["json"],
+            ):
+                producer.publish({"n": 0}, exchange=queue.exchange, routing_key=name)
+                _drain(conn, got, 1)
+                assert conn.default_channel._script_cached
+                broker.script_flush()
+                producer.publish({"n": 1}, exchange=queue.exchange, routing_key=name)
+                _drain(conn, got, 2)
+        assert got == [0, 1]
+        assert broker.llen(name) == 0 and broker.hlen(f"{name}.unacked") == 0
+    finally:
+        broker.delete(name, f"{name}.unacked", f"{name}.unacked_index", f"_kombu.binding.{name}")
