@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from models import Account
 from models.base import insert_for, utcnow
+from models.bulk import insert_rows
 from models.tables import DUST, STORE_CREDIT
 
 
@@ -74,21 +75,25 @@ def ensure_account(
     return account_id
 
 
-def ensure_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[str, int]:
-    """The dust account id of each customer, opening the missing ones: a few statements
-    for any number of customers (:func:`ensure_account` for many)."""
-    known = session.info.setdefault(KNOWN, {})
+def lock_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[str, Account]:
+    """The dust accounts of ``customer_ids``, opened where missing and locked (one
+    statement, id order), freshly read: :func:`ensure_account` and :func:`lock_accounts`
+    for many customers at once, in one round trip when every account exists."""
     wanted = list(dict.fromkeys(customer_ids))  # first-seen order: accounts open in it
-    found = {c: known[c, DUST, None] for c in wanted if (c, DUST, None) in known}
+    if not wanted:
+        return {}
 
-    def find(customers: list[str]) -> None:
-        stmt = select(Account.customer_id, Account.id).where(
-            Account.kind == DUST, Account.customer_id.in_(customers)
+    def lock() -> dict[str, Account]:
+        stmt = (
+            select(Account)
+            .where(Account.kind == DUST, Account.customer_id.in_(wanted))
+            .order_by(Account.id)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         )
-        found.update({customer: account_id for customer, account_id in session.execute(stmt)})
+        return {account.customer_id: account for account in session.scalars(stmt)}
 
-    if missing := [c for c in wanted if c not in found]:
-        find(missing)
+    found = lock()
     if missing := [c for c in wanted if c not in found]:
         now = utcnow()
         rows = [
@@ -96,12 +101,12 @@ def ensure_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[
             | {"balance": 0, "held": 0, "created_at": now}
             for c in missing
         ]
-        insert = insert_for(session)
-        session.execute(insert(Account).on_conflict_do_nothing(), rows)
-        find(missing)
-    if missing := [c for c in wanted if c not in found]:
-        raise AssertionError(f"dust accounts vanished after insert: {missing}")
-    known.update({(c, DUST, None): found[c] for c in wanted})
+        insert_rows(session, Account.__table__, rows, skip_conflicts=True)
+        found = lock()
+        if missing := [c for c in wanted if c not in found]:
+            raise AssertionError(f"dust accounts vanished after insert: {missing}")
+    session.info.setdefault(KNOWN, {}).update({(c, DUST, None): a.id for c, a in found.items()})
+    session.info.setdefault(LOCKED, {}).update({a.id: a for a in found.values()})
     return {c: found[c] for c in wanted}
 
 

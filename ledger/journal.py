@@ -15,12 +15,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, insert, select
+from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
 from ledger.errors import InsufficientFunds
 from models import Account, Entry, Lot, LotMovement
 from models.base import utcnow
+from models.bulk import insert_rows
 from models.tables import DUST
 
 
@@ -147,9 +148,7 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
         to_lots.append(one.amount - min(one.amount, debt) if account.kind == DUST else 0)
     if not entries:
         return
-    entry_ids = session.scalars(
-        insert(Entry).returning(Entry.id, sort_by_parameter_order=True), entries
-    ).all()
+    entry_ids = insert_rows(session, Entry.__table__, entries, returning="id")
     lots = [
         {
             "account_id": one.account.id,
@@ -163,8 +162,7 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
         for one, entry_id, amount in zip(credits, entry_ids, to_lots, strict=True)
         if amount
     ]
-    if lots:
-        session.execute(insert(Lot), lots)
+    insert_rows(session, Lot.__table__, lots)
     session.flush()  # the balances
 
 

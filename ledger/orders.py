@@ -23,13 +23,14 @@ from ledger import holds as holds_
 from ledger import journal
 from ledger.accounts import (
     ensure_account,
-    ensure_dust_accounts,
     lock_accounts,
+    lock_dust_accounts,
     open_anonymous_account,
 )
 from ledger.journal import Ref
 from models import Account, Entry, Hold, Order, Refund
 from models.base import insert_for
+from models.bulk import insert_rows
 from models.tables import DUST, STORE_CREDIT
 
 
@@ -154,15 +155,15 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
         }
         for o in new
     ]
-    insert = insert_for(session)
-    stmt = insert(Order).on_conflict_do_nothing().returning(Order.order_id)
-    if len(session.scalars(stmt, rows).all()) != len(rows):
+    inserted = insert_rows(
+        session, Order.__table__, rows, skip_conflicts=True, returning="order_id"
+    )
+    if len(inserted) != len(rows):
         return False
-    account_ids = ensure_dust_accounts(session, [o.customer_id for o in new if o.customer_id])
-    accounts = lock_accounts(session, account_ids.values())
+    accounts = lock_dust_accounts(session, [o.customer_id for o in new if o.customer_id])
     credits = [
         journal.Credit(
-            accounts[account_ids[o.customer_id]],
+            accounts[o.customer_id],
             o.earned,
             Ref("earn", "order", o.order_id, f"order:{o.order_id}:earn:0", o.event_id),
             expires_at=_lot_expiry(o.placed_at, policy.points_ttl_days),

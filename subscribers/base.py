@@ -94,10 +94,10 @@ Handler = Callable[[Session, Envelope, Context], Outcome]
 
 @dataclass(frozen=True)
 class Prepared:
-    """Events a subscriber applies together (see ``BULK_SUBSCRIBERS``): their outcomes,
-    known before anything is written, and ``apply``, which writes them all and returns
-    False when the database turned out not to allow it (the caller then rolls back and
-    applies them one at a time)."""
+    """The first events of a run that a subscriber applies together (``BULK_SUBSCRIBERS``):
+    their outcomes, known before anything is written, one per event taken, and ``apply``,
+    which writes them all and returns False when the database turned out not to allow it
+    (the caller then rolls back and applies them one at a time)."""
 
     outcomes: list[Outcome]
     apply: Callable[[Session], bool]

@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -135,23 +137,24 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
 
 
 def prepare_many(session: Session, envelopes: list[Envelope], context: Context) -> Prepared | None:
-    """Many ``order.placed`` applied together, set-based (``orders.place_new``), when each
-    is the first event of its order and charges nothing, and no cart of them holds
-    anything: the common case, and the same outcome and ledger as :func:`handle` for each
-    in turn. None when that is not so: the caller applies them one at a time."""
-    placed = []
+    """The first ``order.placed`` of ``envelopes`` applied together, set-based
+    (``orders.place_new``): as long as each is the first event of its order (else
+    ``place_new`` declines them all), charges nothing and its cart holds nothing. The
+    same outcome and ledger as :func:`handle` for each in turn; the others are left to it.
+    None when the first is not such an event."""
+    placed: list[OrderPlacedPayload] = []
     for envelope in envelopes:
         try:
             one = OrderPlacedPayload.model_validate(envelope.data)
         except ValidationError:
-            return None  # handle() rejects it with the reason
-        if one.dust_total or one.store_credit_total:
-            return None
+            break  # handle() rejects it with the reason
+        if one.dust_total or one.store_credit_total or any(p.id == one.id for p in placed):
+            break
         placed.append(one)
-    if len({p.id for p in placed}) < len(placed):
-        return None
-    carts = [p.cart_id for p in placed if p.cart_id]
-    if carts and holds.carts_with_active_holds(session, carts):
+    carts = {p.cart_id for p in placed if p.cart_id}
+    if carts and (holding := holds.carts_with_active_holds(session, carts)):
+        placed = list(itertools.takewhile(lambda p: p.cart_id not in holding, placed))
+    if not placed:
         return None
     dust_only = dust_only_products(session, placed)
     new = [
@@ -165,7 +168,7 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
             earn_base=eligible(p, dust_only),
             earn_rate=str(context.earn_rate(p.currency_code)),
         )
-        for p, envelope in zip(placed, envelopes, strict=True)
+        for p, envelope in zip(placed, envelopes, strict=False)
     ]
     return Prepared(
         [Outcome(detail={"captured": {}, "debited": {}, "earned": o.earned}) for o in new],

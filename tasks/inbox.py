@@ -29,6 +29,7 @@ from ledger.accounts import forget_locks
 from ledger.orders import EarnPolicy
 from models import Event, EventConflict
 from models.base import insert_for, utcnow
+from models.bulk import insert_rows
 from subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
 from subscribers.base import Context, Envelope, Outcome, Rejected
 from worker.db import session_scope
@@ -46,6 +47,8 @@ CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: Statuses after which a redelivery is a no-op; ``failed`` is retried on redelivery,
 #: ``needs_attention`` only by an explicit replay.
 FINAL = {"processed", "ignored", "rejected", "needs_attention"}
+#: Results of a delivery that applied nothing.
+NOT_APPLIED = {"duplicate", "conflict"}
 
 
 @dataclass
@@ -247,31 +250,35 @@ def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
         return _apply_in(session, parsed, context, replay)
 
 
+#: An applied event's ``processed_at`` is at most this long before its transaction commits
+#: (seconds): rows stamped earlier in a batch's transaction are stamped again at its end.
+STAMP_SLACK = 0.005
+
+
 def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     """One transaction: the first envelopes of ``parsed``, at least one, until time is up."""
     done: list[Result] = []
+    stamped: list[tuple[str, float]] = []  # applied events, when their row was written
     deadline = monotonic() + BATCH_TRANSACTION_SECONDS
     one_at_a_time_until = 0
     with session_scope() as session:
         while len(done) < len(parsed):
-            results = None
-            if len(done) >= one_at_a_time_until:
-                run = _bulk_run(parsed, len(done))
-                results = _apply_bulk(session, run, context) if run else None
-                if results is None:
-                    one_at_a_time_until = len(done) + len(run)
-            if results is None:
+            results: list[Result] = []
+            if len(done) >= one_at_a_time_until and (run := _bulk_run(parsed, len(done))):
+                results, declined = _apply_bulk(session, run, context)
+                one_at_a_time_until = len(done) + declined
+            if not results:
                 results = [_apply_in(session, parsed[len(done)], context, False)]
             done += results
-            if monotonic() >= deadline:
+            now = monotonic()
+            stamped += [(r.event_id, now) for r in results if r.status not in NOT_APPLIED]
+            if now >= deadline:
                 break
-        # processed_at: when the transaction that applied them committed (just before),
-        # not when each was applied inside it.
-        applied = [r.event_id for r in done if r.status not in ("duplicate", "conflict")]
-        if len(applied) > 1:
+        stale = [event_id for event_id, at in stamped if monotonic() - at > STAMP_SLACK]
+        if stale:
             session.execute(
                 update(Event)
-                .where(Event.event_id.in_(applied))
+                .where(Event.event_id.in_(stale))
                 .values(processed_at=utcnow())
                 .execution_options(synchronize_session=False)
             )
@@ -283,8 +290,9 @@ MAX_BULK_RUN = 500
 
 
 def _bulk_run(parsed: list[Parsed], start: int) -> list[Parsed]:
-    """The envelopes from ``start`` on that a bulk subscriber may take together: at least
-    two, all of one name, no id twice. Empty when there are no such envelopes."""
+    """The envelopes from ``start`` on that a bulk subscriber may take together: all of
+    one name, no id twice (one alone too: the set-based path has fewer round trips).
+    Empty when the envelope at ``start`` is not for a bulk subscriber."""
     first = parsed[start]
     if first.envelope is None or first.name not in BULK_SUBSCRIBERS:
         return []
@@ -295,46 +303,51 @@ def _bulk_run(parsed: list[Parsed], start: int) -> list[Parsed]:
             break
         run.append(one)
         ids.add(one.event_id)
-    return run if len(run) > 1 else []
+    return run
 
 
-def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> list[Result] | None:
-    """Apply ``run`` set-based, in a savepoint: outcomes first, then every inbox row in one
-    INSERT, then the subscriber's writes. None, with nothing written, when the subscriber
-    declines or one id is in the inbox already: the caller applies them one at a time."""
+def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> tuple[list[Result], int]:
+    """Apply the first envelopes of ``run`` set-based, as many as the subscriber takes, in
+    a savepoint: their outcomes are known first, then the subscriber writes, then their
+    inbox rows go in one INSERT. Returns their results; or, with nothing written, none and
+    how many envelopes must go one at a time: the first, when the subscriber takes none;
+    all it took, when the database refused them (an order or an id there already)."""
     envelopes = [one.envelope for one in run if one.envelope is not None]
     prepared = BULK_SUBSCRIBERS[run[0].name](session, envelopes, context)
     if prepared is None:
-        return None
-    now = utcnow()
-    rows = [
-        {
-            "event_id": one.event_id,
-            "name": one.name,
-            "content_hash": one.content_hash,
-            "envelope": one.text,
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "detail": canonical(outcome.detail) if outcome.detail else None,
-            "occurred_at": envelope.occurred_at,
-            "received_at": now,
-            "processed_at": now,
-            "attempts": 1,
-        }
-        for one, envelope, outcome in zip(run, envelopes, prepared.outcomes, strict=True)
-    ]
+        return [], 1
+    taken = run[: len(prepared.outcomes)]
     savepoint = session.begin_nested()
-    claim = insert_for(session)(Event).on_conflict_do_nothing().returning(Event.event_id)
-    claimed = session.scalars(claim, rows).all()
-    if len(claimed) == len(rows) and prepared.apply(session):
-        savepoint.commit()
-        return [
-            Result(one.event_id, outcome.status, outcome.reason, outcome.detail)
-            for one, outcome in zip(run, prepared.outcomes, strict=True)
+    if prepared.apply(session):
+        now = utcnow()
+        rows = [
+            {
+                "event_id": one.event_id,
+                "name": one.name,
+                "content_hash": one.content_hash,
+                "envelope": one.text,
+                "status": outcome.status,
+                "reason": outcome.reason,
+                "detail": canonical(outcome.detail) if outcome.detail else None,
+                "occurred_at": one.envelope.occurred_at if one.envelope else None,
+                "received_at": now,
+                "processed_at": now,
+                "attempts": 1,
+            }
+            for one, outcome in zip(taken, prepared.outcomes, strict=True)
         ]
+        table = Event.__table__
+        claimed = insert_rows(session, table, rows, skip_conflicts=True, returning="event_id")
+        if len(claimed) == len(rows):
+            savepoint.commit()
+            results = [
+                Result(one.event_id, outcome.status, outcome.reason, outcome.detail)
+                for one, outcome in zip(taken, prepared.outcomes, strict=True)
+            ]
+            return results, 0
     savepoint.rollback()
     forget_locks(session)  # locks taken inside the savepoint went with it
-    return None
+    return [], len(taken)
 
 
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:

@@ -4,10 +4,15 @@ the one-event path writes, and whatever it cannot take goes the one-event way.""
 
 from __future__ import annotations
 
+import itertools
 import re
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
 from models import Account, Entry, Event, Lot, Order
@@ -15,6 +20,7 @@ from worker import db as worker_db
 
 T0 = "2026-11-20T10:00:00Z"
 T1 = "2026-11-21T09:30:00+01:00"
+RUNS = itertools.count()
 
 
 def placed(p: str, n: str, customer: str | None, total: int, **data: Any) -> dict[str, Any]:
@@ -209,15 +215,15 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
         runs = batch(p)
         return [
             early_refund,
-            *runs[:4],  # ord_3 has a row already: place_new declines, one at a time
+            *runs[:4],  # ord_3 has a row already: place_new declines all four
             customer(p, "x"),
-            *runs[4:6],  # cart_6 holds dust: not tried
+            *runs[4:6],  # the first set-based; cart_6 holds dust: the second is not
             customer(p, "y"),
-            placed(p, "bad", "new", -5),  # not valid: not tried
+            placed(p, "bad", "new", -5),  # not valid: not taken; the next one is
             runs[6],
             customer(p, "z"),
-            placed(p, "charging", "debtor", 100, dust_total=10),  # charges: not tried
-            runs[6],  # seen before: a duplicate
+            placed(p, "charging", "debtor", 100, dust_total=10),  # charges: not taken
+            runs[6],  # seen before: place_new declines it, a duplicate
             customer(p, "w"),
             placed(p, "8", "late", 3_000),
             placed(p, "9", "late", 4_000),
@@ -228,7 +234,120 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     setup("b_")
     results = process_batch(events("b_"))
 
-    assert bulk_calls == [(4, False), (2, True)]
+    assert bulk_calls == [(4, False), (1, True), (1, True), (1, False), (2, True)]
     assert [r.status for r in results] == one_at_a_time
     assert one_at_a_time.count("processed") == 15
     assert_same_rows("b_", "a_")
+
+
+@st.composite
+def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], list[int]]:
+    """Orders of a few customers (guests too), items with a dust-only product or none, some
+    refunded or canceled before or after they are placed, some placed twice (a redelivery,
+    or a second event for the same order), in any arrival order; and where the batches
+    split the stream."""
+    events: list[Callable[[str], dict[str, Any]]] = []
+    for n in range(draw(st.integers(1, 8))):
+        customer = draw(st.sampled_from(["c0", "c1", "c2", None]))
+        total = draw(st.integers(0, 30_000))
+        data: dict[str, Any] = {}
+        if draw(st.booleans()):
+            data["items"] = [
+                {"product_id": "prod_dust", "total": draw(st.integers(0, total))},
+                {"product_id": "prod_plain", "total": total},
+            ]
+        if draw(st.booleans()):
+            data["cart_id"] = f"cart_{n}"
+
+        def order(p: str, n: int = n, c: Any = customer, t: int = total, d: Any = data) -> Any:
+            return placed(p, str(n), c, t, **d)
+
+        events.append(order)
+        if draw(st.booleans()):
+            events.append(order)  # a redelivery
+        if draw(st.booleans()):
+            refund = draw(st.integers(1, 40_000))
+
+            def refunded(p: str, n: int = n, amount: int = refund) -> dict[str, Any]:
+                data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_{n}", "amount": amount}
+                data |= {"currency_code": "usd", "to_store_credit": True}
+                return {
+                    "id": f"{p}evt_r{n}",
+                    "name": "refund.created",
+                    "occurred_at": T0,
+                    "data": data,
+                }
+
+            events.append(refunded)
+        if draw(st.booleans()):
+            events.append(
+                lambda p, n=n: {
+                    "id": f"{p}evt_x{n}",
+                    "name": "order.canceled",
+                    "occurred_at": T0,
+                    "data": {"id": f"{p}ord_{n}"},
+                }
+            )
+    events = draw(st.permutations(events))
+    cuts = sorted(draw(st.lists(st.integers(1, len(events)), max_size=4)))
+    return events, cuts
+
+
+@pytest.mark.timeout(1800 if LONG else 300)
+@bounded(15, 400)
+@given(w=workloads())
+def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
+    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int]]
+) -> None:
+    from tasks.inbox import process_batch
+
+    events, cuts = w
+    run = next(RUNS)
+    a, b = f"h{run}a_", f"h{run}b_"
+    for p in (a, b):
+        dust.process(
+            {
+                "id": f"{p}evt_p",
+                "name": "product.updated",
+                "occurred_at": T0,
+                "data": {"id": f"{p}prod_dust", "metadata": {"dust_only": True}},
+            }
+        )
+        dust.grant(f"{p}c1", 40)
+        assert dust.reserve(f"{p}c1", f"{p}cart_1", 25).status == "reserved"
+    one_at_a_time = [dust.process(make(a)).status for make in events]
+    batched = []
+    for start, end in itertools.pairwise([0, *cuts, len(events)]):
+        batched += [r.status for r in process_batch([make(b) for make in events[start:end]])]
+
+    assert batched == one_at_a_time
+    assert_same_rows(b, a)
+
+
+def test_an_id_already_in_the_inbox_undoes_the_run_and_goes_one_at_a_time(
+    dust: Any, bulk_calls: list[tuple[int, bool]]
+) -> None:
+    """The inbox rows go in last: an id there already (an event recorded ``failed``, or
+    the same id on another order) rolls the run's orders and entries back."""
+    from tasks import inbox
+
+    failed = placed("", "f", "cus_f", 2_000)
+    inbox.record_failed(failed, RuntimeError("the database was away"))
+    reused = placed("", "f", "cus_g", 3_000)
+    reused["data"]["id"] = "ord_other"  # same event id, other content
+    fresh = placed("", "n", "cus_n", 4_000)
+
+    results = inbox.process_batch([failed, fresh])
+    again = inbox.process_batch([reused]) + inbox.process_batch([fresh])
+
+    # place_new wrote both, the inbox refused the failed one's id: rolled back, and both
+    # went one at a time (the failed one as a retry). The reused id: the same. The fresh
+    # one again: its order is there, place_new declines it.
+    assert bulk_calls == [(2, True), (1, True), (1, False)]
+    assert [r.status for r in results] == ["processed", "processed"]
+    assert [r.status for r in again] == ["conflict", "duplicate"]
+    assert dust.event("evt_f").attempts == 2
+    assert dust.dust("cus_f") == 20 and dust.dust("cus_n") == 40
+    assert dust.dust("cus_g") == 0 and dust.count("dust_event_conflicts") == 1
+    with worker_db.session_scope() as session:
+        assert session.get(Order, "ord_other") is None
