@@ -84,6 +84,11 @@ def parse_args() -> argparse.Namespace:
         "--broker-url",
         default=os.environ.get("DUST_PERF_BROKER_URL", "redis://127.0.0.1:6379/11"),
     )
+    parser.add_argument(
+        "--half-rate",
+        type=float,
+        help="events/s of the half-load phase (default: half the full-load rate, or 40/s)",
+    )
     parser.add_argument("--direct-processes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900, help="per phase (s)")
     parser.add_argument(
@@ -461,7 +466,7 @@ def main() -> None:
             print(f"                statuses {res['statuses']}")
             print(f"worker memory, after full:    {memory(proc.pid)}")
         if "half" not in args.skip:
-            rate = results["full"]["rate"] / 2 if "full" in results else 40.0
+            rate = args.half_rate or (results["full"]["rate"] / 2 if "full" in results else 40.0)
             results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)
             print(
                 f"half load:      {half_n} order.placed paced at {rate:.1f}/s "

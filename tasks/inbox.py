@@ -7,7 +7,11 @@ id runs its subscriber inside a savepoint and records the outcome on the row. A 
 that rejects the event has its writes rolled back to the savepoint, so bad input is never
 half-applied. A concurrent delivery of the same id waits on the uncommitted row, then finds
 it. ``process_batch(raws)`` does the same for many envelopes in few transactions (the
-worker's batches, ``worker/batching.py``).
+worker's batches, ``worker/batching.py``); in it, consecutive envelopes of a subscriber in
+``BULK_SUBSCRIBERS`` go together set-based (``_apply_bulk``): the subscriber's writes,
+then all their inbox rows in one ``INSERT … ON CONFLICT DO NOTHING``, in one savepoint
+rolled back whole if any id turns out to be there already; those envelopes then go one at
+a time as above.
 """
 
 from __future__ import annotations

@@ -150,3 +150,45 @@ def test_retries_etas_and_undecodable_bodies_are_not_batched(setup: Any) -> None
     assert fallback_calls == [retry, later]
     assert consumer.decode_errors == [broken]
     assert consumer.pool.jobs == []
+
+
+def test_a_batch_is_acknowledged_in_one_broker_round_trip_where_the_transport_can(
+    setup: Any,
+) -> None:
+    """worker/redis_transport.py's ``QoS.acks_together``: the acks of a batch are sent
+    together when the block ends; the next batch has already left by then."""
+    from contextlib import contextmanager
+
+    handler, consumer, _ = setup
+    sent: list[list[str]] = []
+
+    class QoS:
+        pending: list[str] | None = None
+
+        @contextmanager
+        def acks_together(self) -> Any:
+            self.pending = []
+            yield
+            sent.append(self.pending)
+            self.pending = None
+
+    qos = QoS()
+    channel = type("Channel", (), {"qos": qos})()
+    messages = [FakeMessage(n) for n in range(6)]
+    for message in messages:
+        message.channel = channel  # type: ignore[attr-defined]
+        message.ack_log_error = (  # type: ignore[method-assign]
+            lambda *_, m=message: (
+                qos.pending.append(m.headers["id"])
+                if qos.pending is not None
+                else pytest.fail("acked outside acks_together")
+            )
+        )
+        receive(handler, message)
+    jobs = consumer.pool.jobs
+    jobs[0]["callback"]([True])
+    jobs[1]["callback"]([True])
+    assert len(jobs) == 4  # each return sent the next batch out
+    jobs[2]["callback"]([True, True, True])
+
+    assert sent == [["task-0"], ["task-1"], ["task-2", "task-3", "task-4"]]

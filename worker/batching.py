@@ -111,8 +111,8 @@ class Batcher:
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
+            self.flush()  # the next batch first: its events have waited, these are done
             self.settle(batch_id, messages, verdicts, started)
-            self.flush()
 
         def on_error(error: Any) -> None:
             # The pool process died (kill -9, OOM, hard time limit). What the batch
