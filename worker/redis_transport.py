@@ -151,6 +151,9 @@ class Channel(kombu_redis.Channel):
     fetch_interval = DEFAULT_FETCH_INTERVAL
     _empty_at: float | None = None
     _backoff: float = 0.0
+    #: The event loop's wake-up timer for the end of the pause, and when it fires.
+    _wake: Any = None
+    _wake_at: float = 0.0
     #: Whether Redis is known to hold the fetch script (else it is sent whole, once).
     _script_cached = False
 
@@ -178,9 +181,26 @@ class Channel(kombu_redis.Channel):
     def _found_nothing(self) -> None:
         self._empty_at = monotonic()
         self._backoff = min(self.fetch_interval, max(FIRST_BACKOFF, self._backoff * 2))
+        self._wake_after_pause()
+
+    def _wake_after_pause(self) -> None:
+        """Have the event loop wake when the pause is over, with one timer at a time. Every
+        empty fetch setting a timer of its own piled them up before the loop ran (during
+        the startup's drain_events); kombu's hub fires at most 10 due timers per turn and
+        then sleeps its idle second, so the first event after a start waited 1 s."""
         loop = getattr(self.connection.cycle, "loop", None)
-        if loop is not None:  # wake the event loop when the pause is over
-            loop.call_later(self._backoff, _noop)
+        if loop is None or self._empty_at is None:
+            return
+        end = self._empty_at + self._backoff
+        if self._wake is not None:
+            if not self._wake.canceled and self._wake_at >= end:
+                return  # the pending timer fires at or after the end: it will do
+            self._wake.cancel()
+        self._wake_at = end
+        self._wake = loop.call_later(max(0.0, end - monotonic()), self._woken)
+
+    def _woken(self) -> None:
+        self._wake = None
 
     def _most(self) -> int:
         room = self.qos.can_consume_max_estimate()
@@ -189,7 +209,8 @@ class Channel(kombu_redis.Channel):
     # The event loop's fetch: sent by the poller in place of BRPOP, read when readable.
     def _brpop_start(self, timeout: Any = None) -> None:
         if self.backing_off():
-            return  # the transport's timer wakes the loop when the pause is over
+            self._wake_after_pause()  # a timer wakes the loop when the pause is over
+            return
         queues = self._queue_cycle.consume(len(self.active_queues))
         if not queues:
             return
