@@ -151,9 +151,11 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
 
 def forget_locks(session: Session) -> None:
     """After a rollback to a savepoint: the accounts opened and the row locks taken since
-    it are gone, so what this session remembers of them is forgotten too."""
+    it are gone, so what this session remembers of them is forgotten too, and the locked
+    accounts are read again when next used (a balance they show may have been undone)."""
     session.info.pop(KNOWN, None)
-    session.info.pop(LOCKED, None)
+    for account in session.info.pop(LOCKED, {}).values():
+        session.expire(account)
 
 
 def customer_accounts(session: Session, customer_id: str) -> list[Account]:

@@ -17,11 +17,12 @@ from datetime import datetime
 
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from ledger.errors import InsufficientFunds
 from models import Account, Entry, Lot, LotMovement
 from models.base import utcnow
-from models.bulk import insert_rows
+from models.bulk import insert_rows, update_rows
 from models.tables import DUST
 
 
@@ -116,24 +117,28 @@ class Credit:
 
 
 def credit_many(session: Session, credits: list[Credit]) -> None:
-    """Post many credits at once: one INSERT of their entries, one of their lots, then the
-    balances. The same entries, balances and lots as :func:`credit` called for each in
-    turn (an account credited twice gets its entries in the given order)."""
+    """Post many credits at once: one INSERT of their entries, one of their lots, one
+    UPDATE of the balances. The same entries, balances and lots as :func:`credit` called
+    for each in turn (an account credited twice gets its entries in the given order)."""
+    if not credits:
+        return
+    session.flush()  # the accounts' balances as the session knows them are the database's
     now = utcnow()
+    balances: dict[int, int] = {}
     entries: list[dict[str, object]] = []
     to_lots: list[int] = []
     for one in credits:
         _check_amount(one.amount)
         account = one.account
-        debt = max(0, -account.balance)
-        account.balance += one.amount
+        before = balances.get(account.id, account.balance)
+        balances[account.id] = after = before + one.amount
         ref = one.ref
         entries.append(
             {
                 "account_id": account.id,
                 "direction": "credit",
                 "amount": one.amount,
-                "balance_after": account.balance,
+                "balance_after": after,
                 "reason": ref.reason,
                 "reference_type": ref.reference_type,
                 "reference_id": ref.reference_id,
@@ -145,9 +150,8 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
                 "created_at": now,
             }
         )
+        debt = max(0, -before)
         to_lots.append(one.amount - min(one.amount, debt) if account.kind == DUST else 0)
-    if not entries:
-        return
     entry_ids = insert_rows(session, Entry.__table__, entries, returning="id")
     lots = [
         {
@@ -163,7 +167,9 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
         if amount
     ]
     insert_rows(session, Lot.__table__, lots)
-    session.flush()  # the balances
+    update_rows(session, Account.__table__, [{"id": i, "balance": b} for i, b in balances.items()])
+    for one in credits:  # the session's accounts show the new balances, as written
+        set_committed_value(one.account, "balance", balances[one.account.id])
 
 
 def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:

@@ -351,3 +351,28 @@ def test_an_id_already_in_the_inbox_undoes_the_run_and_goes_one_at_a_time(
     assert dust.dust("cus_g") == 0 and dust.count("dust_event_conflicts") == 1
     with worker_db.session_scope() as session:
         assert session.get(Order, "ord_other") is None
+
+
+def test_rows_keep_every_character_as_sent(dust: Any) -> None:
+    """The set-based path hands PostgreSQL its rows as one JSON document: quotes,
+    backslashes, escapes, accents and emoji in the envelope and the ids come back as sent
+    (a redelivery's content hash still matches)."""
+    from tasks.inbox import canonical, process_batch
+
+    odd = 'quote " backslash \\ slash / tab \t newline \n \\u0000 é 😀 \u2028'
+    envelope = placed("", 'ü😀"\\', 'cus_ü"\\😀', 12_345, note=odd, items=None)
+    envelope["data"]["cart_id"] = "cart_é\\"
+
+    assert [r.status for r in process_batch([envelope, placed("", "2", "cus_2", 1)])] == [
+        "processed",
+        "processed",
+    ]
+    assert process_batch([envelope])[0].status == "duplicate"
+    row = dust.event(envelope["id"])
+    assert row is not None and row.envelope == canonical(
+        {**envelope, "occurred_at": envelope["occurred_at"]}
+    )
+    assert dust.dust('cus_ü"\\😀') == 123
+    with worker_db.session_scope() as session:
+        order = session.get(Order, 'ord_ü😀"\\')
+        assert order is not None and order.cart_id == "cart_é\\"
