@@ -127,9 +127,9 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
     the earn entries and their lots. The ledger :func:`charge` and :func:`settle_earnings`
     give each in turn: nothing to charge, nothing refunded or canceled yet.
 
-    Returns False when one of the orders has a row already (an event of it committed
-    since the caller looked): what was written must then be rolled back, and the events
-    applied one at a time.
+    Returns False when one of the orders has a row already (a refund or cancel of it came
+    first, or the order was placed before): what was written must then be rolled back,
+    and the events applied one at a time.
     """
     rows = [
         {
