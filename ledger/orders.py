@@ -121,15 +121,21 @@ class NewOrder:
         return None if self.earned else "earning base is zero"
 
 
+def orders_with_rows(session: Session, order_ids: list[str]) -> set[str]:
+    """Which of ``order_ids`` some event has touched already (they have a row)."""
+    stmt = select(Order.order_id).where(Order.order_id.in_(order_ids))
+    return set(session.scalars(stmt))
+
+
 def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool:
     """Record many new orders and post what they earn, in a few statements for all of them:
     the order rows, the customers' dust accounts (opened if need be, locked in id order),
     the earn entries and their lots. The ledger :func:`charge` and :func:`settle_earnings`
     give each in turn: nothing to charge, nothing refunded or canceled yet.
 
-    Returns False when one of the orders has a row already (a refund or cancel of it came
-    first, or the order was placed before): what was written must then be rolled back,
-    and the events applied one at a time.
+    Returns False when one of the orders has a row already (an event of it committed
+    since the caller checked with :func:`orders_with_rows`): what was written must then be
+    rolled back, and the events applied one at a time.
     """
     rows = [
         {

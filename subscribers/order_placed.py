@@ -138,10 +138,9 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
 
 def prepare_many(session: Session, envelopes: list[Envelope], context: Context) -> Prepared | None:
     """The first ``order.placed`` of ``envelopes`` applied together, set-based
-    (``orders.place_new``): as long as each is the first event of its order (else
-    ``place_new`` declines them all), charges nothing and its cart holds nothing. The
-    same outcome and ledger as :func:`handle` for each in turn; the others are left to it.
-    None when the first is not such an event."""
+    (``orders.place_new``): as long as each is the first event of its order, charges
+    nothing and its cart holds nothing. The same outcome and ledger as :func:`handle` for
+    each in turn; the others are left to it. None when the first is not such an event."""
     placed: list[OrderPlacedPayload] = []
     for envelope in envelopes:
         try:
@@ -151,6 +150,9 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
         if one.dust_total or one.store_credit_total or any(p.id == one.id for p in placed):
             break
         placed.append(one)
+    if placed and (known := orders.orders_with_rows(session, [p.id for p in placed])):
+        # A refund or cancel came first, or a redelivery: handle() takes those.
+        placed = list(itertools.takewhile(lambda p: p.id not in known, placed))
     carts = {p.cart_id for p in placed if p.cart_id}
     if carts and (holding := holds.carts_with_active_holds(session, carts)):
         placed = list(itertools.takewhile(lambda p: p.cart_id not in holding, placed))

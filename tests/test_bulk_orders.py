@@ -185,8 +185,8 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     dust: Any, bulk_calls: list[tuple[int, bool]]
 ) -> None:
     """A refund that came first (the order has a row), a cart that holds dust, a payload
-    that is not valid, a charge, an id seen before: each run falls back, and every row is
-    the row of one event at a time."""
+    that is not valid, a charge, an id seen before: each such event goes one at a time,
+    the others set-based around it, and every row is the row of one event at a time."""
     from tasks.inbox import process_batch
 
     def customer(p: str, name: str) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
         runs = batch(p)
         return [
             early_refund,
-            *runs[:4],  # ord_3 has a row already: place_new declines all four
+            *runs[:4],  # ord_3 has a row already: the two before it, it alone, the next
             customer(p, "x"),
             *runs[4:6],  # the first set-based; cart_6 holds dust: the second is not
             customer(p, "y"),
@@ -223,7 +223,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
             runs[6],
             customer(p, "z"),
             placed(p, "charging", "debtor", 100, dust_total=10),  # charges: not taken
-            runs[6],  # seen before: place_new declines it, a duplicate
+            runs[6],  # seen before (its order has a row): a duplicate
             customer(p, "w"),
             placed(p, "8", "late", 3_000),
             placed(p, "9", "late", 4_000),
@@ -234,7 +234,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     setup("b_")
     results = process_batch(events("b_"))
 
-    assert bulk_calls == [(4, False), (1, True), (1, True), (1, False), (2, True)]
+    assert bulk_calls == [(2, True), (1, True), (1, True), (1, True), (2, True)]
     assert [r.status for r in results] == one_at_a_time
     assert one_at_a_time.count("processed") == 15
     assert_same_rows("b_", "a_")
@@ -342,8 +342,8 @@ def test_an_id_already_in_the_inbox_undoes_the_run_and_goes_one_at_a_time(
 
     # place_new wrote both, the inbox refused the failed one's id: rolled back, and both
     # went one at a time (the failed one as a retry). The reused id: the same. The fresh
-    # one again: its order is there, place_new declines it.
-    assert bulk_calls == [(2, True), (1, True), (1, False)]
+    # one again: its order has a row, so it went one at a time from the start.
+    assert bulk_calls == [(2, True), (1, True)]
     assert [r.status for r in results] == ["processed", "processed"]
     assert [r.status for r in again] == ["conflict", "duplicate"]
     assert dust.event("evt_f").attempts == 2
@@ -376,3 +376,24 @@ def test_rows_keep_every_character_as_sent(dust: Any) -> None:
     with worker_db.session_scope() as session:
         order = session.get(Order, 'ord_ü😀"\\')
         assert order is not None and order.cart_id == "cart_é\\"
+
+
+def test_an_order_written_since_the_check_undoes_the_run(
+    dust: Any, bulk_calls: list[tuple[int, bool]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker commits an event of one of the orders between the check for their
+    rows and their INSERT: place_new declines, the run is rolled back and goes one at a
+    time (here: a cancel that came first, which the check is made not to see)."""
+    from ledger import orders
+    from tasks.inbox import process_batch
+
+    dust.send("order.canceled", {"id": "ord_2"}, event_id="evt_x2")
+    monkeypatch.setattr(orders, "orders_with_rows", lambda session, ids: set())
+    results = process_batch([placed("", "1", "cus_1", 1_000), placed("", "2", "cus_1", 2_000)])
+
+    assert bulk_calls == [(2, False)]
+    assert [r.status for r in results] == ["processed", "processed"]
+    assert dust.dust("cus_1") == 10  # the canceled order earned nothing
+    with worker_db.session_scope() as session:
+        order = session.get(Order, "ord_2")
+        assert order is not None and order.canceled and order.no_earn_reason == "canceled"
