@@ -397,3 +397,17 @@ def test_an_order_written_since_the_check_undoes_the_run(
     with worker_db.session_scope() as session:
         order = session.get(Order, "ord_2")
         assert order is not None and order.canceled and order.no_earn_reason == "canceled"
+
+
+@pytest.mark.services
+def test_postgresql_plans_each_statement_for_the_tables_as_they_are(postgres_url: str) -> None:
+    """worker/db.py: a generic plan made while the tables were small (a sequential scan)
+    would be kept as they grow; Dust's connections ask for a plan per execution."""
+    from sqlalchemy import text
+
+    engine = worker_db.make_engine(postgres_url)
+    try:
+        with engine.connect() as connection:
+            assert connection.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
+    finally:
+        engine.dispose()

@@ -49,7 +49,23 @@ def make_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"timeout": 30})
         _configure_sqlite(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    engine = create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    _configure_postgresql(engine)
+    return engine
+
+
+def _configure_postgresql(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Plan every statement with its own parameters and the tables' current size.
+        # psycopg prepares a statement run 5 times; PostgreSQL then settles on one
+        # generic plan, made while Dust's tables were small (a sequential scan), and keeps
+        # it as they grow until an ANALYZE. Measured (bench/profile_event.py, fresh
+        # database, 20,000 events): 0.93 ms per event in batches with the default, 0.34 ms
+        # with this; 12.7 ms against 9.9 ms one at a time.
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute("SET plan_cache_mode = force_custom_plan")
+        dbapi_connection.commit()
 
 
 def get_engine(url: str | None = None) -> Engine:
