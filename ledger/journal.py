@@ -44,25 +44,40 @@ def _check_amount(amount: int) -> None:
         raise ValueError(f"entry amount must be a positive integer, got {amount!r}")
 
 
+def _entry_row(
+    account_id: int,
+    direction: str,
+    amount: int,
+    balance_after: int,
+    ref: Ref,
+    forgiven: int,
+    created_at: datetime,
+) -> dict[str, object]:
+    """The columns of one entry (``_write`` and ``credit_many`` both write them)."""
+    return {
+        "account_id": account_id,
+        "direction": direction,
+        "amount": amount,
+        "balance_after": balance_after,
+        "reason": ref.reason,
+        "reference_type": ref.reference_type,
+        "reference_id": ref.reference_id,
+        "idempotency_key": ref.idempotency_key,
+        "event_id": ref.event_id,
+        "actor": ref.actor,
+        "memo": ref.memo,
+        "forgiven": forgiven,
+        "created_at": created_at,
+    }
+
+
 def _write(
     session: Session, account: Account, direction: str, amount: int, ref: Ref, forgiven: int = 0
 ) -> Entry:
     _check_amount(amount)
     account.balance += amount if direction == "credit" else -amount
     entry = Entry(
-        account_id=account.id,
-        direction=direction,
-        amount=amount,
-        balance_after=account.balance,
-        reason=ref.reason,
-        reference_type=ref.reference_type,
-        reference_id=ref.reference_id,
-        idempotency_key=ref.idempotency_key,
-        event_id=ref.event_id,
-        actor=ref.actor,
-        memo=ref.memo,
-        forgiven=forgiven,
-        created_at=utcnow(),
+        **_entry_row(account.id, direction, amount, account.balance, ref, forgiven, utcnow())
     )
     session.add(entry)
     session.flush()
@@ -132,24 +147,7 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
         account = one.account
         before = balances.get(account.id, account.balance)
         balances[account.id] = after = before + one.amount
-        ref = one.ref
-        entries.append(
-            {
-                "account_id": account.id,
-                "direction": "credit",
-                "amount": one.amount,
-                "balance_after": after,
-                "reason": ref.reason,
-                "reference_type": ref.reference_type,
-                "reference_id": ref.reference_id,
-                "idempotency_key": ref.idempotency_key,
-                "event_id": ref.event_id,
-                "actor": ref.actor,
-                "memo": ref.memo,
-                "forgiven": 0,
-                "created_at": now,
-            }
-        )
+        entries.append(_entry_row(account.id, "credit", one.amount, after, one.ref, 0, now))
         debt = max(0, -before)
         to_lots.append(one.amount - min(one.amount, debt) if account.kind == DUST else 0)
     entry_ids = insert_rows(session, Entry.__table__, entries, returning="id")

@@ -325,19 +325,15 @@ def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> tuple[
     if prepared.apply(session):
         now = utcnow()
         rows = [
-            {
-                "event_id": one.event_id,
-                "name": one.name,
-                "content_hash": one.content_hash,
-                "envelope": one.text,
-                "status": outcome.status,
-                "reason": outcome.reason,
-                "detail": canonical(outcome.detail) if outcome.detail else None,
-                "occurred_at": one.envelope.occurred_at if one.envelope else None,
-                "received_at": now,
-                "processed_at": now,
-                "attempts": 1,
-            }
+            _event_row(
+                one,
+                outcome.status,
+                now,
+                reason=outcome.reason,
+                detail=canonical(outcome.detail) if outcome.detail else None,
+                occurred_at=one.envelope.occurred_at if one.envelope else None,
+                processed_at=now,
+            )
             for one, outcome in zip(taken, prepared.outcomes, strict=True)
         ]
         table = Event.__table__
@@ -392,19 +388,24 @@ def _insert_event(session: Session, parsed: Parsed, status: str, **fields: Any) 
     has not ended: the statement waits for it)."""
     return session.execute(
         insert_for(session)(Event)
-        .values(
-            event_id=parsed.event_id,
-            name=parsed.name,
-            content_hash=parsed.content_hash,
-            envelope=parsed.text,
-            status=status,
-            received_at=utcnow(),
-            attempts=1,
-            **fields,
-        )
+        .values(**_event_row(parsed, status, utcnow(), **fields))
         .on_conflict_do_nothing()
         .returning(Event.event_id)
     ).scalar()
+
+
+def _event_row(parsed: Parsed, status: str, received_at: datetime, **fields: Any) -> dict[str, Any]:
+    """The columns of a new inbox row for ``parsed``."""
+    return {
+        "event_id": parsed.event_id,
+        "name": parsed.name,
+        "content_hash": parsed.content_hash,
+        "envelope": parsed.text,
+        "status": status,
+        "received_at": received_at,
+        "attempts": 1,
+        **fields,
+    }
 
 
 def _run(session: Session, parsed: Parsed, context: Context) -> Outcome:
