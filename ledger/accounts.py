@@ -82,6 +82,11 @@ def lock_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[st
     wanted = list(dict.fromkeys(customer_ids))  # first-seen order: accounts open in it
     if not wanted:
         return {}
+    known = session.info.get(KNOWN, {})
+    locked: dict[int, Account] = session.info.get(LOCKED, {})
+    ids = [known.get((c, DUST, None)) for c in wanted]
+    if all(i is not None and i in locked for i in ids):  # locked earlier: still current
+        return {c: locked[i] for c, i in zip(wanted, ids, strict=True) if i is not None}
 
     def lock() -> dict[str, Account]:
         stmt = (

@@ -7,7 +7,7 @@ same invariants, and nothing outside it does.
 
 For each dust account with due lots (``remaining > 0 AND expires_at <= as_of``)::
 
-    expired = min(Σ remaining of its due lots, max(0, balance − held))
+    expired = min(Σ remaining of its due lots, max(0, balance − held − pending))
 
 Held dust does not expire while held: when the hold is released, the next run (a later
 ``as_of``) takes it. The amount is drawn from the due lots soonest-expiring first (window
@@ -17,6 +17,11 @@ in ``dust_lot_movements``, exactly as a debit would draw them.
 Invariants kept: I1 (balance == Σ entries: the entry and the new balance are written from
 the same value), I3 (available never goes below zero: at most ``balance − held`` expires),
 I4 (Σ lots.remaining == max(balance, 0): the lots lose exactly the entry's amount).
+
+Pending dust (``DUST_PENDING_DAYS``) is released first, in the same chunk: lots whose
+``pending_until`` is due lose it and their accounts' ``pending`` drops by their remaining
+(I6: ``pending`` == Σ remaining of pending lots). A lot still pending never expires; it
+expires on the first run after its release.
 
 Idempotent: the entry's key is ``expiry:{account_id}:{as_of}``; an account that already has
 it is skipped, and a second run for the same instant finds nothing left to do.
@@ -42,6 +47,7 @@ from sqlalchemy import (
     func,
     insert,
     literal,
+    or_,
     select,
     update,
 )
@@ -67,14 +73,19 @@ class Chunk:
     lots: int = 0
     amount: int = 0
     last_account_id: int | None = None
+    #: Pending dust made available (lot job only).
+    released: int = 0
 
     def as_counts(self) -> dict[str, int]:
-        return {
+        counts = {
             "accounts": self.accounts,
             "entries": self.entries,
             "lots": self.lots,
             "amount": self.amount,
         }
+        if self.released:
+            counts["released"] = self.released
+        return counts
 
 
 def idempotency_key(account_id: int, as_of: datetime) -> str:
@@ -125,10 +136,13 @@ def expire_lots(
         L.c.remaining > 0,
         L.c.expires_at.is_not(None),
         L.c.expires_at <= as_of,
+        L.c.pending_until.is_(None),
     )
-    ids = lock_due_accounts(session, due, L.c.account_id, after_id, limit)
+    release = and_(L.c.pending_until.is_not(None), L.c.pending_until <= as_of)
+    ids = lock_due_accounts(session, or_(due, release), L.c.account_id, after_id, limit)
     if not ids:
         return Chunk()
+    released = release_pending(session, as_of, ids)
     iso = as_of.isoformat()
     # ``among`` decides; the id range lets the planner read only this chunk's index range.
     lots_of_chunk = and_(
@@ -142,7 +156,7 @@ def expire_lots(
         .group_by(L.c.account_id)
         .subquery()
     )
-    free = A.c.balance - A.c.held
+    free = A.c.balance - A.c.held - A.c.pending
     available = case((free > 0, free), else_=literal(0))
     take = case((due_sums.c.due < available, due_sums.c.due), else_=available)
     key = literal("expiry:") + cast(A.c.id, String) + literal(f":{iso}")
@@ -186,7 +200,9 @@ def expire_lots(
         insert(E).from_select(columns, source).returning(E.c.id, E.c.amount)
     ).all()
     if not written:
-        return Chunk(accounts=len(ids), last_account_id=ids[-1])
+        if released:
+            forget_cached_rows(session)
+        return Chunk(accounts=len(ids), last_account_id=ids[-1], released=released)
     entry_ids = [entry_id for entry_id, _ in written]
 
     # 2. Each entry draws its account's due lots, soonest-expiring first.
@@ -246,4 +262,42 @@ def expire_lots(
         lots=drawn,
         amount=sum(amount for _, amount in written),
         last_account_id=ids[-1],
+        released=released,
     )
+
+
+def release_pending(session: Session, as_of: datetime, ids: list[int]) -> int:
+    """Make the pending dust due by ``as_of`` of the locked accounts ``ids`` available:
+    their due lots stop being pending, their ``pending`` drops by those lots' remaining.
+    Returns the dust released."""
+    due = and_(
+        L.c.pending_until.is_not(None),
+        L.c.pending_until <= as_of,
+        L.c.account_id.between(ids[0], ids[-1]),
+        among(session, L.c.account_id, ids),
+    )
+    sums = session.execute(
+        select(L.c.account_id, func.sum(L.c.remaining)).where(due).group_by(L.c.account_id)
+    ).all()
+    if not sums:
+        return 0
+    session.execute(update(L).where(due).values(pending_until=None))
+    by_account = (
+        select(L.c.account_id, func.sum(L.c.remaining).label("still"))
+        .where(
+            L.c.pending_until.is_not(None),
+            among(session, L.c.account_id, [a for a, _ in sums]),
+        )
+        .group_by(L.c.account_id)
+        .subquery()
+    )
+    still = (
+        select(func.coalesce(func.max(by_account.c.still), 0))
+        .where(by_account.c.account_id == A.c.id)
+        .scalar_subquery()
+    )
+    # pending == Σ remaining of the lots still pending (I6), written from that very sum.
+    session.execute(
+        update(A).where(among(session, A.c.id, [a for a, _ in sums])).values(pending=still)
+    )
+    return sum(int(total) for _, total in sums)

@@ -42,7 +42,8 @@ class Reservation:
 
 
 def available(account: Account) -> int:
-    return account.balance - account.held
+    """What may be spent or reserved: the balance less holds and pending dust."""
+    return account.balance - account.held - account.pending
 
 
 def carts_with_active_holds(session: Session, cart_ids: Iterable[str]) -> set[str]:

@@ -8,6 +8,9 @@ Invariants kept here (callers hold the account's row lock, see ``accounts.lock_a
 * I4  for a dust account, Σ ``lots.remaining`` == max(balance, 0): every dust credit first
       repays debt, then fills a lot; every dust debit draws lots soonest-expiring first and
       records each draw in ``dust_lot_movements``.
+* I6  cached ``account.pending`` == Σ ``remaining`` of its pending lots (``pending_until``
+      set): a pending credit adds its lot, a clawback that draws one takes it off. Spending
+      never draws a pending lot (available is ``balance − held − pending``).
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import case, select
+from sqlalchemy import and_, case, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -93,10 +96,11 @@ def credit(
     expires_at: datetime | None = None,
     order_id: str | None = None,
     give_back: Entry | None = None,
+    pending_until: datetime | None = None,
 ) -> Entry:
     """Credit ``amount``. For dust: repay debt first, then either give back to the lots
     that ``give_back`` (an earlier debit) drew from, or open a new lot expiring at
-    ``expires_at`` (none: never expires)."""
+    ``expires_at`` (none: never expires), pending until ``pending_until`` when given."""
     debt = max(0, -account.balance)
     entry = _write(session, account, "credit", amount, ref)
     if account.kind != DUST:
@@ -114,8 +118,11 @@ def credit(
                 expires_at=expires_at,
                 order_id=order_id,
                 created_at=utcnow(),
+                pending_until=pending_until,
             )
         )
+        if pending_until is not None:
+            account.pending += to_lots
         session.flush()
     return entry
 
@@ -129,6 +136,7 @@ class Credit:
     ref: Ref
     expires_at: datetime | None = None
     order_id: str | None = None
+    pending_until: datetime | None = None
 
 
 def credit_many(session: Session, credits: list[Credit]) -> None:
@@ -140,6 +148,7 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
     session.flush()  # the accounts' balances as the session knows them are the database's
     now = utcnow()
     balances: dict[int, int] = {}
+    pendings: dict[int, int] = {}
     entries: list[dict[str, object]] = []
     to_lots: list[int] = []
     for one in credits:
@@ -150,6 +159,8 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
         entries.append(_entry_row(account.id, "credit", one.amount, after, one.ref, 0, now))
         debt = max(0, -before)
         to_lots.append(one.amount - min(one.amount, debt) if account.kind == DUST else 0)
+        if one.pending_until is not None:
+            pendings[account.id] = pendings.get(account.id, account.pending) + to_lots[-1]
     entry_ids = insert_rows(session, Entry.__table__, entries, returning="id")
     lots = [
         {
@@ -161,13 +172,27 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
             "order_id": one.order_id,
             "created_at": now,
         }
+        # Only when some lot is pending: the same statement as before otherwise.
+        | ({"pending_until": one.pending_until} if pendings else {})
         for one, entry_id, amount in zip(credits, entry_ids, to_lots, strict=True)
         if amount
     ]
     insert_rows(session, Lot.__table__, lots)
-    update_rows(session, Account.__table__, [{"id": i, "balance": b} for i, b in balances.items()])
+    rows = [{"id": i, "balance": b} for i, b in balances.items()]
+    if pendings:
+        for row in rows:
+            row["pending"] = pendings.get(row["id"], _pending_of(credits, row["id"]))
+    update_rows(session, Account.__table__, rows)
     for one in credits:  # the session's accounts show the new balances, as written
         set_committed_value(one.account, "balance", balances[one.account.id])
+        if pendings:
+            set_committed_value(
+                one.account, "pending", pendings.get(one.account.id, one.account.pending)
+            )
+
+
+def _pending_of(credits: list[Credit], account_id: int) -> int:
+    return next(one.account.pending for one in credits if one.account.id == account_id)
 
 
 def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:
@@ -203,12 +228,14 @@ def debit(
     prefer_order_id: str | None = None,
     forgiven: int = 0,
 ) -> Entry:
-    """Debit ``amount`` from the available balance; dust draws lots soonest-expiring first
-    (the lots earned by ``prefer_order_id`` before any other).
+    """Debit ``amount`` from the available balance; dust draws lots soonest-expiring first.
+    A clawback (``prefer_order_id``: the order whose earned dust it takes back) draws that
+    order's lots first, its pending ones before the others, and may draw other pending
+    lots last; any other debit draws only lots that are not pending.
 
     Raises :class:`InsufficientFunds` unless ``allow_debt`` (dust clawback, debt policy).
     """
-    available = account.balance - account.held
+    available = account.balance - account.held - account.pending
     if amount > available and not (allow_debt and account.kind == DUST):
         raise InsufficientFunds(max(available, 0), amount)
     to_draw = min(amount, max(account.balance, 0))
@@ -223,20 +250,22 @@ def _draw_lots(
 ) -> None:
     never = case((Lot.expires_at.is_(None), 1), else_=0)
     order_by = [never, Lot.expires_at, Lot.id]
+    where = [Lot.account_id == account.id, Lot.remaining > 0]
     if prefer_order_id is not None:
         # Only with a real order id: ``order_id == None`` would compile to IS NULL and
         # put every lot without an order (admin credits) ahead of soon-expiring ones.
-        order_by.insert(0, case((Lot.order_id == prefer_order_id, 0), else_=1))
-    lots = session.scalars(
-        select(Lot)
-        .where(Lot.account_id == account.id, Lot.remaining > 0)
-        .order_by(*order_by)
-        .with_for_update()
-    )
+        pending = Lot.pending_until.is_not(None)
+        own = Lot.order_id == prefer_order_id
+        order_by.insert(0, case((and_(own, pending), 0), (own, 1), (~pending, 2), else_=3))
+    else:
+        where.append(Lot.pending_until.is_(None))
+    lots = session.scalars(select(Lot).where(*where).order_by(*order_by).with_for_update())
     left = amount
     for lot in lots:
         take = min(lot.remaining, left)
         lot.remaining -= take
+        if lot.pending_until is not None:
+            account.pending -= take
         session.add(LotMovement(entry_id=entry.id, lot_id=lot.id, amount=take))
         left -= take
         if not left:

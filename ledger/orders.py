@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_FLOOR, Decimal, localcontext
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -28,8 +28,8 @@ from ledger.accounts import (
     open_anonymous_account,
 )
 from ledger.journal import Ref
-from models import Account, Entry, Hold, Order, Refund
-from models.base import insert_for
+from models import Account, Entry, Hold, Lot, Order, Refund
+from models.base import insert_for, utcnow
 from models.bulk import insert_rows
 from models.tables import DUST, STORE_CREDIT
 
@@ -48,6 +48,10 @@ class EarnPolicy:
 
     points_ttl_days: int
     clawback_policy: str  # "debt" | "clamp"
+    #: Days an order's earned dust stays pending (in the balance, not available); 0: off.
+    pending_days: int = 0
+    #: Cap on the product of the earn rules' multipliers (ledger.rules).
+    max_multiplier: Decimal = Decimal(10)
 
 
 def lock_order(session: Session, order_id: str) -> Order:
@@ -67,7 +71,17 @@ def lock_order(session: Session, order_id: str) -> Order:
 
 def floor_dust(amount: int, rate: Decimal) -> int:
     """floor(amount × rate) in exact decimal arithmetic."""
-    return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_FLOOR))
+    with localcontext() as exact:
+        exact.prec = 100  # a rate times rule multipliers has more digits than the default 28
+        return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def earn_rate(rate: str | None, multiplier: str | None) -> Decimal:
+    """The rate an order earns at: the configured rate times its rules' capped multiplier
+    (``ledger.rules``; none recorded: 1), exactly."""
+    with localcontext() as exact:
+        exact.prec = 100
+        return Decimal(rate or "0") * Decimal(multiplier or "1")
 
 
 def refunded_total(session: Session, order_id: str) -> int:
@@ -87,7 +101,7 @@ def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
     if order.customer_id is None:
         return 0, "guest order"
     base = max(0, order.earn_base - refunded_total(session, order.order_id))
-    target = floor_dust(base, Decimal(order.earn_rate or "0"))
+    target = floor_dust(base, earn_rate(order.earn_rate, order.earn_multiplier))
     return target, None if target else "earning base is zero"
 
 
@@ -106,13 +120,16 @@ class NewOrder:
     placed_at: datetime
     earn_base: int
     earn_rate: str
+    #: The earn rules' capped multiplier and their ids (``ledger.rules.Earning``).
+    earn_multiplier: str | None = None
+    earn_rules: str | None = None
 
     @property
     def earned(self) -> int:
         """What :func:`earn_target` gives such an order: no refund or cancel is known yet."""
         if self.customer_id is None:
             return 0
-        return floor_dust(max(0, self.earn_base), Decimal(self.earn_rate))
+        return floor_dust(max(0, self.earn_base), earn_rate(self.earn_rate, self.earn_multiplier))
 
     @property
     def no_earn_reason(self) -> str | None:
@@ -147,6 +164,8 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
             "placed_at": o.placed_at,
             "earn_base": o.earn_base,
             "earn_rate": o.earn_rate,
+            "earn_multiplier": o.earn_multiplier,
+            "earn_rules": o.earn_rules,
             "dust_total": 0,
             "store_credit_total": 0,
             "charged_dust": 0,
@@ -167,13 +186,15 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
     if len(inserted) != len(rows):
         return False
     accounts = lock_dust_accounts(session, [o.customer_id for o in new if o.customer_id])
+    now = utcnow()
     credits = [
         journal.Credit(
             accounts[o.customer_id],
             o.earned,
             Ref("earn", "order", o.order_id, f"order:{o.order_id}:earn:0", o.event_id),
-            expires_at=_lot_expiry(o.placed_at, policy.points_ttl_days),
+            expires_at=lot_expiry(o.placed_at, policy.points_ttl_days),
             order_id=o.order_id,
+            pending_until=pending_until(o.placed_at, policy.pending_days, now),
         )
         for o in new
         if o.earned and o.customer_id is not None
@@ -307,11 +328,17 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
     account = lock_accounts(session, [account_id])[account_id]
     if target > net:
         amount = target - net
-        expires_at = _lot_expiry(order.placed_at, policy.points_ttl_days)
+        expires_at = lot_expiry(order.placed_at, policy.points_ttl_days)
         key = f"order:{order.order_id}:earn:{order.earned}"
         ref = Ref("earn", "order", order.order_id, key, event_id)
         journal.credit(
-            session, account, amount, ref, expires_at=expires_at, order_id=order.order_id
+            session,
+            account,
+            amount,
+            ref,
+            expires_at=expires_at,
+            order_id=order.order_id,
+            pending_until=pending_until(order.placed_at, policy.pending_days, utcnow()),
         )
         order.earned += amount
         session.flush()
@@ -332,7 +359,9 @@ def clawback(
     if policy.clawback_policy == "debt":
         take, forgiven = amount, 0
     else:
-        take = min(amount, max(0, holds_.available(account)))
+        # The order's own pending dust is taken back first; beyond it, what is available.
+        own = _pending_of_order(session, account, order.order_id)
+        take = min(amount, own + max(0, holds_.available(account)))
         forgiven = amount - take
     if take:
         ref = Ref("clawback", "order", order.order_id, key, event_id)
@@ -351,10 +380,34 @@ def clawback(
     return amount
 
 
-def _lot_expiry(placed_at: datetime | None, ttl_days: int) -> datetime | None:
+def lot_expiry(placed_at: datetime | None, ttl_days: int) -> datetime | None:
     if ttl_days == 0 or placed_at is None:
         return None
     return placed_at + timedelta(days=ttl_days)
+
+
+def pending_until(placed_at: datetime | None, pending_days: int, now: datetime) -> datetime | None:
+    """Until when dust earned on an order placed at ``placed_at`` is pending; None when
+    pending is off or the window is already over (a late event or a backfill: the dust
+    is available at once, as the lot job would have made it)."""
+    if pending_days == 0 or placed_at is None:
+        return None
+    until = placed_at + timedelta(days=pending_days)
+    return until if until > now else None
+
+
+def _pending_of_order(session: Session, account: Account, order_id: str) -> int:
+    """Σ remaining of the order's pending lots in ``account``."""
+    if not account.pending:
+        return 0
+    total = session.scalar(
+        select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+            Lot.account_id == account.id,
+            Lot.order_id == order_id,
+            Lot.pending_until.is_not(None),
+        )
+    )
+    return int(total or 0)
 
 
 # -- refunds ---------------------------------------------------------------------------

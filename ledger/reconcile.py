@@ -25,6 +25,10 @@ The checks:
 * ``available``      balance − held >= 0 (except a dust account in debt from a clawback)
 * ``stale_hold``     no hold still active past its expiry (after ``grace_seconds``, the
                      time the hold-expiry job may take to come round)
+* ``pending``        cached ``pending`` == Σ remaining of the account's pending lots, and
+                     pending <= max(balance, 0)
+* ``pending_overdue`` no lot still pending past its date once the lot job ran for that
+                     date (``released_as_of``: the last such run's instant)
 * ``order_not_earned`` every placed order earned dust or recorded why not
 * ``event``          events ``failed`` or ``needs_attention``
 
@@ -487,25 +491,86 @@ def check_lot_remaining(session: Session) -> tuple[int, list[dict[str, Any]]]:
     return int(total or 0), found
 
 
-def check_rest(session: Session) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The checks that are not per account: lots below zero, orders and events."""
+def check_pending(session: Session, released_as_of: datetime | None = None) -> list[dict[str, Any]]:
+    """Pending dust: the cached ``pending`` of every account that has some, or pending
+    lots, equals Σ remaining of its pending lots and is at most ``max(balance, 0)``; and,
+    when the lot job has run for ``released_as_of``, no lot is pending past that instant.
+    Reads only accounts with pending dust and pending lots (partial index)."""
+    lots = (
+        select(Lot.account_id, func.sum(Lot.remaining).label("total"))
+        .where(Lot.pending_until.is_not(None))
+        .group_by(Lot.account_id)
+        .subquery()
+    )
+    concerned = select(Account.id).where(Account.pending != 0).union(select(lots.c.account_id))
+    in_lots = func.coalesce(lots.c.total, 0)
+    positive = case((Account.balance > 0, Account.balance), else_=literal(0))
+    rows = session.execute(
+        select(Account.id, Account.pending, in_lots, positive)
+        .outerjoin(lots, lots.c.account_id == Account.id)
+        .where(
+            Account.id.in_(concerned),
+            or_(Account.pending != in_lots, Account.pending > positive),
+        )
+        .order_by(Account.id)
+    )
+    found: list[dict[str, Any]] = []
+    for account_id, pending, total, balance in rows:
+        expected = min(int(total), int(balance))
+        found.append(
+            {
+                "check": "pending",
+                "account_id": account_id,
+                "expected": int(total) if int(total) <= int(balance) else f"<= {expected}",
+                "actual": int(pending),
+            }
+        )
+    if released_as_of is not None:
+        overdue = session.execute(
+            select(Lot.id, Lot.account_id, Lot.remaining, Lot.pending_until)
+            .where(Lot.pending_until.is_not(None), Lot.pending_until <= released_as_of)
+            .order_by(Lot.account_id, Lot.id)
+        )
+        found += [
+            {
+                "check": "pending_overdue",
+                "account_id": a,
+                "lot_id": lot,
+                "pending_until": until.isoformat(),
+                "expected": "released",
+                "actual": f"{int(r)} pending",
+            }
+            for lot, a, r, until in overdue
+        ]
+    return found
+
+
+def check_rest(
+    session: Session, released_as_of: datetime | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The checks that are not per account: lots below zero, pending dust (see
+    :func:`check_pending`), orders and events."""
     lot_count, negative_lots = check_lot_remaining(session)
+    pending = check_pending(session, released_as_of)
     event_counts, undone = check_events(session)
     checked = {
         "lots": lot_count,
         "orders": int(session.scalar(select(func.count()).select_from(Order)) or 0),
         "events": event_counts,
     }
-    return checked, [*negative_lots, *check_orders(session), *undone]
+    return checked, [*negative_lots, *pending, *check_orders(session), *undone]
 
 
 def reconcile(
-    session: Session, as_of: datetime | None = None, grace_seconds: int = 0
+    session: Session,
+    as_of: datetime | None = None,
+    grace_seconds: int = 0,
+    released_as_of: datetime | None = None,
 ) -> dict[str, Any]:
     """Run every check over the whole ledger at once; the JSON of ``dust reconcile --json``."""
     as_of = as_of or utcnow()
     checked, discrepancies = check_accounts(session, as_of, grace_seconds=grace_seconds)
-    rest, more = check_rest(session)
+    rest, more = check_rest(session, released_as_of)
     return {
         "ok": not discrepancies and not more,
         "as_of": as_of.isoformat(),

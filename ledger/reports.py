@@ -14,16 +14,18 @@ from models.tables import DUST
 
 def balance(session: Session, customer_id: str) -> dict[str, Any]:
     """``{"customer_id", "dust": {...}, "store_credit": [...]}``; zeros when unknown."""
-    dust = {"balance": 0, "held": 0, "available": 0}
+    dust = {"balance": 0, "held": 0, "pending": 0, "available": 0}
     store_credit = []
     for account in customer_accounts(session, customer_id):
         numbers = {
             "balance": account.balance,
             "held": account.held,
-            "available": account.balance - account.held,
+            "available": account.balance - account.held - account.pending,
         }
         if account.kind == DUST:
-            dust = numbers
+            # Pending dust (DUST_PENDING_DAYS) is in the balance, not available.
+            dust = {**numbers, "pending": account.pending}
+            dust = {k: dust[k] for k in ("balance", "held", "pending", "available")}
         else:
             store_credit.append(
                 {"currency_code": account.currency_code, "code": account.code, **numbers}

@@ -7,6 +7,9 @@ from models.base import Base
 from models.jobs import Backfill, BackfillBatch, JobRun, Reconciliation
 from models.tables import (
     Account,
+    CustomerGroups,
+    EarnRule,
+    EarnRuleChange,
     Entry,
     Event,
     EventConflict,
@@ -20,6 +23,9 @@ from models.tables import (
 
 __all__ = [
     "Account",
+    "CustomerGroups",
+    "EarnRule",
+    "EarnRuleChange",
     "Backfill",
     "BackfillBatch",
     "JobRun",

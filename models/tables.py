@@ -43,6 +43,9 @@ class Account(Base):
     balance: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Cached total of this account's active holds.
     held: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: Cached Σ remaining of the account's pending lots (``dust_lots.pending_until`` set):
+    #: in the balance, not available. Always 0 for store credit.
+    pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (
@@ -53,6 +56,7 @@ class Account(Base):
             name="kind_fields",
         ),
         CheckConstraint("held >= 0", name="held_not_negative"),
+        CheckConstraint("pending >= 0 AND (kind = 'dust' OR pending = 0)", name="pending"),
         # Store credit is money: its available balance can never go below zero. Dust may
         # go into debt through a clawback (DUST_CLAWBACK_POLICY=debt), never by spending.
         CheckConstraint("kind = 'dust' OR balance >= held", name="store_credit_covered"),
@@ -153,10 +157,20 @@ class Lot(Base):
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     order_id: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Set while the lot is pending (DUST_PENDING_DAYS): its remaining dust is in the
+    #: balance but not available until this instant; null once released (or never pending).
+    pending_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),
         CheckConstraint("remaining >= 0 AND remaining <= amount", name="remaining_range"),
+        Index(
+            "ix_dust_lots_pending",
+            "pending_until",
+            "account_id",
+            postgresql_where=text("pending_until IS NOT NULL"),
+            sqlite_where=text("pending_until IS NOT NULL"),
+        ),
         Index(
             "ix_dust_lots_open",
             "account_id",
@@ -247,6 +261,12 @@ class Order(Base):
     earn_base: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Rate in force when the order was placed (decimal string), reused by clawbacks.
     earn_rate: Mapped[str | None] = mapped_column(String(40))
+    #: Product of the earn rules' multipliers the order earns with, capped (decimal
+    #: string; null: 1, no rule applied). Reused by clawbacks; derived again only when a
+    #: group change of the customer changes which rules applied at ``placed_at``.
+    earn_multiplier: Mapped[str | None] = mapped_column(String(40))
+    #: JSON list of the ids of those rules (null: none).
+    earn_rules: Mapped[str | None] = mapped_column(Text)
     dust_total: Mapped[int] = mapped_column(BigInteger, default=0)
     store_credit_total: Mapped[int] = mapped_column(BigInteger, default=0)
     charged_dust: Mapped[int] = mapped_column(BigInteger, default=0)
@@ -308,3 +328,79 @@ class Product(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     __table_args__ = (CheckConstraint("dust_price IS NULL OR dust_price >= 0", name="dust_price"),)
+
+
+class EarnRule(Base):
+    """An earn rule (group multiplier, campaign, welcome bonus) in force from ``starts_at``
+    (inclusive) to ``ends_at`` (exclusive; null: open). Rows are never deleted and their
+    terms never change (triggers refuse both); ``ends_at`` may only be set or brought
+    earlier, by ``dust rules end``. Every change is in ``dust_earn_rule_changes``."""
+
+    __tablename__ = "dust_earn_rules"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    group_id: Mapped[str | None] = mapped_column(String(200))
+    #: Decimal string, > 0 and <= 100 (group multipliers and campaigns).
+    multiplier: Mapped[str | None] = mapped_column(String(40))
+    #: Dust credited (welcome bonus).
+    amount: Mapped[int | None] = mapped_column(BigInteger)
+    #: Only orders in this currency (null: any).
+    currency_code: Mapped[str | None] = mapped_column(String(3))
+    name: Mapped[str | None] = mapped_column(String(200))
+    starts_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (
+        CheckConstraint("kind IN ('group_multiplier', 'campaign', 'welcome_bonus')", name="kind"),
+        CheckConstraint(
+            "(kind = 'group_multiplier' AND group_id IS NOT NULL AND multiplier IS NOT NULL"
+            " AND amount IS NULL)"
+            " OR (kind = 'campaign' AND group_id IS NULL AND multiplier IS NOT NULL"
+            " AND amount IS NULL)"
+            " OR (kind = 'welcome_bonus' AND group_id IS NULL AND multiplier IS NULL"
+            " AND amount > 0 AND currency_code IS NULL)",
+            name="kind_fields",
+        ),
+        CheckConstraint("ends_at IS NULL OR ends_at >= starts_at", name="window"),
+        Index("ix_dust_earn_rules_starts_at", "starts_at"),
+    )
+
+
+class EarnRuleChange(Base):
+    """The audit trail of the earn rules: who added or ended which rule, when and why.
+    Append-only (triggers refuse updates and deletes)."""
+
+    __tablename__ = "dust_earn_rule_changes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("dust_earn_rules.id"), index=True)
+    action: Mapped[str] = mapped_column(String(10))
+    #: The rule's ``ends_at`` before and after this change.
+    ends_before: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ends_after: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    actor: Mapped[str] = mapped_column(String(200))
+    reason: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (CheckConstraint("action IN ('add', 'end')", name="action"),)
+
+
+class CustomerGroups(Base):
+    """A customer's groups as one ``customer.created`` / ``customer.updated`` stated them at
+    ``occurred_at``. The groups at an instant are those of the latest record at or before
+    it (ties: the greater event id), so a late or out-of-order update counts by time."""
+
+    __tablename__ = "dust_customer_groups"
+
+    event_id: Mapped[str] = mapped_column(String(250), primary_key=True)
+    customer_id: Mapped[str] = mapped_column(String(200))
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: JSON list of group ids, sorted (empty: in no group).
+    group_ids: Mapped[str] = mapped_column(Text)
+    recorded_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    __table_args__ = (Index("ix_dust_customer_groups_customer", "customer_id", "occurred_at"),)

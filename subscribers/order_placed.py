@@ -10,12 +10,13 @@
 from __future__ import annotations
 
 import itertools
+import json
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import holds, orders
+from ledger import holds, orders, rules
 from models import Order, Product
 from subscribers.base import (
     Amount,
@@ -105,7 +106,8 @@ def record(
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     placed = parse(OrderPlacedPayload, envelope.data)
     order = orders.lock_order(session, placed.id)
-    if order.placed_event_id is None:
+    recorded = order.placed_event_id is None
+    if recorded:
         record(session, order, placed, envelope, context)
     elif order.placed_event_id != envelope.id:
         return Outcome(
@@ -129,8 +131,12 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             )
             outcome.detail["shortfall"] = charged.shortfall
     credits = orders.settle_refund_credits(session, order, envelope.id)
+    if recorded:
+        rules.apply_to_order(session, order, rules.load(session), context.policy)
     earned = orders.settle_earnings(session, order, envelope.id, context.policy)
     outcome.detail["earned"] = earned
+    if order.earn_rules:
+        outcome.detail["earn_rules"] = json.loads(order.earn_rules)
     if credits:
         outcome.detail["refund_credits"] = [c.__dict__ for c in credits]
     return outcome
@@ -159,6 +165,15 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     if not placed:
         return None
     dust_only = dust_only_products(session, placed)
+    earnings = rules.earnings(
+        session,
+        rules.load(session),
+        [
+            rules.Placement(p.customer_id, envelope.occurred_at, p.currency_code)
+            for p, envelope in zip(placed, envelopes, strict=False)
+        ],
+        context.policy,
+    )
     new = [
         orders.NewOrder(
             order_id=p.id,
@@ -169,10 +184,18 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
             placed_at=envelope.occurred_at,
             earn_base=eligible(p, dust_only),
             earn_rate=str(context.earn_rate(p.currency_code)),
+            earn_multiplier=earning.stored_multiplier if p.customer_id else None,
+            earn_rules=earning.stored_rules if p.customer_id else None,
         )
-        for p, envelope in zip(placed, envelopes, strict=False)
+        for p, envelope, earning in zip(placed, envelopes, earnings, strict=False)
     ]
     return Prepared(
-        [Outcome(detail={"captured": {}, "debited": {}, "earned": o.earned}) for o in new],
-        lambda session: orders.place_new(session, new, context.policy),
+        [_bulk_outcome(o) for o in new], lambda s: orders.place_new(s, new, context.policy)
     )
+
+
+def _bulk_outcome(order: orders.NewOrder) -> Outcome:
+    detail: dict[str, object] = {"captured": {}, "debited": {}, "earned": order.earned}
+    if order.earn_rules:
+        detail["earn_rules"] = json.loads(order.earn_rules)
+    return Outcome(detail=detail)

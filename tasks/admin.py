@@ -129,7 +129,7 @@ def account_json(account: Account) -> dict[str, Any]:
         "code": account.code,
         "balance": account.balance,
         "held": account.held,
-        "available": account.balance - account.held,
+        "available": account.balance - account.held - account.pending,
     }
 
 

@@ -192,7 +192,12 @@ def _bad(text: str, name: str | None, error: str, event_id: str | None = None) -
 def context_from(settings: Settings) -> Context:
     return Context(
         earn_rate=settings.rate_for,
-        policy=EarnPolicy(settings.points_ttl_days, settings.clawback_policy),
+        policy=EarnPolicy(
+            settings.points_ttl_days,
+            settings.clawback_policy,
+            pending_days=settings.pending_days,
+            max_multiplier=settings.max_earn_multiplier,
+        ),
         default_currency=settings.default_currency,
         hold_ttl_seconds=settings.hold_ttl_seconds,
     )

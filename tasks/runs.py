@@ -266,6 +266,14 @@ def _expire_lots(
     return False
 
 
+def last_lot_run(session: Session) -> datetime | None:
+    """The instant the last finished lot job covered: no lot may be pending past it."""
+    stmt = select(func.max(JobRun.as_of)).where(
+        JobRun.job == "expire_lots", JobRun.status == "succeeded"
+    )
+    return session.scalar(stmt)
+
+
 def stale_hold_grace() -> int:
     """How long past its expiry a hold may still be active before reconciliation calls it
     stale: the hold-expiry job comes round every interval (twice that, for a late run)."""
@@ -289,7 +297,7 @@ def _reconcile(
     )
     lo, hi = session.execute(select(func.min(window.c.id), func.max(window.c.id))).one()
     if lo is None:
-        checked, found = reconcile.check_rest(session)
+        checked, found = reconcile.check_rest(session, last_lot_run(session))
     else:
         checked, found = _check_accounts(session, run.as_of, lo, hi, stale_hold_grace())
         run.cursor = str(hi)

@@ -127,6 +127,10 @@ def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
 
+#: Tables whose triggers refuse deletes (the journal, the earn rules and their history).
+APPEND_ONLY_TABLES = ("dust_entries", "dust_earn_rules", "dust_earn_rule_changes")
+
+
 @pytest.fixture(scope="session")
 def empty_postgres(postgres_url: str) -> Iterator[Callable[[], None]]:
     """Empties every ``dust_`` table of the test schema, children first.
@@ -139,10 +143,11 @@ def empty_postgres(postgres_url: str) -> Iterator[Callable[[], None]]:
         existing = set(dust_tables(connection))
     known = [t.name for t in reversed(Base.metadata.sorted_tables) if t.name in existing]
     order = sorted(existing - set(known)) + known
+    guarded = [t for t in APPEND_ONLY_TABLES if t in existing]
     statements = [
-        "ALTER TABLE dust_entries DISABLE TRIGGER USER",
+        *(f"ALTER TABLE {table} DISABLE TRIGGER USER" for table in guarded),
         *(f"DELETE FROM {table}" for table in order),
-        "ALTER TABLE dust_entries ENABLE TRIGGER USER",
+        *(f"ALTER TABLE {table} ENABLE TRIGGER USER" for table in guarded),
     ]
 
     def empty() -> None:
@@ -363,7 +368,7 @@ class Dust:
             return list(session.scalars(select(Account).order_by(Account.id)))
 
     def check_invariants(self) -> None:
-        """I1–I4 of the ledger, for every account."""
+        """I1–I4 and I6 of the ledger, for every account."""
         with worker_db.session_scope() as session:
             check_invariants(session)
 
@@ -396,6 +401,12 @@ def check_invariants(session: Session) -> None:
                 )
             )
             assert lots == max(account.balance, 0), f"I4 broken on account {account.id}"
+            pending = session.scalar(
+                select(func.coalesce(func.sum(Lot.remaining), 0)).where(
+                    Lot.account_id == account.id, Lot.pending_until.is_not(None)
+                )
+            )
+            assert account.pending == pending, f"I6 broken on account {account.id}"
 
 
 @pytest.fixture

@@ -84,7 +84,7 @@ def test_credit_and_debit_are_posted_with_reason_actor_and_lot(embedded: Install
     assert "debited 200 dust from adj-1" in shown.stdout and "balance 300" in shown.stdout
 
     balance = embedded.ok("balance", "adj-1", "--json").json()
-    assert balance["dust"] == {"balance": 300, "held": 0, "available": 300}
+    assert balance["dust"] == {"balance": 300, "held": 0, "pending": 0, "available": 300}
     assert [(s["currency_code"], s["balance"]) for s in balance["store_credit"]] == [("usd", 2500)]
     rows = embedded.rows(
         "SELECT e.direction, e.amount, e.reason, e.reference_type, e.actor, e.memo"

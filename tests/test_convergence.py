@@ -82,7 +82,7 @@ def test_every_arrival_order_of_placed_refund_cancel_converges(dust: Any, config
 
     # canceled: every charge given back, every earned dust clawed back, the refund kept
     assert final == {
-        "dust": {"balance": 1000, "held": 0, "available": 1000},
+        "dust": {"balance": 1000, "held": 0, "pending": 0, "available": 1000},
         "store_credit": [("eur", 0, 0), ("usd", 2500 + 3000, 0)],
         "lots": [(GRANT_EXPIRES, 1000)],
     }
@@ -96,7 +96,7 @@ def test_every_arrival_order_of_placed_and_two_refunds_converges(dust: Any, conf
 
     # base 10000 - 1000 store credit = 9000; refunded 3000 + 4234 -> floor(1766 * 0.01)
     assert final == {
-        "dust": {"balance": 1000 - 150 + 17, "held": 0, "available": 867},
+        "dust": {"balance": 1000 - 150 + 17, "held": 0, "pending": 0, "available": 867},
         "store_credit": [("eur", 0, 0), ("usd", 2500 - 1000 + 3000, 0)],
         "lots": [(GRANT_EXPIRES, 850), (T0 + timedelta(days=365), 17)],
     }

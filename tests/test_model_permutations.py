@@ -195,7 +195,7 @@ def expected(s: Scenario) -> dict[str, Any]:
     to_credit = sum(amount for amount, to_sc, _ in s.refunds if to_sc)
     if s.guest:
         customer = {
-            "dust": {"balance": 0, "held": 0, "available": 0},
+            "dust": {"balance": 0, "held": 0, "pending": 0, "available": 0},
             "store_credit": [],
             "lots": [],
         }
@@ -204,7 +204,7 @@ def expected(s: Scenario) -> dict[str, Any]:
         credit = CREDIT_GRANT - spent_credit + to_credit
         dust_balance = DUST_GRANT - spent_dust + earned
         customer = {
-            "dust": {"balance": dust_balance, "held": 0, "available": dust_balance},
+            "dust": {"balance": dust_balance, "held": 0, "pending": 0, "available": dust_balance},
             "store_credit": [("usd", credit, 0)],
             "lots": [lot for lot in lots if lot[1] > 0],
         }

@@ -28,7 +28,7 @@ def test_contract_example_earns_one_lot_expiring_a_year_after_the_event(dust: An
     assert result.detail["earned"] == 100
     assert dust.balance("cus_1") == {
         "customer_id": "cus_1",
-        "dust": {"balance": 100, "held": 0, "available": 100},
+        "dust": {"balance": 100, "held": 0, "pending": 0, "available": 100},
         "store_credit": [],
     }
     assert dust.lots("cus_1") == [(T0 + timedelta(days=365), 100, 100)]
@@ -149,7 +149,7 @@ def test_a_second_order_placed_for_the_same_order_is_ignored(dust: Any) -> None:
 def test_a_customer_with_no_accounts_has_zeros(dust: Any) -> None:
     assert dust.balance("nobody") == {
         "customer_id": "nobody",
-        "dust": {"balance": 0, "held": 0, "available": 0},
+        "dust": {"balance": 0, "held": 0, "pending": 0, "available": 0},
         "store_credit": [],
     }
 

@@ -134,7 +134,7 @@ def test_clamp_policy_forgives_what_is_not_there(dust: Any, configure: Any) -> N
     result = dust.refund("ref_1", "order_1", 10000)
 
     assert result.status == "processed", result.reason
-    assert dust.balance("cus_1")["dust"] == {"balance": 0, "held": 0, "available": 0}
+    assert dust.balance("cus_1")["dust"] == {"balance": 0, "held": 0, "pending": 0, "available": 0}
     [clawback] = dust.entries(reason="clawback")
     assert (clawback.amount, clawback.forgiven, clawback.balance_after) == (20, 80, 0)
     # nothing left to take at all: forgiven on the order, no entry
@@ -150,7 +150,7 @@ def test_clamp_policy_does_not_take_held_dust(dust: Any, configure: Any) -> None
     dust.order("order_1", "cus_1", 10000)
     dust.reserve("cus_1", "cart_1", 70)
     dust.refund("ref_1", "order_1", 10000)
-    assert dust.balance("cus_1")["dust"] == {"balance": 70, "held": 70, "available": 0}
+    assert dust.balance("cus_1")["dust"] == {"balance": 70, "held": 70, "pending": 0, "available": 0}
     [clawback] = dust.entries(reason="clawback")
     assert (clawback.amount, clawback.forgiven) == (30, 70)
 
@@ -181,7 +181,7 @@ def test_customer_created_with_a_default_currency_opens_store_credit(
     configure(DUST_DEFAULT_CURRENCY="EUR")
     dust.send("customer.created", {"id": "cus_1"})
     balance = dust.balance("cus_1")
-    assert balance["dust"] == {"balance": 0, "held": 0, "available": 0}
+    assert balance["dust"] == {"balance": 0, "held": 0, "pending": 0, "available": 0}
     [store_credit] = balance["store_credit"]
     assert store_credit["currency_code"] == "eur" and store_credit["balance"] == 0
     assert CODE.fullmatch(store_credit["code"])

@@ -133,15 +133,23 @@ def balance(customer_id: str, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(result)
         return
-    table = Table("account", "code", "balance", "held", "available", title=customer_id)
+    table = Table("account", "code", "balance", "held", "pending", "available", title=customer_id)
     dust = result["dust"]
-    table.add_row("dust", "", str(dust["balance"]), str(dust["held"]), str(dust["available"]))
+    table.add_row(
+        "dust",
+        "",
+        str(dust["balance"]),
+        str(dust["held"]),
+        str(dust["pending"]),
+        str(dust["available"]),
+    )
     for sc in result["store_credit"]:
         table.add_row(
             f"store credit {sc['currency_code']}",
             sc["code"],
             str(sc["balance"]),
             str(sc["held"]),
+            "",
             str(sc["available"]),
         )
     console.print(table)
@@ -264,7 +272,7 @@ def demo(
 
 
 # Commands of the jobs and admin modules register themselves on ``app`` when imported.
-from worker import cli_admin, cli_jobs  # noqa: E402,F401
+from worker import cli_admin, cli_jobs, cli_rules  # noqa: E402,F401
 
 
 def main() -> None:

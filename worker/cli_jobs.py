@@ -69,7 +69,8 @@ def expire(
         f"as of {instant.isoformat()}: expired {holds.get('holds', 0)} hold(s)"
         f" ({holds.get('amount', 0)} released on {holds.get('accounts', 0)} account(s));"
         f" expired {lots.get('amount', 0)} dust from {lots.get('lots', 0)} lot(s)"
-        f" on {lots.get('entries', 0)} account(s)"
+        f" on {lots.get('entries', 0)} account(s);"
+        f" released {lots.get('released', 0)} pending dust"
         f" (runs {result['holds']['id']}, {result['lots']['id']})"
     )
 

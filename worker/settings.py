@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     points_ttl_days: int = Field(default=365, ge=0, le=36500)
     hold_ttl_seconds: int = Field(default=3600, gt=0, le=30 * 86400)
     clawback_policy: Literal["debt", "clamp"] = "debt"
+    #: Days dust earned on an order stays pending (in the balance, not available); 0: off.
+    pending_days: int = Field(default=0, ge=0, le=3650)
+    #: Cap on the product of the earn rules' multipliers an order earns with.
+    max_earn_multiplier: Annotated[Decimal, NoDecode] = Decimal(10)
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
     #: Most events a pool process takes as one batch (worker/batching.py); 1 = no batches.
@@ -106,6 +110,19 @@ class Settings(BaseSettings):
     @classmethod
     def _earn_rate(cls, value: Any) -> Decimal:
         return _decimal_rate(value, "rate")
+
+    @field_validator("max_earn_multiplier", mode="before")
+    @classmethod
+    def _max_multiplier(cls, value: Any) -> Decimal:
+        if isinstance(value, bool) or isinstance(value, float):
+            raise ValueError(f'must be a decimal string such as "10", not {value!r}')
+        try:
+            cap = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise ValueError(f"must be a decimal number, got {value!r}") from None
+        if not cap.is_finite() or cap < 1 or cap > 10000:
+            raise ValueError(f"must be a decimal from 1 to 10000, got {value!r}")
+        return cap
 
     @field_validator("earn_rates", mode="before")
     @classmethod

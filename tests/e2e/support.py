@@ -340,15 +340,17 @@ class Dust:
             return [dict(r) for r in connection.execute(text(sql), params).mappings()]
 
     def dust(self, customer_id: str) -> dict[str, int]:
-        """Balance, held and available of the customer's dust account (zeros if none)."""
+        """Balance, held, pending and available of the customer's dust account (zeros if
+        none)."""
         rows = self.rows(
-            "SELECT balance, held FROM dust_accounts WHERE customer_id = :c AND kind = 'dust'",
+            "SELECT balance, held, pending FROM dust_accounts"
+            " WHERE customer_id = :c AND kind = 'dust'",
             c=customer_id,
         )
         if not rows:
-            return {"balance": 0, "held": 0, "available": 0}
+            return {"balance": 0, "held": 0, "pending": 0, "available": 0}
         row = rows[0]
-        return {**row, "available": row["balance"] - row["held"]}
+        return {**row, "available": row["balance"] - row["held"] - row["pending"]}
 
     def store_credit(self, customer_id: str) -> dict[str, int]:
         """Store-credit balance per currency."""

@@ -46,7 +46,7 @@ def test_order_lifecycle_with_checkout(dust, envelope, uid):
     customer = f"cus_{uid}"
     rows = dust.apply(envelope("customer.created", {"id": customer, "email": "a@example.com"}))
     assert [r["status"] for r in rows.values()] == ["processed"]
-    assert dust.dust(customer) == {"balance": 0, "held": 0, "available": 0}
+    assert dust.dust(customer) == {"balance": 0, "held": 0, "pending": 0, "available": 0}
 
     # CONTRACT §3: total 10999, shipping 999 -> 100 dust.
     placed = dust.apply(envelope("order.placed", order(uid)))
@@ -72,15 +72,15 @@ def test_order_lifecycle_with_checkout(dust, envelope, uid):
     assert row["status"] == "processed", row
     assert row["detail"]["captured"] == {"dust": 30}
     # base 2030 -> 20 dust earned; 50 - 30 + 20 = 40.
-    assert dust.dust(customer) == {"balance": 40, "held": 0, "available": 40}
+    assert dust.dust(customer) == {"balance": 40, "held": 0, "pending": 0, "available": 40}
 
     # Canceling it gives back the 30 spent and claws back the 20 earned.
     (row,) = dust.apply(envelope("order.canceled", {"id": f"order_{uid}_2"})).values()
     assert row["status"] == "processed", row
-    assert dust.dust(customer) == {"balance": 50, "held": 0, "available": 50}
+    assert dust.dust(customer) == {"balance": 50, "held": 0, "pending": 0, "available": 50}
 
     balance = dust.request("balance", customer_id=customer)
-    assert balance["dust"] == {"balance": 50, "held": 0, "available": 50}
+    assert balance["dust"] == {"balance": 50, "held": 0, "pending": 0, "available": 50}
     (credit,) = balance["store_credit"]
     assert credit["currency_code"] == "usd" and credit["balance"] == 5000
     assert dust.journal_disagreements() == []
@@ -150,7 +150,7 @@ def test_cancel_before_its_order(dust, envelope, uid):
         "reserve", cart_id=f"cart_{uid}_2", customer_id=customer, amount=40, kind="dust"
     )
     assert reply["status"] == "reserved", reply
-    assert dust.dust(customer) == {"balance": 100, "held": 40, "available": 60}
+    assert dust.dust(customer) == {"balance": 100, "held": 40, "pending": 0, "available": 60}
 
     (row,) = dust.apply(envelope("order.canceled", {"id": f"order_{uid}_2"})).values()
     assert row["status"] == "processed", row
@@ -159,7 +159,7 @@ def test_cancel_before_its_order(dust, envelope, uid):
     (row,) = dust.apply(envelope("order.placed", order(uid, 2, dust_total=40))).values()
     assert row["status"] == "processed", row
     # Canceled first: nothing charged, nothing earned, the cart's hold released.
-    assert dust.dust(customer) == {"balance": 100, "held": 0, "available": 100}
+    assert dust.dust(customer) == {"balance": 100, "held": 0, "pending": 0, "available": 100}
     entries = dust.scalar(
         "SELECT COUNT(*) FROM dust_entries WHERE reference_id = :o", o=f"order_{uid}_2"
     )
@@ -231,5 +231,5 @@ def test_pickle_message_is_refused_and_nothing_executes(dust, workers, envelope,
 
     assert not Path(marker).exists(), "the worker unpickled the message"
     assert dust.events([payload["id"]]) == {}
-    assert dust.dust(customer) == {"balance": 0, "held": 0, "available": 0}
+    assert dust.dust(customer) == {"balance": 0, "held": 0, "pending": 0, "available": 0}
     assert dust.scalar("SELECT COUNT(*) FROM dust_accounts WHERE customer_id = :c", c=customer) == 0

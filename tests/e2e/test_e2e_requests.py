@@ -78,7 +78,7 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
     balance = dust.request("balance", customer_id=customer)
     assert set(balance) == {"customer_id", "dust", "store_credit"}
     assert balance["customer_id"] == customer
-    assert balance["dust"] == {"balance": 100, "held": 50, "available": 50}
+    assert balance["dust"] == {"balance": 100, "held": 50, "pending": 0, "available": 50}
     for account in balance["store_credit"]:
         assert set(account) == {"currency_code", "code", "balance", "held", "available"}
         assert account["currency_code"] == "usd"
@@ -95,7 +95,7 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
 
     assert dust.request("balance", customer_id=f"nobody_{uid}") == {
         "customer_id": f"nobody_{uid}",
-        "dust": {"balance": 0, "held": 0, "available": 0},
+        "dust": {"balance": 0, "held": 0, "pending": 0, "available": 0},
         "store_credit": [],
     }
     # A malformed request is answered (not retried, not crashing the worker).
