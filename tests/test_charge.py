@@ -32,7 +32,12 @@ def test_cart_hold_captured_in_part_and_the_rest_released(dust: Any) -> None:
     assert result.status == "processed", result.reason
     assert result.detail["captured"] == {"dust": 300}
     assert hold_states("cart_1") == [("captured", 500, 300)]
-    assert dust.balance("cus_1")["dust"] == {"balance": 800, "held": 0, "pending": 0, "available": 800}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 800,
+        "held": 0,
+        "pending": 0,
+        "available": 800,
+    }
     [spend] = dust.entries(reason="spend")
     assert (spend.direction, spend.amount, spend.reference_id) == ("debit", 300, "order_1")
 
@@ -92,8 +97,18 @@ def test_holds_of_other_carts_and_customers(dust: Any) -> None:
     assert result.status == "processed", result.reason
     assert hold_states("cart_1") == [("captured", 100, 100), ("released", 300, 0)]
     assert hold_states("cart_other") == [("active", 200, 0)]
-    assert dust.balance("cus_1")["dust"] == {"balance": 900, "held": 200, "pending": 0, "available": 700}
-    assert dust.balance("cus_2")["dust"] == {"balance": 1000, "held": 0, "pending": 0, "available": 1000}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 900,
+        "held": 200,
+        "pending": 0,
+        "available": 700,
+    }
+    assert dust.balance("cus_2")["dust"] == {
+        "balance": 1000,
+        "held": 0,
+        "pending": 0,
+        "available": 1000,
+    }
 
 
 def test_an_order_charging_nothing_releases_its_cart_holds(dust: Any) -> None:
@@ -110,7 +125,12 @@ def test_capture_after_a_clawback_took_the_held_dust_is_a_shortfall(dust: Any) -
     dust.order("order_1", "cus_1", 10000)  # earns 100
     dust.reserve("cus_1", "cart_2", 60)
     dust.refund("ref_1", "order_1", 10000)  # claws back 100: balance 0, held 60
-    assert dust.balance("cus_1")["dust"] == {"balance": 0, "held": 60, "pending": 0, "available": -60}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 0,
+        "held": 60,
+        "pending": 0,
+        "available": -60,
+    }
 
     result = dust.order("order_2", "cus_1", 0, cart_id="cart_2", dust_total=60)
 
@@ -184,7 +204,12 @@ def test_cancel_returns_dust_to_the_lots_it_came_from_and_store_credit(dust: Any
     assert canceled.status == "processed", canceled.reason
     assert canceled.detail == {"returned": 1120, "clawed_back": 90}
     assert lot_remaining("cus_1") == {soon: 50, late: 100, T0 + timedelta(days=365): 0}
-    assert dust.balance("cus_1")["dust"] == {"balance": 150, "held": 0, "pending": 0, "available": 150}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 150,
+        "held": 0,
+        "pending": 0,
+        "available": 150,
+    }
     assert dust.store_credit("cus_1") == 4000
     # every returned dust went back through a recorded movement, to the lots it came from
     with session_scope() as session:
@@ -218,6 +243,11 @@ def test_cancel_before_the_order_charges_and_earns_nothing(dust: Any) -> None:
 
     assert placed.status == "processed", placed.reason
     assert placed.detail["canceled"] is True
-    assert dust.balance("cus_1")["dust"] == {"balance": 500, "held": 0, "pending": 0, "available": 500}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 500,
+        "held": 0,
+        "pending": 0,
+        "available": 500,
+    }
     assert hold_states("cart_1") == [("released", 200, 0)]
     assert dust.entries(reason="spend") == [] and dust.entries(reason="earn") == []

@@ -190,7 +190,12 @@ def test_expire_holds_is_set_based_over_many_accounts(dust: Dust) -> None:
     assert (rest.accounts, rest.holds, rest.amount) == (3, 6, 90)
     assert expire_holds(later).holds == 0
     for n in range(1, 6):
-        assert dust.balance(f"cus_{n}")["dust"] == {"balance": 100, "held": 0, "pending": 0, "available": 100}
+        assert dust.balance(f"cus_{n}")["dust"] == {
+            "balance": 100,
+            "held": 0,
+            "pending": 0,
+            "available": 100,
+        }
     with session_scope() as session:
         statuses = set(session.scalars(select(Hold.status)))
         settled = set(session.scalars(select(Hold.settled_at)))
@@ -215,7 +220,12 @@ def test_the_expire_command_code_records_its_runs(dust: Dust) -> None:
     assert hold_run["status"] == lot_run["status"] == "succeeded"
     assert hold_run["counts"]["holds"] == 1 and hold_run["counts"]["amount"] == 10
     assert lot_run["counts"]["amount"] == 100 and lot_run["counts"]["entries"] == 1
-    assert dust.balance("cus_1")["dust"] == {"balance": 10, "held": 0, "pending": 0, "available": 10}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 10,
+        "held": 0,
+        "pending": 0,
+        "available": 10,
+    }
     (entry,) = dust.entries(reason="expiry")
     assert entry.reference_id == f"job_run:{lot_run['id']}"
 

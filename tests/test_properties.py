@@ -185,7 +185,12 @@ def test_concurrent_reservations_never_overdraw(dust: Any) -> None:
     dust.grant("cus_1", 100)
     results = run_together(6, lambda i: dust.reserve("cus_1", f"cart_{i}", 30))
     assert sorted(r.status for r in results) == ["rejected"] * 3 + ["reserved"] * 3
-    assert dust.balance("cus_1")["dust"] == {"balance": 100, "held": 90, "pending": 0, "available": 10}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 100,
+        "held": 90,
+        "pending": 0,
+        "available": 10,
+    }
 
 
 def test_concurrent_spends_from_one_account_never_overdraw(dust: Any) -> None:

@@ -150,7 +150,12 @@ def test_clamp_policy_does_not_take_held_dust(dust: Any, configure: Any) -> None
     dust.order("order_1", "cus_1", 10000)
     dust.reserve("cus_1", "cart_1", 70)
     dust.refund("ref_1", "order_1", 10000)
-    assert dust.balance("cus_1")["dust"] == {"balance": 70, "held": 70, "pending": 0, "available": 0}
+    assert dust.balance("cus_1")["dust"] == {
+        "balance": 70,
+        "held": 70,
+        "pending": 0,
+        "available": 0,
+    }
     [clawback] = dust.entries(reason="clawback")
     assert (clawback.amount, clawback.forgiven) == (30, 70)
 
