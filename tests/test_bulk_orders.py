@@ -104,7 +104,7 @@ def state(p: str) -> dict[str, Any]:
             for a in session.scalars(select(Account).where(Account.customer_id.like(f"{p}%")))
         }
         accounts = [
-            strip(p, [*owner[a.id], a.balance, a.held])
+            strip(p, [*owner[a.id], a.balance, a.held, a.pending])
             for a in session.scalars(select(Account).order_by(Account.id))
             if a.id in owner
         ]
@@ -117,7 +117,7 @@ def state(p: str) -> dict[str, Any]:
         ]
         lots = [
             strip(p, [*owner[lot.account_id], lot.amount, lot.remaining, lot.order_id])
-            + [lot.expires_at]
+            + [lot.expires_at, lot.pending_until]
             for lot in session.scalars(select(Lot).order_by(Lot.id))
             if lot.account_id in owner
         ]
@@ -238,6 +238,73 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     assert [r.status for r in results] == one_at_a_time
     assert one_at_a_time.count("processed") == 15
     assert_same_rows("b_", "a_")
+
+
+def test_the_set_based_path_applies_the_earn_rules(
+    dust: Any, configure: Any, bulk_calls: list[tuple[int, bool]]
+) -> None:
+    """Group multipliers, a campaign and pending dust, set-based: the rows of one event at
+    a time, the account locked before the groups are read."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from ledger import rules
+    from models.base import utcnow
+    from tasks.inbox import process_batch
+
+    configure(DUST_PENDING_DAYS="14")
+    now = utcnow().replace(microsecond=0)
+    with worker_db.session_scope() as session:
+        for kind, fields in [
+            (rules.GROUP_MULTIPLIER, {"group_id": "vip", "multiplier": Decimal(2)}),
+            (
+                rules.CAMPAIGN,
+                {"multiplier": Decimal("1.5"), "ends_at": now + timedelta(hours=1)},
+            ),
+            (rules.WELCOME_BONUS, {"amount": 50}),
+        ]:
+            fields["starts_at"] = now - timedelta(days=1)
+            rules.add_rule(session, kind=kind, actor="test", reason="bench", **fields)
+
+    def customers(p: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": f"{p}evt_c_{name}",
+                "name": "customer.created",
+                "occurred_at": (now - timedelta(hours=2)).isoformat(),
+                "data": {"id": f"{p}{name}", "group_ids": groups},
+            }
+            for name, groups in [("vip", ["vip"]), ("plain", []), ("late", ["vip"])]
+        ]
+
+    def orders(p: str) -> list[dict[str, Any]]:
+        at = (now - timedelta(minutes=5)).isoformat()
+        after = (now + timedelta(hours=2)).isoformat()
+        return [
+            placed(p, "1", "vip", 10_000, occurred_at=at),  # 2 x 1.5
+            placed(p, "2", "plain", 10_000, occurred_at=at),  # 1.5
+            placed(p, "3", None, 10_000, occurred_at=at),  # a guest: nothing
+            placed(p, "4", "vip", 10_000, occurred_at=after),  # after the campaign: 2
+            placed(p, "5", "nobody", 10_000, occurred_at=after),  # no groups known: 1
+        ]
+
+    for envelope in customers("a_") + orders("a_"):
+        dust.process(envelope)
+    for envelope in customers("b_"):
+        dust.process(envelope)
+    assert bulk_calls == []
+    results = process_batch(orders("b_"))
+
+    assert bulk_calls == [(5, True)]
+    assert [r.status for r in results] == ["processed"] * 5
+    assert [r.detail["earned"] for r in results] == [300, 150, 0, 200, 100]
+    assert_same_rows("b_", "a_")
+    assert dust.balance("b_vip")["dust"] == {
+        "balance": 550,
+        "held": 0,
+        "pending": 500,
+        "available": 50,
+    }
 
 
 @st.composite
