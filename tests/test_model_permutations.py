@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -21,7 +22,7 @@ from itertools import count
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
@@ -256,3 +257,180 @@ def test_every_arrival_order_converges_to_the_formula(
     for arrival, other in results[1:]:
         assert other == first, f"{arrival} differs from {first_arrival}"
     assert first == expected(s)
+
+
+# -- with earn rules in force ------------------------------------------------------------
+
+#: Rules of the property below: customers in group ``vip`` earn twice; a campaign earns
+#: 1.5 times from T0 − 1 h to T0 + 1 h; a welcome bonus of 25 for customers created from
+#: T0 − 3 h on. Pending dust for ten years (the longest allowed), so it stays pending.
+HOUR = timedelta(hours=1)
+WELCOME = 25
+PENDING_DAYS = 3650
+
+
+@dataclass(frozen=True)
+class Grouped:
+    order: Scenario
+    created_at: timedelta  # customer.created's offset from T0, and its groups
+    created_groups: list[str] | None
+    updated_at: timedelta  # customer.updated's (another instant), and its groups
+    updated_groups: list[str] | None
+    placed_at: timedelta  # the order's
+    pending: bool
+
+    def groups_at(self, offset: timedelta) -> set[str]:
+        known = sorted(
+            (at, groups)
+            for at, groups in [
+                (self.created_at, self.created_groups),
+                (self.updated_at, self.updated_groups),
+            ]
+            if groups is not None and at <= offset
+        )
+        return set(known[-1][1]) if known else set()
+
+
+OFFSETS = st.sampled_from([timedelta(minutes=m) for m in (-240, -150, -61, -60, -1, 0, 30, 61)])
+
+
+@st.composite
+def grouped_scenarios(draw: st.DrawFn) -> Grouped:
+    created_at = draw(OFFSETS)
+    updated_at = draw(OFFSETS.filter(lambda at: at != created_at))
+    groups = st.sampled_from([[], ["vip"], ["vip", "b2b"], ["b2b"], None])
+    return Grouped(
+        order=draw(scenarios().filter(lambda s: not s.guest)),  # guests: no groups
+        created_at=created_at,
+        created_groups=draw(groups),
+        updated_at=updated_at,
+        updated_groups=draw(groups),
+        placed_at=draw(st.sampled_from([-HOUR - timedelta(minutes=1), -HOUR, 0 * HOUR, HOUR])),
+        pending=draw(st.booleans()),
+    )
+
+
+def grouped_events(g: Grouped, n: int) -> dict[str, tuple[str, dict[str, Any], datetime]]:
+    events = {key: (name, data, T0) for key, (name, data) in events_of(g.order, n).items()}
+    events["order.placed"] = (*events["order.placed"][:2], T0 + g.placed_at)
+    if not g.order.guest:
+        customer = f"perm_cus_{n}"
+        for key, at, groups in [
+            ("customer.created", g.created_at, g.created_groups),
+            ("customer.updated", g.updated_at, g.updated_groups),
+        ]:
+            data: dict[str, Any] = {"id": customer}
+            if groups is not None:
+                data["group_ids"] = groups
+            events[key] = (key, data, T0 + at)
+    return events
+
+
+def merged_snapshot(dust: Any, g: Grouped, n: int) -> dict[str, Any]:
+    """:func:`snapshot`, the lots summed by expiry: an earning raised by a group record
+    that arrives later is a second lot of the same expiry as the first."""
+    found = snapshot(dust, g.order, n)
+    lots: dict[Any, int] = {}
+    for expires, remaining in found["customer"]["lots"]:
+        lots[expires] = lots.get(expires, 0) + remaining
+    found["customer"]["lots"] = sorted(lots.items())
+    return found
+
+
+def grouped_expected(g: Grouped) -> dict[str, Any]:
+    s = g.order
+    multiplier = Decimal(2) if "vip" in g.groups_at(g.placed_at) else Decimal(1)
+    if -HOUR <= g.placed_at < HOUR:
+        multiplier *= Decimal("1.5")
+    refunded = sum(amount for amount, _, _ in s.refunds)
+    base = max(0, s.eligible - s.store_credit_total - refunded)
+    earned = int((base * Decimal(s.rate) * multiplier).to_integral_value(ROUND_FLOOR))
+    if s.cancel or s.guest:
+        earned = 0
+    found = expected(s)
+    if s.guest:
+        return found
+    bonus = WELCOME if g.created_at >= -3 * HOUR else 0
+    spent_dust = 0 if s.cancel else s.dust_total
+    lots: dict[datetime, int] = {}
+    for expires, amount in [
+        (GRANT_EXPIRES, DUST_GRANT - spent_dust),
+        (T0 + g.placed_at + timedelta(days=365), earned),
+        (T0 + g.created_at + timedelta(days=365), bonus),
+    ]:
+        lots[expires] = lots.get(expires, 0) + amount
+    balance = DUST_GRANT - spent_dust + earned + bonus
+    pending = earned if g.pending else 0
+    found["customer"]["dust"] = {
+        "balance": balance,
+        "held": 0,
+        "pending": pending,
+        "available": balance - pending,
+    }
+    found["customer"]["lots"] = sorted((e, a) for e, a in lots.items() if a > 0)
+    found["order"]["net_earned"] = earned
+    return found
+
+
+@pytest.mark.timeout(1800 if LONG else 300)
+def _plain(**fields: Any) -> Scenario:
+    order = dict(items=None, plain=10_000, shipping=0, tax=0, dust_total=0)
+    order.update(store_credit_total=0, dust_hold=0, credit_hold=0, refunds=[(2_500, True, True)])
+    order.update(cancel=False, guest=False, rate="0.01")
+    return Scenario(**{**order, **fields})  # type: ignore[arg-type]
+
+
+@bounded(20, 300)
+@given(g=grouped_scenarios(), rng=st.randoms(use_true_random=False))
+# joined vip before the order, known only from the update that arrives after it; and left
+@example(g=Grouped(_plain(), -4 * HOUR, [], -HOUR, ["vip"], 0 * HOUR, True), rng=random.Random(0))
+@example(
+    g=Grouped(_plain(cancel=True), -4 * HOUR, ["vip"], -HOUR, [], 0 * HOUR, False),
+    rng=random.Random(0),
+)
+@example(
+    g=Grouped(_plain(), -4 * HOUR, ["vip"], -HOUR, ["b2b"], -HOUR, False), rng=random.Random(0)
+)
+def test_every_arrival_order_converges_with_earn_rules_in_force(
+    dust: Any, configure: Any, g: Grouped, rng: Any
+) -> None:
+    """Group records before or after the order in time and in arrival, a campaign whose
+    window the order is in or not, a welcome bonus, pending dust: every arrival order
+    leaves the ledger the formula gives with the multipliers at the order's instant."""
+    from ledger import rules
+
+    configure(DUST_EARN_RATE=g.order.rate, DUST_PENDING_DAYS=str(PENDING_DAYS if g.pending else 0))
+    with session_scope() as session:
+        if not list(session.scalars(select(rules.EarnRule))):
+            for kind, fields in [
+                (rules.GROUP_MULTIPLIER, {"group_id": "vip", "multiplier": Decimal(2)}),
+                (
+                    rules.CAMPAIGN,
+                    {
+                        "multiplier": Decimal("1.5"),
+                        "starts_at": T0 - HOUR,
+                        "ends_at": T0 + HOUR,
+                    },
+                ),
+                (rules.WELCOME_BONUS, {"amount": WELCOME, "starts_at": T0 - 3 * HOUR}),
+            ]:
+                fields.setdefault("starts_at", T0 - timedelta(days=1))
+                rules.add_rule(session, kind=kind, actor="test", reason="property", **fields)
+    names = list(grouped_events(g, 0))
+    results = []
+    for arrival in arrival_orders(names, rng):
+        n = next(runs)
+        customer = f"perm_cus_{n}"
+        if not g.order.guest:
+            dust.grant(customer, DUST_GRANT, expires_at=GRANT_EXPIRES)
+            dust.grant(customer, CREDIT_GRANT, kind="store_credit", currency="usd")
+        events = grouped_events(g, n)
+        for key in arrival:
+            name, data, at = events[key]
+            result = dust.send(name, data, occurred_at=at)
+            assert result.status == "processed", (arrival, key, result.reason)
+        results.append((arrival, merged_snapshot(dust, g, n)))
+    first_arrival, first = results[0]
+    for arrival, other in results[1:]:
+        assert other == first, f"{arrival} differs from {first_arrival}"
+    assert first == grouped_expected(g)
