@@ -118,10 +118,13 @@ def _children(pid: int) -> list[int]:
 class WorkerProcess:
     """One ``celery worker`` process (and its prefork pool), in its own process group."""
 
-    def __init__(self, name: str, log_path: Path, concurrency: int = 2) -> None:
+    def __init__(
+        self, name: str, log_path: Path, concurrency: int = 2, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.log_path = log_path
         self.concurrency = concurrency
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -162,7 +165,7 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 self.command,
                 cwd=ROOT,
-                env=worker_env(),
+                env=worker_env(**self.env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
