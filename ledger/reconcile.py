@@ -3,7 +3,7 @@
 Each check returns discrepancies as dicts ``{"check", "account_id", "expected", "actual"}``
 (plus the ids that identify the row: ``entry_id``, ``hold_id``, ``order_id``, ``event_id``).
 ``ok`` is false when the ledger disagrees with itself or when events are ``failed`` /
-``needs_attention`` (work left undone, CONTRACT §5).
+``needs_attention`` (work left undone, docs/CONTRACT.md §6.2).
 
 The per-account checks take an account-id range (``lo``..``hi``, inclusive; None = open),
 so a scheduled run can split a large ledger into chunks that each finish far inside the
