@@ -390,7 +390,7 @@ def check_accounts(
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"SET LOCAL work_mem = '{CHUNK_WORK_MEM}'"))
         # A chunk's statement costs more than jit_above_cost on a large ledger, and compiling
-        # it (~30-60 ms) costs more than it saves on a chunk's 250 000 rows.
+        # it costs more than it saves on a chunk's rows (BENCHMARKS.md).
         session.execute(text("SET LOCAL jit = off"))
     balance: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []
