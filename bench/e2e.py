@@ -89,6 +89,12 @@ def parse_args() -> argparse.Namespace:
         type=float,
         help="events/s of the half-load phase (default: half the full-load rate, or 40/s)",
     )
+    parser.add_argument(
+        "--rules",
+        action="store_true",
+        help="three earn rules in force (a vip group x2, a campaign x1.5, a welcome bonus),"
+        " every third customer in the vip group",
+    )
     parser.add_argument("--direct-processes", type=int, default=2)
     parser.add_argument("--timeout", type=float, default=900, help="per phase (s)")
     parser.add_argument(
@@ -244,6 +250,40 @@ def create_customers(engine: Engine, customers: int) -> None:
             text(
                 "INSERT INTO dust_accounts (customer_id, kind, balance, held, created_at) "
                 "SELECT 'cus_' || c, 'dust', 0, 0, now() FROM generate_series(0, :n - 1) c"
+            ),
+            {"n": customers},
+        )
+
+
+def create_rules(engine: Engine, customers: int) -> None:
+    """Three rules in force at the orders' ``occurred_at``, and a group record for every
+    third customer, so each order.placed reads the rules and its customer's groups."""
+    from decimal import Decimal
+
+    from sqlalchemy.orm import Session
+
+    from ledger import rules
+
+    starts = datetime(2026, 1, 1, tzinfo=UTC)
+    with Session(engine) as session, session.begin():
+        for kind, fields in [
+            (rules.GROUP_MULTIPLIER, {"group_id": "vip", "multiplier": Decimal(2)}),
+            (
+                rules.CAMPAIGN,
+                {"multiplier": Decimal("1.5"), "ends_at": datetime(2027, 1, 1, tzinfo=UTC)},
+            ),
+            (rules.WELCOME_BONUS, {"amount": 100}),
+        ]:
+            rules.add_rule(
+                session, kind=kind, actor="bench", reason="bench", starts_at=starts, **fields
+            )
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO dust_customer_groups"
+                " (event_id, customer_id, occurred_at, group_ids, recorded_at)"
+                " SELECT 'groups_' || c, 'cus_' || c, '2026-11-01T00:00:00Z', '[\"vip\"]', now()"
+                " FROM generate_series(0, :n - 1, 3) c"
             ),
             {"n": customers},
         )
@@ -433,6 +473,8 @@ def main() -> None:
     reset_database(args.database_url)
     engine = create_engine(args.database_url)
     create_customers(engine, customers)
+    if args.rules:
+        create_rules(engine, customers)
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
     tmpl = template(args.broker_url)
@@ -441,6 +483,8 @@ def main() -> None:
     print(f"worker:   {shlex.join(procfile_worker_command())}  (the Procfile's line)")
     print(f"database: {make_url(args.database_url).render_as_string(hide_password=True)}")
     print(f"broker:   {args.broker_url}; {customers} customers' dust accounts pre-created")
+    if args.rules:
+        print("rules:    vip x2 (every third customer), campaign x1.5, welcome bonus 100")
     print(f"git:      {git_state()}")
 
     log = Path(tempfile.mkdtemp(prefix="dust-e2e-")) / "worker.log"
