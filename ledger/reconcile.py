@@ -28,7 +28,8 @@ The checks:
 * ``pending``        cached ``pending`` == Σ remaining of the account's pending lots, and
                      pending <= max(balance, 0)
 * ``pending_overdue`` no lot still pending past its date once the lot job ran for that
-                     date (``released_as_of``: the last such run's instant)
+                     date (``lot_run``: the last such run's instant, and when it started:
+                     lots made after it started are not its to release)
 * ``order_not_earned`` every placed order earned dust or recorded why not
 * ``event``          events ``failed`` or ``needs_attention``
 
@@ -491,11 +492,14 @@ def check_lot_remaining(session: Session) -> tuple[int, list[dict[str, Any]]]:
     return int(total or 0), found
 
 
-def check_pending(session: Session, released_as_of: datetime | None = None) -> list[dict[str, Any]]:
+def check_pending(
+    session: Session, lot_run: tuple[datetime, datetime] | None = None
+) -> list[dict[str, Any]]:
     """Pending dust: the cached ``pending`` of every account that has some, or pending
     lots, equals Σ remaining of its pending lots and is at most ``max(balance, 0)``; and,
-    when the lot job has run for ``released_as_of``, no lot is pending past that instant.
-    Reads only accounts with pending dust and pending lots (partial index)."""
+    when a lot run ``(as_of, started_at)`` succeeded, no lot made before it started is
+    still pending past ``as_of``. Reads only accounts with pending dust and pending lots
+    (partial index)."""
     lots = (
         select(Lot.account_id, func.sum(Lot.remaining).label("total"))
         .where(Lot.pending_until.is_not(None))
@@ -525,10 +529,15 @@ def check_pending(session: Session, released_as_of: datetime | None = None) -> l
                 "actual": int(pending),
             }
         )
-    if released_as_of is not None:
+    if lot_run is not None:
+        as_of, started_at = lot_run
         overdue = session.execute(
             select(Lot.id, Lot.account_id, Lot.remaining, Lot.pending_until)
-            .where(Lot.pending_until.is_not(None), Lot.pending_until <= released_as_of)
+            .where(
+                Lot.pending_until.is_not(None),
+                Lot.pending_until <= as_of,
+                Lot.created_at < started_at,
+            )
             .order_by(Lot.account_id, Lot.id)
         )
         found += [
@@ -546,12 +555,12 @@ def check_pending(session: Session, released_as_of: datetime | None = None) -> l
 
 
 def check_rest(
-    session: Session, released_as_of: datetime | None = None
+    session: Session, lot_run: tuple[datetime, datetime] | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The checks that are not per account: lots below zero, pending dust (see
     :func:`check_pending`), orders and events."""
     lot_count, negative_lots = check_lot_remaining(session)
-    pending = check_pending(session, released_as_of)
+    pending = check_pending(session, lot_run)
     event_counts, undone = check_events(session)
     checked = {
         "lots": lot_count,
@@ -565,12 +574,12 @@ def reconcile(
     session: Session,
     as_of: datetime | None = None,
     grace_seconds: int = 0,
-    released_as_of: datetime | None = None,
+    lot_run: tuple[datetime, datetime] | None = None,
 ) -> dict[str, Any]:
     """Run every check over the whole ledger at once; the JSON of ``dust reconcile --json``."""
     as_of = as_of or utcnow()
     checked, discrepancies = check_accounts(session, as_of, grace_seconds=grace_seconds)
-    rest, more = check_rest(session, released_as_of)
+    rest, more = check_rest(session, lot_run)
     return {
         "ok": not discrepancies and not more,
         "as_of": as_of.isoformat(),

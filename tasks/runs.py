@@ -267,12 +267,17 @@ def _expire_lots(
     return False
 
 
-def last_lot_run(session: Session) -> datetime | None:
-    """The instant the last finished lot job covered: no lot may be pending past it."""
-    stmt = select(func.max(JobRun.as_of)).where(
-        JobRun.job == "expire_lots", JobRun.status == "succeeded"
+def last_lot_run(session: Session) -> tuple[datetime, datetime] | None:
+    """``(as_of, started_at)`` of the succeeded lot run that covered the latest instant:
+    no lot made before it started may be pending past ``as_of``."""
+    stmt = (
+        select(JobRun.as_of, JobRun.started_at)
+        .where(JobRun.job == "expire_lots", JobRun.status == "succeeded")
+        .order_by(JobRun.as_of.desc())
+        .limit(1)
     )
-    return session.scalar(stmt)
+    row = session.execute(stmt).first()
+    return (row[0], row[1]) if row is not None else None
 
 
 def stale_hold_grace() -> int:

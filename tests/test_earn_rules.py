@@ -195,7 +195,7 @@ def test_pending_dust_is_not_spendable_until_released(dust: Any, configure: Any)
         "available": 100,
     }
     with worker_db.session_scope() as session:
-        assert reconcile.check_pending(session, now + timedelta(days=15)) == []
+        assert reconcile.check_pending(session, (now + timedelta(days=15), utcnow())) == []
 
 
 @pytest.mark.parametrize("policy", ["debt", "clamp"])
@@ -234,10 +234,12 @@ def test_reconciliation_finds_pending_dust_out_of_line(dust: Any, configure: Any
     now = utcnow()
     dust.order("o_1", "cus_1", occurred_at=now, **ORDER)
     with worker_db.session_scope() as session:
-        assert reconcile.check_pending(session, now) == []
-        # the lot job ran for a date after the lot's: it should have been released
-        found = reconcile.check_pending(session, now + timedelta(days=15))
+        assert reconcile.check_pending(session, (now, utcnow())) == []
+        # a lot run for a date after the lot's, started after the lot was made: it should
+        # have released it; one started before the lot was made could not
+        found = reconcile.check_pending(session, (now + timedelta(days=15), utcnow()))
         assert [d["check"] for d in found] == ["pending_overdue"]
+        assert reconcile.check_pending(session, (now + timedelta(days=15), now)) == []
         session.execute(update(Account).where(Account.customer_id == "cus_1").values(pending=7))
         found = reconcile.check_pending(session)
         assert found == [

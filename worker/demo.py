@@ -7,6 +7,12 @@ simulated stream — products, customers, orders, checkout reservations through
 redelivered duplicates, a conflicting duplicate, malformed events and an event nobody
 subscribes to — waits until every event is recorded, then prints what happened, the
 balances and a reconciliation. Ids carry a per-run tag, so runs never collide.
+
+Earn rules are on: every third customer is in the run's ``vip`` group (x2), a campaign
+(x1.5) covers the first orders, a customer's late ``customer.updated`` puts them in the
+group before their orders (which then earn again), and the worker keeps new orders' dust
+pending for a day (``DUST_PENDING_DAYS=1``); at the end the lot job is run as of the next
+day, which releases it.
 """
 
 from __future__ import annotations
@@ -54,6 +60,8 @@ class Stream:
     customers: list[str] = field(default_factory=list)
     products: dict[str, int | None] = field(default_factory=dict)  # id -> dust price
     placed: list[dict[str, Any]] = field(default_factory=list)
+    #: When the customers were all created (the late group update is just after).
+    customers_done: datetime | None = None
     published: list[Any] = field(default_factory=list)
     kinds: Counter[str] = field(default_factory=Counter)
     counter: int = 0
@@ -85,8 +93,14 @@ class Stream:
             customer_id = f"{self.tag}-cus-{n}"
             self.customers.append(customer_id)
             data = {"id": customer_id, "email": f"customer{n}@example.com"}
+            data["group_ids"] = [self.vip] if n % 3 == 0 else []
             self.add(self.envelope("customer.created", data))
+        self.customers_done = self.clock
         return self.published[start:]
+
+    @property
+    def vip(self) -> str:
+        return f"{self.tag}-vip"
 
     def order(
         self,
@@ -142,11 +156,13 @@ def _expected_ids(messages: list[Any]) -> set[str]:
     return {parse_envelope(message, now).event_id for message in messages}
 
 
-#: The demo's scheduler runs the jobs on a short schedule, so they run while you watch.
+#: The demo's scheduler runs the jobs on a short schedule, so they run while you watch;
+#: dust earned on orders of the last day is pending.
 DEMO_SCHEDULES = {
     "DUST_SCHEDULE_EXPIRE_HOLDS_SECONDS": "3",
     "DUST_SCHEDULE_EXPIRE_LOTS_SECONDS": "4",
     "DUST_SCHEDULE_RECONCILE_SECONDS": "5",
+    "DUST_PENDING_DAYS": "1",
 }
 
 
@@ -295,8 +311,10 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         TimeElapsedColumn(),
     )
     with worker, scheduler, Progress(*columns, console=console, transient=as_json) as progress:
-        # Phase 1: catalogue, customers and first orders, which earn dust.
+        # Phase 1: catalogue, customers and first orders, which earn dust (two days ago:
+        # their pending day is over), the first ones in a campaign.
         first = stream.setup(customers)
+        rules = _add_rules(stream)
         for n in range(1, orders // 2 + 1):
             data = stream.order(n, guest=stream.rng.random() < 0.1)
             stream.placed.append(data)
@@ -307,7 +325,9 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         )
         _wait(worker, progress, task, _expected_ids(first), set())
 
-        # Phase 2: checkouts that reserve dust, refunds, cancels and bad input.
+        # Phase 2: checkouts that reserve dust, refunds, cancels and bad input, today: the
+        # dust these orders earn is pending.
+        stream.clock = datetime.now(UTC) - timedelta(minutes=30)
         second = _phase_two(stream, orders, reservations)
         ids = _expected_ids(second)
         conflict_ids = {
@@ -323,7 +343,76 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         balances = [_balance(c) for c in stream.customers]
         task = progress.add_task("scheduler: every job runs once more", total=len(JOBS))
         _wait_for_jobs(worker, scheduler, progress, task, datetime.now(UTC))
-    return _report(stream, balances, reservations, _job_runs(started), as_json)
+    rules["released"] = _release_tomorrow()
+    rules.update(_rules_outcome(stream))
+    return _report(stream, balances, reservations, _job_runs(started), rules, as_json)
+
+
+def _add_rules(stream: Stream) -> dict[str, Any]:
+    """The run's earn rules: its vip group earns twice; a campaign earns 1.5 times on the
+    orders of the next 15 minutes of the stream's clock."""
+    from decimal import Decimal
+
+    from ledger import rules
+
+    assert stream.customers_done is not None
+    campaign_from = stream.customers_done
+    campaign_to = campaign_from + timedelta(minutes=15)
+    with session_scope() as session:
+        vip = rules.add_rule(
+            session,
+            kind=rules.GROUP_MULTIPLIER,
+            group_id=stream.vip,
+            multiplier=Decimal(2),
+            starts_at=campaign_from - timedelta(days=1),
+            actor="demo",
+            reason=f"demo run {stream.tag}: vip customers earn twice",
+        )
+        campaign = rules.add_rule(
+            session,
+            kind=rules.CAMPAIGN,
+            multiplier=Decimal("1.5"),
+            name=f"{stream.tag} launch",
+            starts_at=campaign_from,
+            ends_at=campaign_to,
+            actor="demo",
+            reason=f"demo run {stream.tag}: launch campaign",
+        )
+        return {
+            "group_rule": {"id": vip.id, "group_id": stream.vip, "multiplier": "2"},
+            "campaign": {
+                "id": campaign.id,
+                "multiplier": "1.5",
+                "starts_at": campaign_from.isoformat(),
+                "ends_at": campaign_to.isoformat(),
+            },
+        }
+
+
+def _release_tomorrow() -> dict[str, Any]:
+    """What ``dust expire --as-of`` a day and an hour from now does to pending dust: the
+    lot job releases it (and would expire lots due by then)."""
+    from tasks import runs
+
+    run = runs.run_now("expire_lots", datetime.now(UTC) + timedelta(days=1, hours=1))
+    return {"as_of": run["as_of"], "released": run["counts"].get("released", 0)}
+
+
+def _rules_outcome(stream: Stream) -> dict[str, Any]:
+    """How the run's orders earned: by multiplier, the late group update's effect, and the
+    dust pending before the release."""
+    from models import Order
+
+    with session_scope(read_only=True) as session:
+        rows = session.execute(
+            select(Order.earn_multiplier, func.count(), func.sum(Order.earned))
+            .where(Order.order_id.like(f"{stream.tag}-%"), Order.placed_event_id.is_not(None))
+            .group_by(Order.earn_multiplier)
+        ).all()
+        late = session.get(Event, f"{stream.tag}-late-groups")
+    by_multiplier = {(m or "1"): {"orders": int(n), "earned": int(e or 0)} for m, n, e in rows}
+    regrouped = json.loads(late.detail or "{}").get("regrouped_orders", {}) if late else {}
+    return {"orders_by_multiplier": by_multiplier, "late_group_update": regrouped}
 
 
 def _job_runs(since: datetime) -> dict[str, dict[str, int]]:
@@ -361,6 +450,21 @@ def _phase_two(stream: Stream, orders: int, reservations: Counter[str]) -> list[
     rng, tag = stream.rng, stream.tag
     messages: list[Any] = []
     base = orders // 2
+    # A group change that arrives late: customer 2 joined vip right after the customers
+    # were created, before any order; their orders earn twice from then on.
+    assert stream.customers_done is not None
+    joined = stream.customers_done + timedelta(seconds=1)
+    messages.append(
+        stream.add(
+            {
+                "id": f"{tag}-late-groups",
+                "name": "customer.updated",
+                "occurred_at": joined.isoformat().replace("+00:00", "Z"),
+                "data": {"id": stream.customers[min(1, len(stream.customers) - 1)]}
+                | {"group_ids": [stream.vip]},
+            }
+        )
+    )
     # Checkouts paying partly with dust: reserve through dust.reserve, then place the order.
     for offset, customer_id in enumerate(stream.customers[: max(1, len(stream.customers) // 2)]):
         n = base + offset + 1
@@ -466,6 +570,7 @@ def _report(
     balances: list[dict[str, Any]],
     reservations: Counter[str],
     job_runs: dict[str, dict[str, int]],
+    rules: dict[str, Any],
     as_json: bool,
 ) -> bool:
     ids = _expected_ids(stream.published)
@@ -502,19 +607,50 @@ def _report(
         "ledger_consistent": ledger_ok,
         "reconciliation": check,
         "balances": balances,
+        "earn_rules": rules,
     }
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return adds_up and ledger_ok
     out = Console()
-    table = Table("customer", "dust", "held", "available", "store credit", title="Balances")
+    table = Table(
+        "customer", "dust", "held", "pending", "available", "store credit", title="Balances"
+    )
     for b in balances:
         credit = ", ".join(f"{s['balance']} {s['currency_code']}" for s in b["store_credit"]) or "-"
         d = b["dust"]
         table.add_row(
-            b["customer_id"], str(d["balance"]), str(d["held"]), str(d["available"]), credit
+            b["customer_id"],
+            str(d["balance"]),
+            str(d["held"]),
+            str(d["pending"]),
+            str(d["available"]),
+            credit,
         )
     out.print(table)
+    pending = sum(b["dust"]["pending"] for b in balances)
+    group, campaign = rules["group_rule"], rules["campaign"]
+    out.print(
+        f"earn rules: group {group['group_id']} x{group['multiplier']} (rule {group['id']});"
+        f" campaign x{campaign['multiplier']} from {campaign['starts_at'][:19]}"
+        f" to {campaign['ends_at'][:19]} (rule {campaign['id']})"
+    )
+    out.print(
+        "  orders by multiplier: "
+        + ", ".join(
+            f"x{m}: {v['orders']} orders, {v['earned']} dust"
+            for m, v in sorted(rules["orders_by_multiplier"].items())
+        )
+    )
+    out.print(
+        f"  late customer.updated (joined {group['group_id']} before their orders):"
+        f" orders earned again {rules['late_group_update'] or 'none'}"
+    )
+    out.print(
+        f"  pending (DUST_PENDING_DAYS=1): {pending} dust of today's orders above;"
+        f" the lot job as of {rules['released']['as_of'][:19]} released"
+        f" {rules['released']['released']}"
+    )
     o = summary["outcomes"]
     out.print(
         f"published {summary['published']} messages: {distinct} distinct events"
