@@ -91,6 +91,7 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
     assert dust.request("balance", customer_id=customer)["dust"] == {
         "balance": 100,
         "held": 0,
+        "pending": 0,
         "available": 100,
     }
 
