@@ -100,3 +100,72 @@ def test_every_arrival_order_of_placed_and_two_refunds_converges(dust: Any, conf
         "store_credit": [("eur", 0, 0), ("usd", 2500 - 1000 + 3000, 0)],
         "lots": [(GRANT_EXPIRES, 850), (T0 + timedelta(days=365), 17)],
     }
+
+
+def test_every_arrival_order_converges_with_earn_rules_and_a_late_group_change(
+    dust: Any, configure: Any
+) -> None:
+    """Rules in force (vip ×2, a campaign ×1.5 at T0) and pending dust: the customer joins
+    vip an hour before the order, in a ``customer.updated`` that may arrive before or after
+    the order, its refund and the customer's creation; every arrival order converges."""
+    from decimal import Decimal
+
+    from ledger import rules
+    from worker import db as worker_db
+
+    configure(DUST_PENDING_DAYS="3650")
+    with worker_db.session_scope() as session:
+        for kind, fields in [
+            (rules.GROUP_MULTIPLIER, {"group_id": "vip", "multiplier": Decimal(2)}),
+            (rules.CAMPAIGN, {"multiplier": Decimal("1.5"), "ends_at": T0 + timedelta(hours=1)}),
+        ]:
+            rules.add_rule(
+                session,
+                kind=kind,
+                actor="test",
+                reason="test",
+                starts_at=T0 - timedelta(days=1),
+                **fields,
+            )
+    at = {
+        "customer.created": T0 - timedelta(hours=3),
+        "customer.updated": T0 - timedelta(hours=1),
+        "order.placed": T0,
+        "refund.created#0": T0 + timedelta(hours=2),
+    }
+    names = list(at)
+    snapshots = []
+    for n, arrival in enumerate(itertools.permutations(names)):
+        customer = f"cus_{n}"
+        dust.grant(customer, 1000, expires_at=GRANT_EXPIRES)
+        dust.grant(customer, 2500, kind="store_credit", currency="usd")
+        events = events_of(n, refunds=1, cancel=False)
+        events["customer.created"] = ("customer.created", {"id": customer, "group_ids": []})
+        events["customer.updated"] = ("customer.updated", {"id": customer, "group_ids": ["vip"]})
+        for key in arrival:
+            name, data = events[key]
+            result = dust.send(name, data, occurred_at=at[key])
+            assert result.status == "processed", (arrival, key, result.reason)
+        snapshots.append((arrival, dust.snapshot(customer)))
+    assert len(snapshots) == 24
+
+    final = assert_all_equal_by_expiry(snapshots)
+
+    # base 10000 − 1000 store credit − 3000 refunded = 6000 → floor(6000 × 0.01 × 2 × 1.5)
+    assert final == {
+        "dust": {"balance": 1000 - 150 + 180, "held": 0, "pending": 180, "available": 850},
+        "store_credit": [("usd", 2500 - 1000 + 3000, 0)],
+        "lots": [(GRANT_EXPIRES, 850), (T0 + timedelta(days=365), 180)],
+    }
+
+
+def assert_all_equal_by_expiry(snapshots: list[Any]) -> Any:
+    """:func:`assert_all_equal`, lots summed by expiry: an earning raised by a late group
+    record is a second lot of the same expiry as the first."""
+    merged = []
+    for arrival, snapshot in snapshots:
+        lots: dict[Any, int] = {}
+        for expires, remaining in snapshot["lots"]:
+            lots[expires] = lots.get(expires, 0) + remaining
+        merged.append((arrival, {**snapshot, "lots": sorted(lots.items())}))
+    return assert_all_equal(merged)
