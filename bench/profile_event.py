@@ -37,7 +37,7 @@ URL = os.environ.get(
 os.environ["DUST_DATABASE_URL"] = URL
 
 import psycopg  # noqa: E402
-from e2e import create_customers, load_average, order_placed  # noqa: E402
+from e2e import create_customers, create_rules, load_average, order_placed  # noqa: E402
 from psycopg._connection_base import BaseConnection  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 from throughput import reset_database  # noqa: E402
@@ -140,6 +140,9 @@ def main() -> None:
     parser.add_argument(
         "--batch", type=int, help="events per batch (default: the per-message task path)"
     )
+    parser.add_argument(
+        "--rules", action="store_true", help="three earn rules in force (bench/e2e.py --rules)"
+    )
     args = parser.parse_args()
     global BATCH
     BATCH = args.batch
@@ -149,6 +152,8 @@ def main() -> None:
     reset_database(URL)
     engine = get_engine()
     create_customers(engine, customers)
+    if args.rules:
+        create_rules(engine, customers)
     meter = Meter()
     meter.install(engine)
     run([order_placed("w", o, customers) for o in range(20)])  # connect, warm caches
@@ -160,7 +165,10 @@ def main() -> None:
         rtt = (time.perf_counter() - started) / 200
     meter.reset()
 
-    print(f"order.placed, one process, {n} events, {BATCH} per transaction, {load_average()}")
+    rules = ", three earn rules in force" if args.rules else ""
+    print(
+        f"order.placed, one process, {n} events, {BATCH} per transaction{rules}, {load_average()}"
+    )
     wall = run([order_placed("m", o, customers) for o in range(n)])
     statements = sum(meter.statements.values())
     sql = sum(meter.sql_seconds.values())
