@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from ledger import holds, reports
 from ledger.accounts import ensure_account, lock_accounts
-from models.tables import STORE_CREDIT
+from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
 from tasks.inbox import retry_conflicts
 from worker.app import app
@@ -38,6 +38,21 @@ class BalanceRequest(Payload):
     customer_id: Identifier = Field()
 
 
+class HistoryRequest(Payload):
+    customer_id: Identifier
+    kind: Literal["dust", "store_credit"]
+    currency_code: Currency | None = None
+    limit: int = Field(default=20, strict=True, ge=1, le=100)
+    before: str | None = Field(default=None, max_length=100)
+
+    @field_validator("before", mode="after")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            reports.decode_cursor(value)  # ValueError: a clear "invalid_request"
+        return value
+
+
 def _invalid(exc: ValidationError) -> dict[str, Any]:
     return {"status": "rejected", "reason": "invalid_request", "detail": describe(exc)}
 
@@ -48,8 +63,14 @@ def reserve_hold(request: ReserveRequest) -> dict[str, Any]:
         currency = request.currency_code if request.kind == STORE_CREDIT else None
         account_id = ensure_account(session, request.customer_id, request.kind, currency)
         account = lock_accounts(session, [account_id])[account_id]
-        ttl = get_settings().hold_ttl_seconds
-        return holds.reserve(session, account, request.cart_id, request.amount, ttl).as_reply()
+        settings = get_settings()
+        reservation = holds.reserve(
+            session, account, request.cart_id, request.amount, settings.hold_ttl_seconds
+        )
+        reply = reservation.as_reply()
+        if request.kind == DUST:
+            reply["redeem_value"] = str(settings.redeem_for(request.currency_code))
+        return reply
 
 
 @app.task(name="dust.reserve")
@@ -82,5 +103,20 @@ def balance(**kwargs: Any) -> dict[str, Any]:
         request = BalanceRequest.model_validate(kwargs)
     except ValidationError as exc:
         return _invalid(exc)
-    with session_scope() as session:
-        return reports.balance(session, request.customer_id)
+    redeem_values = get_settings().redeem_table()
+    with session_scope(read_only=True) as session:
+        return reports.balance(session, request.customer_id, redeem_values)
+
+
+@app.task(name="dust.history")
+def history(**kwargs: Any) -> dict[str, Any]:
+    """One page of a customer's entries of one kind, newest first (CONTRACT §4)."""
+    try:
+        request = HistoryRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return _invalid(exc)
+    currency = request.currency_code if request.kind == STORE_CREDIT else None
+    with session_scope(read_only=True) as session:
+        return reports.history_page(
+            session, request.customer_id, request.kind, currency, request.limit, request.before
+        )

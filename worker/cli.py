@@ -128,8 +128,9 @@ def balance(customer_id: str, as_json: JsonOption = False) -> None:
     from ledger import reports
     from worker.db import session_scope
 
-    with session_scope() as session:
-        result = reports.balance(session, customer_id)
+    redeem_values = get_settings().redeem_table()
+    with session_scope(read_only=True) as session:
+        result = reports.balance(session, customer_id, redeem_values)
     if as_json:
         print_json(result)
         return

@@ -46,6 +46,31 @@ def _decimal_rate(value: Any, name: str) -> Decimal:
     return rate
 
 
+def _redeem(value: Any, name: str) -> Decimal:
+    redeem = _decimal_rate(value, name)
+    if redeem == 0:
+        raise ValueError(f"{name} must be above 0, got {value!r}")
+    return redeem
+
+
+def _per_currency(value: Any, read: Any, what: str) -> dict[str, Decimal]:
+    """A JSON object of currency code → decimal string, each read by ``read``."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value or "{}", parse_float=str)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"not valid JSON ({exc.msg})") from None
+    if not isinstance(value, dict):
+        raise ValueError('must be a JSON object such as {"jpy": "1"}')
+    values: dict[str, Decimal] = {}
+    for currency, one in value.items():
+        code = str(currency).strip().lower()
+        if not CURRENCY_RE.match(code):
+            raise ValueError(f"{currency!r} is not a three-letter currency code")
+        values[code] = read(one, f"{what} for {code}")
+    return values
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DUST_", extra="ignore", frozen=True)
 
@@ -54,6 +79,9 @@ class Settings(BaseSettings):
     result_backend: str = ""
     earn_rate: Annotated[Decimal, NoDecode] = Decimal("0.01")
     earn_rates: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
+    #: Money value of one dust, in minor units (paying with dust, the earn formula).
+    redeem_value: Annotated[Decimal, NoDecode] = Decimal("1")
+    redeem_values: Annotated[dict[str, Decimal], NoDecode] = Field(default_factory=dict)
     points_ttl_days: int = Field(default=365, ge=0, le=36500)
     hold_ttl_seconds: int = Field(default=3600, gt=0, le=30 * 86400)
     clawback_policy: Literal["debt", "clamp"] = "debt"
@@ -110,20 +138,17 @@ class Settings(BaseSettings):
     @field_validator("earn_rates", mode="before")
     @classmethod
     def _earn_rates(cls, value: Any) -> dict[str, Decimal]:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value or "{}", parse_float=str)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not valid JSON ({exc.msg})") from None
-        if not isinstance(value, dict):
-            raise ValueError('must be a JSON object such as {"jpy": "1"}')
-        rates: dict[str, Decimal] = {}
-        for currency, rate in value.items():
-            code = str(currency).strip().lower()
-            if not CURRENCY_RE.match(code):
-                raise ValueError(f"{currency!r} is not a three-letter currency code")
-            rates[code] = _decimal_rate(rate, f"rate for {code}")
-        return rates
+        return _per_currency(value, _decimal_rate, "rate")
+
+    @field_validator("redeem_value", mode="before")
+    @classmethod
+    def _redeem_value(cls, value: Any) -> Decimal:
+        return _redeem(value, "redeem value")
+
+    @field_validator("redeem_values", mode="before")
+    @classmethod
+    def _redeem_values(cls, value: Any) -> dict[str, Decimal]:
+        return _per_currency(value, _redeem, "redeem value")
 
     @field_validator("default_currency", mode="before")
     @classmethod
@@ -178,6 +203,18 @@ class Settings(BaseSettings):
 
     def rate_for(self, currency_code: str) -> Decimal:
         return self.earn_rates.get(currency_code.lower(), self.earn_rate)
+
+    def redeem_for(self, currency_code: str | None) -> Decimal:
+        """Minor units of ``currency_code`` one dust is worth (the default when None)."""
+        if currency_code is None:
+            return self.redeem_value
+        return self.redeem_values.get(currency_code.lower(), self.redeem_value)
+
+    def redeem_table(self) -> dict[str, str]:
+        """``{"default": "1", "<currency>": "..."}``: what replies show clients."""
+        table = {"default": str(self.redeem_value)}
+        table.update((code, str(value)) for code, value in sorted(self.redeem_values.items()))
+        return table
 
 
 def _one_line(exc: ValidationError) -> str:

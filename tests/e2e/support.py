@@ -85,6 +85,10 @@ def prepare_database() -> None:
         pytest.fail(f"dust db upgrade failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
 
 
+#: Money value of one dust per currency in the workers (the default stays "1").
+REDEEM_VALUES = '{"jpy": "0.5", "kwd": "12.5"}'
+
+
 def worker_env(**overrides: str) -> dict[str, str]:
     """The environment of a worker: this process's, minus any DUST_*, plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
@@ -93,6 +97,7 @@ def worker_env(**overrides: str) -> dict[str, str]:
         DUST_BROKER_URL=BROKER_URL,
         DUST_RESULT_BACKEND=BROKER_URL,
         DUST_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        DUST_REDEEM_VALUES=REDEEM_VALUES,
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
