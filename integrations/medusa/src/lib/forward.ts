@@ -33,6 +33,7 @@ export const ORDER_FIELDS = [
   "total",
   "credit_line_total",
   "shipping_total",
+  "shipping_tax_total",
   "tax_total",
   "customer.id",
   "customer.has_account",

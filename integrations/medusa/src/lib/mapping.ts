@@ -294,6 +294,7 @@ export interface OrderPlacedPayload {
  * `order.placed` for Dust, from an order loaded with `ORDER_FIELDS`.
  *
  * - `total`: goods + shipping + tax before any credit line (Medusa's `total` is after them).
+ * - `shipping_total`: shipping net of its tax (Medusa's includes it; `tax_total` has it).
  * - items' `total`: the item's money net of tax and discounts (`total - tax_total`, which
  *   for a tax-inclusive price is its subtotal net of the included tax), rounded once.
  * - `dust_total` in dust (from the Dust credit lines' metadata), `store_credit_total` and
@@ -314,7 +315,11 @@ export function orderPlacedPayload(order: Row, digits: number): OrderPlacedPaylo
         new Decimal(0)
       )
   const totalBefore = medusaTotal.plus(creditLineTotal)
-  const shipping = optionalAmount(order, "shipping_total")
+  // Medusa's shipping_total includes the shipping's tax, which tax_total counts too: Dust
+  // takes total - shipping_total - tax_total as what the goods cost, so shipping goes net.
+  const medusaShipping = optionalAmount(order, "shipping_total")
+  const shippingTax = optionalAmount(order, "shipping_tax_total")
+  const shipping = medusaShipping.minus(shippingTax)
   const tax = optionalAmount(order, "tax_total")
 
   let dustTotal = 0
@@ -363,6 +368,8 @@ export function orderPlacedPayload(order: Row, digits: number): OrderPlacedPaylo
       order_total: medusaTotal.toFixed(),
       credit_line_total: creditLineTotal.toFixed(),
       shipping_total: shipping.toFixed(),
+      medusa_shipping_total: medusaShipping.toFixed(),
+      shipping_tax_total: shippingTax.toFixed(),
       tax_total: tax.toFixed(),
       store_credit_total: storeCredit.toFixed(),
       gift_card_total: giftCard.toFixed(),
