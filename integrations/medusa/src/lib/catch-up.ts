@@ -10,6 +10,7 @@
  */
 import { ContainerRegistrationKeys, Modules } from "@medusajs/framework/utils"
 import type { MedusaContainer } from "@medusajs/framework/types"
+import { DustUnavailable } from "./celery"
 import { recordGuestClaimCodes } from "./claim-codes"
 import {
   forwardOrderCanceled,
@@ -73,6 +74,15 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
     }
   }
   const range = { $gte: since, $lte: until }
+  // Dust unreachable: the window is tried again next time (the watermark stays). Anything
+  // else (an entity that cannot be mapped) is reported and logged, and does not hold back
+  // the watermark forever.
+  let transient = false
+  const failed = (what: string, error: unknown) => {
+    transient ||= error instanceof DustUnavailable
+    report.errors.push(`${what}: ${(error as Error)?.message ?? error}`)
+    logger.error(`dust: catch-up could not forward ${what}: ${(error as Error)?.message ?? error}`)
+  }
 
   /** Run `send` for each id whose envelope id is not marked published. */
   async function unpublished(pairs: [string, string][], send: (id: string) => Promise<void>) {
@@ -85,7 +95,7 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
       try {
         await send(id)
       } catch (error) {
-        report.errors.push(`${envelopeId}: ${(error as Error)?.message ?? error}`)
+        failed(envelopeId, error)
       }
     }
   }
@@ -111,7 +121,7 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
 
   const refunds = (await container
     .resolve(Modules.PAYMENT)
-    .listRefunds({ created_at: range } as any, { select: ["id", "payment_id"], take: null } as any)) as Row[]
+    .listRefunds({ created_at: range } as any, { select: ["id", "payment_id"], relations: ["payment"], take: null } as any)) as Row[]
   const refundsByPayment = new Map<string, Set<string>>()
   const refundPairs: [string, string][] = []
   for (const refund of refunds) {
@@ -142,7 +152,7 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
         }
       }
     } catch (error) {
-      report.errors.push(`payment ${paymentId}: ${(error as Error)?.message ?? error}`)
+      failed(`payment ${paymentId}`, error)
     }
   }
 
@@ -161,7 +171,7 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
     }
   )
 
-  if (report.errors.length === 0) {
+  if (!transient) {
     const previous = await dust.client.getValue(WATERMARK_KEY)
     if (!previous || new Date(previous) < until) {
       await dust.client.setValue(WATERMARK_KEY, until.toISOString())
