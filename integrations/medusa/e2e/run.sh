@@ -3,7 +3,7 @@
 # (`make test-medusa`). From a fresh clone: installs the plugin and the store (npm ci), runs the
 # plugin's unit tests, builds the plugin and installs it into the store, resets the test's own
 # databases, migrates and seeds Medusa, upgrades Dust's schema, starts a Dust worker (the
-# Procfile's command) and Medusa, runs the flows (node --test flows/), stops what it started by
+# Procfile's command) and Medusa, runs the flows (node --test flows/e2e.test.mjs), stops what it started by
 # pid, and exits non-zero on any failure. Logs stay in $E2E_WORK; on failure their ends are printed.
 #
 # Environment (defaults are CI's machine: PostgreSQL and Redis on 127.0.0.1, databases of the
@@ -15,6 +15,8 @@
 #   DUST_MEDUSA_E2E_MEDUSA_REDIS_DB 8, DUST_MEDUSA_E2E_DUST_REDIS_DB 9  (both flushed)
 #   DUST_MEDUSA_E2E_PORT       9000                    Medusa's HTTP port
 #   VENV                       <repo>/.venv            Dust's virtualenv (make install)
+#   DUST_MEDUSA_E2E_REUSE_INSTALL=1  development only (refused under CI=true): keep the installed
+#                              node_modules and the built plugin, skip npm ci, the unit tests and the build
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -38,6 +40,7 @@ export MEDUSA_REDIS_URL="$REDIS_URL/$MEDUSA_REDIS_DB"
 export NODE_ENV=development # production would make Medusa's session cookies Secure-only
 export DUST_DATABASE_URL="${PG_URL/#postgresql:/postgresql+psycopg:}/$DUST_DB"
 export DUST_DATABASE_URL="${DUST_DATABASE_URL/#postgres:/postgresql+psycopg:}"
+export DUST_PG_URL="$PG_URL/$DUST_DB" # the same database for psql (the flows poll its inbox)
 export DUST_BROKER_URL="$REDIS_URL/$DUST_REDIS_DB"
 unset DUST_RESULT_BACKEND
 # Dust's configuration for the flows: 0.1 dust per cent (per yen) earned, 1 dust redeems for 1
@@ -83,13 +86,20 @@ rm -rf "$E2E_WORK"
 mkdir -p "$E2E_WORK"
 [ -x "$DUST_CLI" ] || { echo "error: $DUST_CLI missing: run make install" >&2; exit 1; }
 
-log "plugin: npm ci, unit tests, medusa plugin:build"
-(cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+node_major="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$node_major" -ge 20 ] || { echo "error: Medusa 2.21 needs Node.js 20 or later, found $(node --version)" >&2; exit 1; }
 
-log "store: npm ci, install the plugin from $PLUGIN"
-(cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
-# A packed copy, not a symlink: the plugin resolves @medusajs/* from the store, one framework.
-(cd "$HERE" && npm install --no-save --install-links --no-audit --no-fund --loglevel=error "$PLUGIN")
+if [ "${DUST_MEDUSA_E2E_REUSE_INSTALL:-}" = 1 ] && [ "${CI:-}" != true ]; then
+    log "reusing the installed store and plugin (DUST_MEDUSA_E2E_REUSE_INSTALL=1)"
+else
+    log "plugin: npm ci, unit tests, medusa plugin:build"
+    (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+
+    log "store: npm ci, install the plugin from $PLUGIN"
+    (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+    # A packed copy, not a symlink: the plugin resolves @medusajs/* from the store, one framework.
+    (cd "$HERE" && npm install --no-save --install-links --no-audit --no-fund --loglevel=error "$PLUGIN")
+fi
 
 log "databases: $MEDUSA_DB, $DUST_DB; redis dbs $MEDUSA_REDIS_DB, $DUST_REDIS_DB"
 for db in "$MEDUSA_DB" "$DUST_DB"; do
@@ -121,4 +131,4 @@ log "medusa: start"
 "$HERE/start-medusa.sh"
 
 log "flows"
-node --test --test-concurrency=1 --test-timeout=600000 "$HERE"/flows/*.test.mjs
+node --test --test-timeout=900000 "$HERE/flows/e2e.test.mjs"

@@ -157,12 +157,15 @@ export async function dust(...args) {
 
 export const dustBalance = (customerId) => dust("balance", customerId, "--json")
 
+// The inbox row Dust wrote for an envelope (status, envelope), read straight from Dust's
+// database with psql: the flows poll it often, and a Python CLI start per poll is slow.
 export async function dustEvent(eventId) {
-  try {
-    return await dust("events", "show", eventId, "--json")
-  } catch (e) {
-    return null
-  }
+  const literal = `'${String(eventId).replaceAll("'", "''")}'`
+  const sql = `SELECT json_build_object('event_id', event_id, 'status', status, 'reason', reason,
+                 'envelope', CASE WHEN left(envelope, 1) = '{' THEN envelope::json END)
+               FROM dust_events WHERE event_id = ${literal}`
+  const { stdout } = await run("psql", [process.env.DUST_PG_URL, "-XAtq", "-c", sql])
+  return stdout.trim() ? JSON.parse(stdout) : null
 }
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
