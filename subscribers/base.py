@@ -61,6 +61,8 @@ class Context:
     """Settings a subscriber needs, read once per process by the task layer."""
 
     earn_rate: Callable[[str], Decimal]
+    #: Minor units of a currency one dust is worth (``DUST_REDEEM_VALUES``).
+    redeem_value: Callable[[str], Decimal]
     policy: EarnPolicy
     default_currency: str | None
     hold_ttl_seconds: int

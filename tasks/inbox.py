@@ -192,6 +192,7 @@ def _bad(text: str, name: str | None, error: str, event_id: str | None = None) -
 def context_from(settings: Settings) -> Context:
     return Context(
         earn_rate=settings.rate_for,
+        redeem_value=settings.redeem_for,
         policy=EarnPolicy(settings.points_ttl_days, settings.clawback_policy),
         default_currency=settings.default_currency,
         hold_ttl_seconds=settings.hold_ttl_seconds,

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ledger import holds, reports
+from ledger import holds, orders, reports
 from ledger.accounts import ensure_account, lock_accounts
 from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
@@ -51,6 +51,10 @@ class HistoryRequest(Payload):
         if value is not None:
             reports.decode_cursor(value)  # ValueError: a clear "invalid_request"
         return value
+
+
+class OrderRefundsRequest(Payload):
+    order_id: Identifier
 
 
 def _invalid(exc: ValidationError) -> dict[str, Any]:
@@ -120,3 +124,16 @@ def history(**kwargs: Any) -> dict[str, Any]:
         return reports.history_page(
             session, request.customer_id, request.kind, currency, request.limit, request.before
         )
+
+
+@app.task(name="dust.order_refunds")
+def order_refunds(**kwargs: Any) -> dict[str, Any]:
+    """The refunds of an order and what each credited: a guest refund's claim code, for
+    the platform to show the customer (CONTRACT §4)."""
+    try:
+        request = OrderRefundsRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return _invalid(exc)
+    with session_scope(read_only=True) as session:
+        refunds = orders.refunds_of(session, request.order_id)
+    return {"order_id": request.order_id, "refunds": refunds}

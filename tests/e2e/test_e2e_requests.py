@@ -274,3 +274,40 @@ def test_redeem_values_per_currency(dust, envelope, uid):
         currency_code="usd",
     )
     assert "redeem_value" not in credit  # store credit is money already
+
+
+def test_order_refunds_give_a_guest_refund_its_claim_code(dust, envelope, uid):
+    order = f"o_{uid}"
+    refund = {"order_id": order, "currency_code": "usd", "to_store_credit": True}
+    early = envelope("refund.created", {**refund, "id": f"r_{uid}_1", "amount": 400})
+    assert dust.apply(early)[early["id"]]["status"] == "processed"
+    waiting = dust.request("order_refunds", order_id=order)
+    assert waiting["order_id"] == order
+    assert [(r["refund_id"], r["status"], r["code"]) for r in waiting["refunds"]] == [
+        (f"r_{uid}_1", "waiting_for_order", None)
+    ]
+
+    placed = {"id": order, "customer_id": None, "currency_code": "usd", "total": 1000}
+    dust.apply(envelope("order.placed", placed))
+    over = envelope("refund.created", {**refund, "id": f"r_{uid}_2", "amount": 601})
+    assert dust.apply(over)[over["id"]]["status"] == "needs_attention"
+
+    reply = dust.request("order_refunds", order_id=order)
+    first, second = reply["refunds"]
+    assert first["status"] == "applied" and first["store_credit"] == 400
+    assert first["code"].startswith("SC-")
+    assert (second["status"], second["code"], second["store_credit"]) == (
+        "needs_attention",
+        None,
+        0,
+    )
+    assert "1001" in second["reason"]
+    # the code is the anonymous account's: its balance is the refund
+    assert (
+        dust.scalar(
+            "SELECT balance FROM dust_accounts WHERE code = :c AND customer_id IS NULL",
+            c=first["code"],
+        )
+        == 400
+    )
+    assert dust.request("order_refunds", order_id=" ")["status"] == "rejected"
