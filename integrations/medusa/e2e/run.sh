@@ -98,6 +98,8 @@ else
     log "store: npm ci, install the plugin from $PLUGIN"
     (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
     # A packed copy, not a symlink: the plugin resolves @medusajs/* from the store, one framework.
+    # (npm keeps an installed copy of the same version, so the old one goes first.)
+    rm -rf "$HERE/node_modules/medusa-plugin-dust"
     (cd "$HERE" && npm install --no-save --install-links --no-audit --no-fund --loglevel=error "$PLUGIN")
 fi
 

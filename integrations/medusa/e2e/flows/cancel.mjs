@@ -4,6 +4,7 @@ import * as L from "./lib.mjs"
 export const flow = {
   name: "canceling an order returns the dust it charged and reverses what it earned",
   run: async () => {
+    const since = new Date(Date.now() - 1000).toISOString()
     const c = await L.registerCustomer("cancel")
     const first = await L.earnFirst(c)
     const spend = 500
@@ -22,6 +23,11 @@ export const flow = {
     await L.captureAndRefund(order.id)
     await L.admin("POST", `/admin/orders/${order.id}/cancel`, { body: {} })
     await L.waitForEvent(`order.canceled:${order.id}`)
+    // Medusa refunded the captured payment itself, emitting no payment.refunded: the catch-up,
+    // which lists refunds, must not turn that refund into store credit either.
+    const caught = await L.admin("POST", "/admin/dust/catch-up", { body: { since } })
+    assert.deepEqual(caught.errors ?? [], [], `catch-up: ${JSON.stringify(caught)}`)
+    await L.waitFor("Dust's queue to drain", L.redisQueueIdle)
 
     const bal = await L.dustBalance(c.id)
     assert.equal(bal.dust.balance, first.earned, "the charged dust is back and the earned dust is gone")
