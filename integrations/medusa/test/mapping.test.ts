@@ -13,6 +13,7 @@ import {
   orderPlacedPayload,
   productEnvelope,
   refundEnvelope,
+  refundOfCancel,
   returnEnvelope,
 } from "../src/lib/mapping"
 
@@ -238,6 +239,15 @@ describe("refunds, returns, cancels", () => {
         raw: { amount: "10.5" },
       },
     })
+  })
+
+  it("the refund Medusa's cancel makes is not a refund for Dust (order.canceled gives everything back)", () => {
+    const canceled = { ...order, canceled_at: "2026-11-21T10:00:05Z" }
+    expect(refundOfCancel({ id: "r", created_at: "2026-11-21T10:00:04Z" }, canceled)).toBe(true)
+    // an admin refund with a reason, or one well before the cancel, is forwarded
+    expect(refundOfCancel({ id: "r", created_at: "2026-11-21T10:00:04Z", refund_reason_id: "rr_1" }, canceled)).toBe(false)
+    expect(refundOfCancel({ id: "r", created_at: "2026-11-21T09:00:00Z" }, canceled)).toBe(false)
+    expect(refundOfCancel({ id: "r", created_at: "2026-11-21T10:00:04Z" }, order)).toBe(false)
   })
 
   it("a guest's refund goes out with customer_id null", () => {

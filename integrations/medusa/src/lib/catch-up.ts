@@ -119,9 +119,14 @@ export async function catchUp(container: MedusaContainer, options: { since?: Dat
     async (id) => count(await forwardOrderCanceled(container, id))
   )
 
+  // A refund younger than a cancel takes may belong to a cancel still running (its order
+  // not canceled yet): refunds are looked at once they are two minutes old (at most half the overlap) (the overlap of
+  // the next run covers the rest).
+  const settle = Math.min(120_000, (dust.options.catchUpOverlapMinutes * 60_000) / 2)
+  const settled = new Date(Math.max(since.getTime(), until.getTime() - settle))
   const refunds = (await container
     .resolve(Modules.PAYMENT)
-    .listRefunds({ created_at: range } as any, { select: ["id", "payment_id"], relations: ["payment"], take: null } as any)) as Row[]
+    .listRefunds({ created_at: { $gte: since, $lte: settled } } as any, { select: ["id", "payment_id"], relations: ["payment"], take: null } as any)) as Row[]
   const refundsByPayment = new Map<string, Set<string>>()
   const refundPairs: [string, string][] = []
   for (const refund of refunds) {

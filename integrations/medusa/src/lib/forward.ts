@@ -16,6 +16,7 @@ import {
   orderPlacedEnvelope,
   productEnvelope,
   refundEnvelope,
+  refundOfCancel,
   returnEnvelope,
 } from "./mapping"
 import { dustService } from "./service"
@@ -123,7 +124,15 @@ export async function forwardProduct(
   return publish(container, productEnvelope(name, product))
 }
 
-const REFUND_ORDER_FIELDS = ["id", "customer_id", "currency_code", "metadata", "customer.id", "customer.has_account"]
+const REFUND_ORDER_FIELDS = [
+  "id",
+  "customer_id",
+  "currency_code",
+  "canceled_at",
+  "metadata",
+  "customer.id",
+  "customer.has_account",
+]
 
 /** The order a payment belongs to (Medusa links orders to payment collections). */
 async function orderOfPayment(container: MedusaContainer, payment: Row): Promise<Row> {
@@ -155,7 +164,15 @@ export async function paymentRefunds(
   const payment = await one(
     container,
     "payment",
-    ["id", "currency_code", "payment_collection_id", "refunds.id", "refunds.amount", "refunds.created_at"],
+    [
+      "id",
+      "currency_code",
+      "payment_collection_id",
+      "refunds.id",
+      "refunds.amount",
+      "refunds.created_at",
+      "refunds.refund_reason_id",
+    ],
     paymentId
   )
   const order = await orderOfPayment(container, payment)
@@ -167,7 +184,7 @@ export async function paymentRefunds(
     String(a.created_at).localeCompare(String(b.created_at)) || String(a.id).localeCompare(String(b.id))
   )
   for (const refund of refunds) {
-    if (onlyRefundIds && !onlyRefundIds.has(refund.id)) {
+    if ((onlyRefundIds && !onlyRefundIds.has(refund.id)) || refundOfCancel(refund, order)) {
       continue
     }
     const envelope = refundEnvelope(refund, order, currency, digits, toStoreCredit)

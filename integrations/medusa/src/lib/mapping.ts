@@ -414,6 +414,24 @@ export function orderCanceledEnvelope(order: Row): Envelope {
 
 // -- refunds and returns -------------------------------------------------------------
 
+/** Refunds created this close before an order's `canceled_at` are taken as the cancel's own. */
+export const CANCEL_REFUND_WINDOW_MS = 60_000
+
+/**
+ * Whether a refund is the one Medusa's cancel made: canceling an order with a captured
+ * payment refunds what is left of it (no reason, no `payment.refunded` event) and then sets
+ * `canceled_at`. `order.canceled` already gives Dust everything back, so forwarding that
+ * refund too would pay the customer twice.
+ */
+export function refundOfCancel(refund: Row, order: Row): boolean {
+  if (!order.canceled_at || refund.refund_reason_id) {
+    return false
+  }
+  const created = new Date(refund.created_at).getTime()
+  const canceled = new Date(order.canceled_at).getTime()
+  return created >= canceled - CANCEL_REFUND_WINDOW_MS
+}
+
 /**
  * One Medusa refund as `refund.created`, or null when it rounds to nothing. `order` is
  * the refund's order (with `customer.has_account`), found through its payment.
