@@ -3,8 +3,9 @@
 # (`make test-medusa`). From a fresh clone: installs the plugin and the store (npm ci), runs the
 # plugin's unit tests, builds the plugin and installs it into the store, resets the test's own
 # databases, migrates and seeds Medusa, upgrades Dust's schema, starts a Dust worker (the
-# Procfile's command) and Medusa, runs the flows (node --test flows/e2e.test.mjs), stops what it started by
-# pid, and exits non-zero on any failure. Logs stay in $E2E_WORK; on failure their ends are printed.
+# Procfile's command) and Medusa, creates the products through the admin API, runs the flows
+# (node --test flows/e2e.test.mjs), stops what it started by pid, and exits non-zero on any
+# failure. Logs stay in $E2E_WORK; on failure their ends are printed.
 #
 # Environment (defaults are CI's machine: PostgreSQL and Redis on 127.0.0.1, databases of the
 # test's own):
@@ -129,8 +130,9 @@ worker_cmd="$(sed -n 's/^worker:[[:space:]]*//p' "$REPO/Procfile")"
 worker_pid=$!
 echo "$worker_pid" >"$E2E_WORK/dust-worker.pid"
 
-log "medusa: start"
+log "medusa: start; products through the admin API"
 "$HERE/start-medusa.sh"
+node "$HERE/flows/seed-products.mjs"
 
 log "flows"
 node --test --test-timeout=900000 "$HERE/flows/e2e.test.mjs"

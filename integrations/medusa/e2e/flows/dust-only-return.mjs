@@ -8,6 +8,13 @@ export const flow = {
     const first = await L.earnFirst(c)
     const price = L.DUST_ONLY_PRICE
 
+    // The seed created the product while the store ran: the plugin forwarded product.created.
+    const productId = L.SEED.products.dust_only.id
+    const pev = await L.waitForEvent(`product.created:${productId}`)
+    assert.deepEqual(pev.envelope.data.metadata, { dust_only: true, dust_price: price })
+    const known = (await L.dust("products", "list", "--dust-only", "--json")).find((p) => p.product_id === productId)
+    assert.equal(known?.dust_price, price, "Dust knows the product is dust-only")
+
     const products = await L.store("GET", `/store/dust/products?id=${L.SEED.products.dust_only.id}`, { token: c.token })
     assert.match(JSON.stringify(products), new RegExp(`"dust_price":${price}\\b`), `GET /store/dust/products: ${JSON.stringify(products)}`)
 

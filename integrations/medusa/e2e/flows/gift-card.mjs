@@ -21,5 +21,12 @@ export const flow = {
     const bal = await L.dustBalance(c.id)
     assert.equal(bal.dust.balance, L.earned(2599), "only the shirt earns")
     await L.assertReconciled(assert)
+    L.recordForRedelivery({
+      flow: "gift card",
+      events: [{ name: "order.placed", data: { id: order.id } }],
+      envelopes: [`order.placed:${order.id}`],
+      customer_id: c.id,
+      snapshot: await L.snapshot(c.id),
+    })
   },
 }

@@ -16,7 +16,7 @@ export const flow = {
     assert.equal(guest.dust.balance, 0)
     await L.assertReconciled(assert)
 
-    const { refund_id } = await L.captureAndRefund(order.id, 10.5)
+    const { payment_id, refund_id } = await L.captureAndRefund(order.id, 10.5)
     const rev = await L.waitForEvent(`refund.created:${refund_id}`)
     assert.equal(rev.envelope.data.customer_id ?? null, null)
     assert.equal(rev.envelope.data.amount, 1050)
@@ -35,5 +35,15 @@ export const flow = {
     })
     assert.ok(again.status >= 400 && again.status < 500, `a code claims once: ${again.status}`)
     await L.assertReconciled(assert)
+    L.recordForRedelivery({
+      flow: "guest",
+      events: [
+        { name: "order.placed", data: { id: order.id } },
+        { name: "payment.refunded", data: { id: payment_id } },
+      ],
+      envelopes: [`order.placed:${order.id}`, `refund.created:${refund_id}`],
+      customer_id: c.id,
+      snapshot: await L.snapshot(c.id),
+    })
   },
 }

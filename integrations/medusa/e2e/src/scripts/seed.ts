@@ -1,14 +1,14 @@
 // Seeds the store the flows buy from, with Medusa's own workflows: a usd region taxed at
 // 8.875 % (so totals are not whole cents), a jpy region (no minor unit), one sales channel
 // with a publishable key, a stock location with a shipping option per region paid through
-// the system payment provider, and three products: a normal one, a dust-only one (metadata
-// dust_only / dust_price) and a gift card. Writes the ids the flows need to E2E_SEED_OUT.
+// the system payment provider. Writes the ids the flows need to E2E_SEED_OUT. The products
+// are created afterwards through the admin API while the store runs (flows/seed-products.mjs),
+// so that the plugin sees their product.created as it would in a live store.
 import { writeFileSync } from "node:fs"
 import { ExecArgs } from "@medusajs/framework/types"
-import { ContainerRegistrationKeys, Modules, ProductStatus } from "@medusajs/framework/utils"
+import { ContainerRegistrationKeys, Modules } from "@medusajs/framework/utils"
 import {
   createApiKeysWorkflow,
-  createProductsWorkflow,
   createRegionsWorkflow,
   createSalesChannelsWorkflow,
   createShippingOptionsWorkflow,
@@ -21,7 +21,6 @@ import {
 } from "@medusajs/medusa/core-flows"
 
 export const TAX_RATE_PERCENT = 8.875
-export const DUST_ONLY_PRICE = 500
 
 export default async function seed({ container }: ExecArgs) {
   const out = process.env.E2E_SEED_OUT
@@ -135,45 +134,6 @@ export default async function seed({ container }: ExecArgs) {
   })
   await linkSalesChannelsToApiKeyWorkflow(container).run({ input: { id: key.id, add: [channel.id] } })
 
-  const product = (
-    handle: string,
-    prices: { usd: number; jpy: number },
-    extra: { metadata?: Record<string, unknown>; is_giftcard?: boolean } = {},
-  ) => ({
-    title: handle,
-    handle,
-    status: ProductStatus.PUBLISHED,
-    shipping_profile_id: profile.id,
-    options: [{ title: "Kind", values: ["one"] }],
-    variants: [
-      {
-        title: "one",
-        sku: handle,
-        manage_inventory: false,
-        options: { Kind: "one" },
-        prices: [
-          { currency_code: "usd", amount: prices.usd },
-          { currency_code: "jpy", amount: prices.jpy },
-        ],
-      },
-    ],
-    sales_channels: [{ id: channel.id }],
-    ...extra,
-  })
-  const { result: products } = await createProductsWorkflow(container).run({
-    input: {
-      products: [
-        product("dust-e2e-shirt", { usd: 25.99, jpy: 2999 }),
-        product("dust-e2e-sticker", { usd: 5, jpy: 500 }, {
-          metadata: { dust_only: true, dust_price: DUST_ONLY_PRICE },
-        }),
-        product("dust-e2e-gift-card", { usd: 20, jpy: 2000 }, { is_giftcard: true }),
-      ],
-    },
-  })
-  const byHandle = Object.fromEntries(products.map((p) => [p.handle, p]))
-  const variantOf = (handle: string) => byHandle[handle].variants[0].id
-
   writeFileSync(
     out,
     JSON.stringify(
@@ -184,11 +144,7 @@ export default async function seed({ container }: ExecArgs) {
         stock_location_id: location.id,
         shipping_option_id: standardOption.id,
         return_shipping_option_id: returnOption.id,
-        products: {
-          normal: { id: byHandle["dust-e2e-shirt"].id, variant_id: variantOf("dust-e2e-shirt") },
-          dust_only: { id: byHandle["dust-e2e-sticker"].id, variant_id: variantOf("dust-e2e-sticker") },
-          gift_card: { id: byHandle["dust-e2e-gift-card"].id, variant_id: variantOf("dust-e2e-gift-card") },
-        },
+        shipping_profile_id: profile.id,
       },
       null,
       2,
