@@ -1,4 +1,4 @@
-"""Checkout requests with a reply (CONTRACT §4), on queue ``dust.requests``."""
+"""Checkout requests with a reply (docs/CONTRACT.md §5.1), on queue ``dust.requests``."""
 
 from __future__ import annotations
 
@@ -114,7 +114,7 @@ def balance(**kwargs: Any) -> dict[str, Any]:
 
 @app.task(name="dust.history")
 def history(**kwargs: Any) -> dict[str, Any]:
-    """One page of a customer's entries of one kind, newest first (CONTRACT §4)."""
+    """One page of a customer's entries of one kind, newest first (docs/CONTRACT.md §5.1)."""
     try:
         request = HistoryRequest.model_validate(kwargs)
     except ValidationError as exc:
@@ -129,7 +129,7 @@ def history(**kwargs: Any) -> dict[str, Any]:
 @app.task(name="dust.order_refunds")
 def order_refunds(**kwargs: Any) -> dict[str, Any]:
     """The refunds of an order and what each credited: a guest refund's claim code, for
-    the platform to show the customer (CONTRACT §4)."""
+    the platform to show the customer (docs/CONTRACT.md §5.1)."""
     try:
         request = OrderRefundsRequest.model_validate(kwargs)
     except ValidationError as exc:

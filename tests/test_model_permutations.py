@@ -1,4 +1,4 @@
-"""Permutation property (CONTRACT §3, DESIGN 8): for a generated order (items or none, gift
+"""Permutation property (docs/CONTRACT.md §3.2): for a generated order (items or none, gift
 cards among them, items that claim more than the goods cost, shipping, tax, dust, store
 credit and gift cards paid, holds at checkout, refunds of random amounts to store credit or
 not and giving dust back or not, a cancel or not, a guest or a customer), every arrival
