@@ -9,8 +9,12 @@ export const flow = {
     const c = await L.registerCustomer("catchup")
     await L.waitForEvent(`customer.created:${c.id}`)
     const since = new Date(Date.now() - 1000).toISOString()
-    // The scheduled catch-up (every 5 minutes) must not run while the test shows the order missing.
-    await L.restartMedusa({ DUST_SKIP_EVENTS: "order.placed", DUST_CATCH_UP_SCHEDULE: "0 0 1 1 *" })
+    // The scheduled catch-up (every 5 minutes) must not run while the test shows the order
+    // missing: once a day, twelve hours from now. (Not further: Medusa's scheduler waits with
+    // one setTimeout, and a run more than 24.8 days away overflows it and fires every 1 ms.)
+    const later = new Date(Date.now() + 12 * 3600_000)
+    const daily = `${later.getUTCMinutes()} ${later.getUTCHours()} * * *`
+    await L.restartMedusa({ DUST_SKIP_EVENTS: "order.placed", DUST_CATCH_UP_SCHEDULE: daily, TZ: "UTC" })
 
     const order = await L.checkout({ customer: c, items: [{ variant_id: L.VARIANT.normal, quantity: 3 }] })
     await L.waitFor("Medusa to emit order.placed", async () =>
