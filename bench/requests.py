@@ -470,7 +470,9 @@ def main() -> None:
             ]
             procfile.stop_all(running)
             push_all(r, messages)
-            print(f"\nrestart on a backlog of {backlog} order.placed (queued {r.llen('dust.events')})")
+            print(
+                f"\nrestart on a backlog of {backlog} order.placed (queued {r.llen('dust.events')})"
+            )
             procfile.start_all(running)
             drain(tag, backlog, time.time(), args.cli and k == 0)
     finally:
