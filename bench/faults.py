@@ -513,6 +513,7 @@ def execute(run: Run) -> dict[str, Any]:
             if time.monotonic() - last_check > 1:
                 last_check = time.monotonic()
                 observe(run, engine)
+                restart_exited(workers, run)
             if time.monotonic() > hard_deadline:
                 raise TimeoutError("publishing ran past --timeout")
             if i and i % 10_000 == 0:
@@ -558,6 +559,17 @@ def wait_ready(workers: list[procfile.Process], run: Run, timeout: float = 60) -
             w.wait_ready(timeout)
     except procfile.ProcessFailed as exc:
         raise RuntimeError(str(exc)) from None
+
+
+def restart_exited(workers: list[procfile.Process], run: Run) -> None:
+    """A process that stopped though nobody killed it (the kills restart theirs at once) is
+    counted, with its exit code in the log, and started again."""
+    for w in workers:
+        if w.proc is not None and not w.running():
+            run.faults["exited_on_their_own"] += 1
+            run.say(f"{w.name} exited on its own (code {w.proc.returncode}); started again")
+            w.start()
+            wait_ready([w], run)
 
 
 def publish(client: Celery, e: dict[str, Any], run: Run) -> None:
