@@ -5,7 +5,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
     .venv/bin/python bench/e2e.py              # N = 5000
     .venv/bin/python bench/e2e.py -n 20000 --half-n 5000
 
-1. The worker is started with the Procfile's ``worker:`` line, unchanged, on
+1. The Procfile's processes (all but ``beat``) are started unchanged (``worker.procfile``), on
    ``DUST_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt with ``dust db
    upgrade``) and ``DUST_BROKER_URL`` (default Redis database 11, flushed). Customers' dust
    accounts exist beforehand, so each ``order.placed`` is: inbox row, order row, account
@@ -59,8 +59,9 @@ from sqlalchemy.engine import Engine, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import reset_database, stop_worker  # noqa: E402
+from throughput import reset_database  # noqa: E402
 
+from worker import procfile  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,6 +91,9 @@ def parse_args() -> argparse.Namespace:
         help="events/s of the half-load phase (default: half the full-load rate, or 40/s)",
     )
     parser.add_argument("--direct-processes", type=int, default=2)
+    parser.add_argument(
+        "--procfile", type=Path, default=procfile.PROCFILE, help="another process layout"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per phase (s)")
     parser.add_argument(
         "--skip", action="append", default=[], choices=["noop", "full", "half", "direct"]
@@ -125,13 +129,6 @@ def machine(engine: Engine, broker_url: str) -> list[str]:
 # -- the worker ------------------------------------------------------------------------
 
 
-def procfile_worker_command() -> list[str]:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("worker:"):
-            return shlex.split(line.split(":", 1)[1])
-    sys.exit("no worker: line in the Procfile")
-
-
 def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
     env["DUST_DATABASE_URL"] = database_url
@@ -141,24 +138,24 @@ def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
     return env
 
 
-def start_worker(database_url: str, broker_url: str, log: Path) -> subprocess.Popen[bytes]:
+def start_processes(
+    database_url: str, broker_url: str, folder: Path, path: Path = procfile.PROCFILE
+) -> list[procfile.Process]:
+    """Every process of the Procfile but the scheduler, unchanged, until each is ready."""
     env = worker_env(database_url, broker_url)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            procfile_worker_command(),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+    processes = [
+        procfile.Process(
+            name, procfile.command(name, path=path), folder / f"{name}.log", env=env, cwd=ROOT
         )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"worker did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    return proc
+        for name in procfile.read(path)
+        if name != "beat"
+    ]
+    try:
+        procfile.start_all(processes)
+    except procfile.ProcessFailed as exc:
+        procfile.stop_all(processes)
+        sys.exit(str(exc))
+    return processes
 
 
 def process_tree(pid: int) -> list[int]:
@@ -172,10 +169,10 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def memory(pid: int) -> str:
-    """RSS and PSS (shared pages split between the processes sharing them), parent + children."""
+def memory(*mains: int) -> str:
+    """RSS and PSS (shared pages split between the processes sharing them), parents + children."""
     rss = pss = 0
-    pids = process_tree(pid)
+    pids = [p for main in mains for p in process_tree(main)]
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
@@ -438,16 +435,20 @@ def main() -> None:
     tmpl = template(args.broker_url)
     for line in machine(engine, args.broker_url):
         print(line)
-    print(f"worker:   {shlex.join(procfile_worker_command())}  (the Procfile's line)")
+    for name, words in procfile.read(args.procfile).items():
+        if name != "beat":
+            print(f"{name + ':':<9} {shlex.join(words)}  (the Procfile's line)")
     print(f"database: {make_url(args.database_url).render_as_string(hide_password=True)}")
     print(f"broker:   {args.broker_url}; {customers} customers' dust accounts pre-created")
     print(f"git:      {git_state()}")
 
-    log = Path(tempfile.mkdtemp(prefix="dust-e2e-")) / "worker.log"
+    logs = Path(tempfile.mkdtemp(prefix="dust-e2e-"))
     results: dict[str, dict[str, Any]] = {}
-    proc = start_worker(args.database_url, args.broker_url, log)
+    processes = start_processes(args.database_url, args.broker_url, logs, args.procfile)
+    proc = processes[0].proc  # the events worker: a run stops if it does
+    mains = [p.pid for p in processes]
     try:
-        print(f"\nworker memory, idle:          {memory(proc.pid)}")
+        print(f"\nworker memory, idle:          {memory(*mains)}")
         if "noop" not in args.skip:
             results["noop"] = res = run_noop(r, tmpl, n, args.timeout)
             print(
@@ -464,7 +465,7 @@ def main() -> None:
             )
             print(f"                latency from the push: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
-            print(f"worker memory, after full:    {memory(proc.pid)}")
+            print(f"worker memory, after full:    {memory(*mains)}")
         if "half" not in args.skip:
             rate = args.half_rate or (results["full"]["rate"] / 2 if "full" in results else 40.0)
             results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)
@@ -475,9 +476,9 @@ def main() -> None:
             )
             print(f"                latency publish->commit: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
-            print(f"worker memory, after half:    {memory(proc.pid)}")
+            print(f"worker memory, after half:    {memory(*mains)}")
     finally:
-        stop_worker(proc)
+        procfile.stop_all(processes)
     if "direct" not in args.skip:
         batch = get_settings().event_batch_size
         results["direct"] = res = run_direct(
@@ -505,7 +506,7 @@ def main() -> None:
         p99 = 1000 * percentile(results["half"]["latencies"], 99)
         verdict = "met" if p99 < 50 else "NOT met"
         print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
-    print(f"worker log: {log}")
+    print(f"process logs: {logs}")
     print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
 
 

@@ -29,6 +29,8 @@ from admin_support import (
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from worker import procfile
+
 ADMIN_DATABASE_URL = os.environ.get(
     "DUST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dust_admin"
 )
@@ -432,22 +434,7 @@ def test_admin_tasks_are_registered_and_worker_survived(embedded: Installation) 
 
 
 def _unreachable() -> str | None:
-    import redis
-
-    problems = []
-    admin = make_url(ADMIN_DATABASE_URL).set(database="postgres")
-    try:
-        engine = create_engine(admin, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:
-        problems.append(f"PostgreSQL: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    try:
-        redis.Redis.from_url(ADMIN_BROKER_URL, socket_connect_timeout=3).ping()
-    except Exception as exc:
-        problems.append(f"Redis: {type(exc).__name__}: {exc}")
-    return "; ".join(problems) or None
+    return procfile.unreachable(ADMIN_DATABASE_URL, ADMIN_BROKER_URL, first_line=True)
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,21 @@
 """The Celery app: one module, every option next to its reason.
 
-Start a worker and the scheduler the way the Procfile does::
+Start the workers and the scheduler the way the Procfile does (``worker.procfile``)::
 
-    celery -A worker.app worker --queues dust.events,dust.requests,dust.jobs
+    celery -A worker.app worker --queues dust.events,dust.jobs --hostname events@%h
+    celery -A worker.app worker --queues dust.requests --concurrency 2 \
+        --prefetch-multiplier 1 --hostname requests@%h
     celery -A worker.app beat
+
+Requests run in a worker of their own: in the events worker they waited for a pool process
+to finish a batch of events (BENCHMARKS.md, "Checkout beside a backlog").
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 from typing import Any
 
 from celery import Celery
@@ -17,8 +24,10 @@ from kombu import Exchange, Queue
 
 from worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
 from worker.beat import JOBS, JOBS_QUEUE, build_schedule
-from worker.db import dispose_engines
+from worker.db import dispose_engines, get_engine
 from worker.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 EVENTS_QUEUE = "dust.events"
 REQUESTS_QUEUE = "dust.requests"
@@ -162,6 +171,19 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     # A forked pool child must not share the parent's database sockets.
     dispose_engines()
     _freeze_startup_objects()
+    threading.Thread(target=_connect_ahead, name="dust-connect-ahead", daemon=True).start()
+
+
+def _connect_ahead() -> None:
+    """Open the pool process's first database connection before its first task needs it:
+    after a restart the first checkout otherwise paid for the connection (and its
+    session settings) itself. In a thread, so that a database out of reach never holds up
+    the process's start; its first task then waits and retries as ever."""
+    try:
+        with get_engine().connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        log.debug("no database connection ahead of the first task: %s", type(exc).__name__)
 
 
 @worker_ready.connect

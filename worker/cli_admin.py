@@ -131,8 +131,9 @@ def _call(task: str, kwargs: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> 
         reply: dict[str, Any] = result.get(timeout=timeout, interval=0.05)
     except ReplyTimeout:
         raise fail(
-            f"no worker answered within {timeout:.0f}s (is `celery -A worker.app worker"
-            " --queues dust.events,dust.requests` running?); the request expires unapplied"
+            f"no worker answered within {timeout:.0f}s (is the Procfile's `requests` process,"
+            " `celery -A worker.app worker --queues dust.requests`, running?);"
+            " the request expires unapplied"
         ) from None
     except Exception as exc:
         raise fail(f"the worker failed: {type(exc).__name__}: {exc}") from None
