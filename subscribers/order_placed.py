@@ -29,6 +29,7 @@ from subscribers.base import (
     Prepared,
     Rejected,
     parse,
+    validation_context,
 )
 
 MAX_ITEMS = 1000
@@ -103,7 +104,7 @@ def record(
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    placed = parse(OrderPlacedPayload, envelope.data)
+    placed = parse(OrderPlacedPayload, envelope.data, context)
     order = orders.lock_order(session, placed.id)
     if order.placed_event_id is None:
         record(session, order, placed, envelope, context)
@@ -144,7 +145,9 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     placed: list[OrderPlacedPayload] = []
     for envelope in envelopes:
         try:
-            one = OrderPlacedPayload.model_validate(envelope.data)
+            one = OrderPlacedPayload.model_validate(
+                envelope.data, context=validation_context(context)
+            )
         except ValidationError:
             break  # handle() rejects it with the reason
         if one.dust_total or one.store_credit_total or any(p.id == one.id for p in placed):

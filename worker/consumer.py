@@ -6,7 +6,10 @@ Celery's consumer trusts a message's headers. A ``task`` header that is not a st
 again, forever. Any producer that can reach the broker could stop event processing with one
 message. Here such a message is refused (logged, and removed from the queue) and the
 worker goes on; so is a message whose body has the wrong shape (a ``KeyError``,
-``TypeError`` or ``ValueError`` while taking it in), instead of reaching the connection loop.
+``TypeError`` or ``ValueError`` while taking it in) or cannot be handed to the pool (a
+``RecursionError`` or pickling error), instead of reaching the connection loop. A refused
+message is moved, as received, to the dead letters (``worker/dead_letters.py``) with the
+reason, then acknowledged.
 
 A body that is not valid JSON is recorded in ``dust_events`` as ``rejected`` with the reason
 (CONTRACT §3, "invalid JSON"), then acknowledged as Celery does. Pickle and other content
@@ -16,10 +19,13 @@ types stay refused unread (``accept_content``).
 from __future__ import annotations
 
 import logging
+from pickle import PicklingError
 from typing import Any
 
 from celery.worker.consumer import Consumer
 from vine import promise
+
+from worker.dead_letters import bury_message
 
 log = logging.getLogger(__name__)
 
@@ -59,17 +65,26 @@ class DustConsumer(Consumer):
             problem = header_problem(message.headers)
             if problem is not None:
                 log.error("refused a message: %s (headers %.300r)", problem, message.headers)
-                message.reject_log_error(log, self.connection_errors)
+                bury_message(message, f"not a Celery task message: {problem}")
                 return None
             try:
                 return handle(message)
             except connection_errors:
                 raise
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                AttributeError,
+                IndexError,
+                RecursionError,
+                PicklingError,
+            ) as exc:
                 # a message of the wrong shape (a body that is not [args, kwargs, embed],
-                # ...); anything else still goes to Celery's connection handling
+                # ...) or that the pool cannot take; anything else still goes to Celery's
+                # connection handling
                 log.exception("refused a message that could not be taken in")
-                message.reject_log_error(log, self.connection_errors)
+                bury_message(message, f"could not be taken in ({type(exc).__name__}: {exc!s:.200})")
                 return None
 
         return on_task_received
