@@ -52,6 +52,15 @@ def header_problem(headers: Any) -> str | None:
     return None
 
 
+def _bury_on_reject(message: Any, reason: str) -> None:
+    """Have Celery's reject of ``message`` bury it in the dead letters (and ack it)."""
+
+    def reject_log_error(*_: Any, **__: Any) -> None:
+        bury_message(message, reason)
+
+    message.reject_log_error = reject_log_error
+
+
 def _seconds_or_none(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
@@ -88,6 +97,21 @@ class DustConsumer(Consumer):
                 return None
 
         return on_task_received
+
+    # Celery rejects (drops) a message of a task no one registered, of an unknown format or
+    # that it finds invalid. On Dust's queues such a message is no Dust task: it goes to
+    # the dead letters as received, where an operator can see it, instead of vanishing.
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _bury_on_reject(message, "not a Celery task message (unknown format)")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _bury_on_reject(message, f"no such task: {exc!s:.200}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _bury_on_reject(message, f"invalid task message: {exc!s:.200}")
+        super().on_invalid_task(body, message, exc)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         try:

@@ -185,6 +185,7 @@ def test_a_restarted_worker_with_poison_already_queued_keeps_running(dust, worke
                 (_body(good_order(uid, 1000)), _headers(["x"])),
                 (_body(good_order(uid, 1001)), {"task": "dust.handle_event"}),
                 (_body(good_order(uid, 1002)), _headers(timelimit="soon")),
+                (_body(good_order(uid, 1003)), _headers("dust.no_such_task")),
             ]:
                 producer.publish(
                     body,
@@ -207,10 +208,11 @@ def test_a_restarted_worker_with_poison_already_queued_keeps_running(dust, worke
         assert "nested more than 32 levels deep" in rows[deep_one["id"]]["reason"]
         for good in goods:
             assert dust.dust(good["data"]["customer_id"])["balance"] == 100
-        for k in (999, 1000, 1001, 1002):  # nothing written for the refused ones
+        for k in (999, 1000, 1001, 1002, 1003):  # nothing written for the refused ones
             assert dust.dust(f"hgc_{uid}_{k}")["balance"] == 0
         new = {k: v for k, v in dead_letters().items() if k not in before}
-        assert len(new) == len(bad) + 3
+        assert len(new) == len(bad) + 4
+        assert sum(v["reason"].startswith("no such task") for v in new.values()) == 1
         logs = "".join(w.log_since(offsets[w.name]) for w in workers.workers)
         assert "Unrecoverable error" not in logs
         assert "could not reach the pool" not in logs
