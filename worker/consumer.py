@@ -12,7 +12,7 @@ message is moved, as received, to the dead letters (``worker/dead_letters.py``) 
 reason, then acknowledged.
 
 A body that is not valid JSON is recorded in ``dust_events`` as ``rejected`` with the reason
-(CONTRACT §3, "invalid JSON"), then acknowledged as Celery does. Pickle and other content
+(docs/CONTRACT.md §4.1), then acknowledged as Celery does. Pickle and other content
 types stay refused unread (``accept_content``).
 """
 
