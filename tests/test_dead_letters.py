@@ -15,6 +15,7 @@ from worker.dead_letters import FileDeadLetters, NotFound
 
 def connection(folder: Path) -> Connection:
     options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    options["control_folder"] = str(folder / "control")
     return Connection("filesystem://", transport_options=options)
 
 

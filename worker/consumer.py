@@ -72,8 +72,7 @@ class DustConsumer(Consumer):
 
         def on_task_received(message: Any) -> Any:
             problem = header_problem(message.headers)
-            if problem is not None:
-                log.error("refused a message: %s (headers %.300r)", problem, message.headers)
+            if problem is not None:  # logged once, by the burial
                 bury_message(message, f"not a Celery task message: {problem}")
                 return None
             try:
@@ -92,7 +91,7 @@ class DustConsumer(Consumer):
                 # a message of the wrong shape (a body that is not [args, kwargs, embed],
                 # ...) or that the pool cannot take; anything else still goes to Celery's
                 # connection handling
-                log.exception("refused a message that could not be taken in")
+                log.debug("a message could not be taken in", exc_info=True)
                 bury_message(message, f"could not be taken in ({type(exc).__name__}: {exc!s:.200})")
                 return None
 
