@@ -61,9 +61,10 @@ def list_dead_letters(
     from rich.console import Console
     from rich.table import Table
 
-    table = Table("at", "id", "queue", "reason", "bytes")
+    table = Table("at", "queue", "reason", "bytes")
+    table.add_column("id", overflow="fold")  # whole: an operator copies it
     for row in rows:
-        table.add_row(str(row["at"])[:23], row["id"], row["list"], row["reason"], str(row["size"]))
+        table.add_row(str(row["at"])[:23], row["list"], row["reason"], str(row["size"]), row["id"])
     Console().print(table)
     typer.echo(f"{len(rows)} dead letters now, {store.count()} ever")
 
