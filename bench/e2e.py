@@ -98,6 +98,12 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--skip", action="append", default=[], choices=["noop", "full", "half", "direct"]
     )
+    parser.add_argument(
+        "--poison",
+        choices=["not-kombu", "deep"],
+        help="after the full load, the same load again with one malformed item in the middle:"
+        " a list item that is not a kombu message, or an envelope nested 500 deep",
+    )
     return parser.parse_args()
 
 
@@ -335,6 +341,47 @@ def run_full(
     }
 
 
+def run_poisoned(
+    r: redis.Redis, engine: Engine, tmpl: dict[str, Any], n: int, customers: int, args: Any, proc
+) -> dict[str, Any]:
+    """The full load again (events tagged ``x``) with one malformed item among them, in
+    the middle: what it costs the good ones, and where it went."""
+    messages = [wire(tmpl, "dust.handle_event", order_placed("x", o, customers)) for o in range(n)]
+    poison_id = f"poison_{uuid.uuid4().hex[:8]}"
+    if args.poison == "deep":
+        nested: Any = "deep"
+        for _ in range(500):
+            nested = {"x": nested}
+        poison = wire(
+            tmpl,
+            "dust.handle_event",
+            {**order_placed("p", 0, 1), "id": poison_id, "extra": nested},
+        )
+    else:
+        poison = f"not a kombu message {poison_id}".encode()
+    messages.insert(n // 2, poison)
+    dead_before = int(r.get("dust.dead_letters.count") or 0)
+    started, pushed = push_all(r, messages)
+    rows = wait_for_events(engine, "x", n, args.timeout, proc)
+    last = max(at for _, _, at in rows)
+    elapsed = last - started
+    with engine.connect() as connection:
+        fate = connection.execute(
+            text("SELECT status, reason FROM dust_events WHERE event_id = :i"), {"i": poison_id}
+        ).first()
+    dead = int(r.get("dust.dead_letters.count") or 0) - dead_before
+    where = f"{fate[0]}: {fate[1]}" if fate else f"{dead} dead-lettered"
+    return {
+        "rate": n / elapsed,
+        "elapsed": elapsed,
+        "publish": pushed - started,
+        "latencies": [at - started for _, _, at in rows],
+        "statuses": statuses(rows),
+        "poison": where,
+        "alive": proc.poll() is None,
+    }
+
+
 def run_paced(
     r: redis.Redis,
     engine: Engine,
@@ -466,6 +513,15 @@ def main() -> None:
             print(f"                latency from the push: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
             print(f"worker memory, after full:    {memory(*mains)}")
+        if args.poison:
+            results["poisoned"] = res = run_poisoned(r, engine, tmpl, n, customers, args, proc)
+            print(
+                f"full + poison:  {n} order.placed + 1 {args.poison} item, {res['rate']:.1f}"
+                f" events/s ({res['elapsed']:.2f} s first push to last commit)  [{load_average()}]"
+            )
+            print(f"                latency from the push: {latency_line(res['latencies'])}")
+            print(f"                statuses {res['statuses']}; the poison: {res['poison']}")
+            print(f"                worker still running: {res['alive']}")
         if "half" not in args.skip:
             rate = args.half_rate or (results["full"]["rate"] / 2 if "full" in results else 40.0)
             results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)

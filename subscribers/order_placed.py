@@ -32,6 +32,7 @@ from subscribers.base import (
     Prepared,
     Rejected,
     parse,
+    validation_context,
 )
 
 MAX_ITEMS = 1000
@@ -124,7 +125,7 @@ def record(
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    placed = parse(OrderPlacedPayload, envelope.data)
+    placed = parse(OrderPlacedPayload, envelope.data, context)
     order = orders.lock_order(session, placed.id)
     if order.placed_event_id is None:
         record(session, order, placed, envelope, context)
@@ -173,7 +174,9 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     placed: list[OrderPlacedPayload] = []
     for envelope in envelopes:
         try:
-            one = OrderPlacedPayload.model_validate(envelope.data)
+            one = OrderPlacedPayload.model_validate(
+                envelope.data, context=validation_context(context)
+            )
         except ValidationError:
             break  # handle() rejects it with the reason
         if one.dust_total or one.store_credit_total or any(p.id == one.id for p in placed):

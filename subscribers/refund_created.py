@@ -49,7 +49,7 @@ class RefundPayload(Payload):
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    refund = parse(RefundPayload, envelope.data)
+    refund = parse(RefundPayload, envelope.data, context)
     order = orders.lock_order(session, refund.order_id)
     if order.currency_code and order.currency_code != refund.currency_code:
         raise Rejected(

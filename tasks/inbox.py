@@ -42,6 +42,10 @@ from worker.settings import Settings, get_settings
 MAX_ID = 250
 MAX_NAME = 100
 MAX_ENVELOPE_BYTES = 1_000_000
+#: Deepest nesting of objects and arrays in an envelope (the envelope itself is level 1;
+#: a real one needs 5). Deeper is refused here, before it is batched: pickling it for the
+#: pool, printing or hashing it could exhaust Python's recursion limit.
+MAX_DEPTH = 32
 #: ``occurred_at`` outside this window is refused: lot and hold expiries are computed from
 #: it, and they must stay representable dates (the longest TTL is 100 years).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -86,7 +90,11 @@ def canonical(value: Any) -> str:
 
 
 def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
-    """Turn whatever arrived into a :class:`Parsed`; never raises for bad input."""
+    """Turn whatever arrived into a :class:`Parsed`; never raises for bad input. A
+    :class:`Parsed` is taken as it is (the worker's verdict on an envelope it refused
+    before batching, ``worker/batching.py``)."""
+    if isinstance(raw, Parsed):
+        return raw
     if isinstance(raw, Malformed):
         try:
             text = canonical(raw.body)
@@ -103,6 +111,8 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
                 "too deeply nested" if isinstance(exc, RecursionError) else str(exc)[:100]
             )
             return _bad(text, None, f"invalid JSON: {msg}")
+    if too_deep(raw):
+        return _too_deep(raw)
     try:
         text = canonical(raw)
     except (TypeError, ValueError, RecursionError):
@@ -121,8 +131,11 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         data_id = data.get("id")
         if isinstance(data_id, str) and data_id:
             event_id = f"{name}:{data_id}"
-    if not _is_label(event_id, MAX_ID):
-        problem = "id must be a non-empty string of at most 250 characters, no control characters"
+    if not _is_label(event_id, MAX_ID) or event_id != event_id.strip():
+        problem = (
+            "id must be a non-empty string of at most 250 characters, no control characters,"
+            " no whitespace at either end (ids are taken as sent)"
+        )
         if given_id is None:
             problem = "no id, and none can be derived from name and data.id"
         return _bad(text, name if isinstance(name, str) else None, problem)
@@ -143,6 +156,39 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         occurred_at = occurred_at_or_error
     envelope = Envelope(event_id, name, occurred_at, data)
     return Parsed(event_id, name, _hash(text), text, envelope)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep; walked
+    without recursion, so any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend(
+            (child, level + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
+    return False
+
+
+def _too_deep(raw: Any) -> Parsed:
+    """A rejected envelope nested too deep: recorded under its own id when it has one."""
+    try:
+        text = canonical(raw)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(raw).__name__} nested more than {MAX_DEPTH} levels deep>"
+    given = raw.get("id") if isinstance(raw, dict) else None
+    name = raw.get("name") if isinstance(raw, dict) else None
+    event_id = given if _is_label(given, MAX_ID) and given == given.strip() else None
+    reason = f"envelope nested more than {MAX_DEPTH} levels deep"
+    return _bad(text, name if isinstance(name, str) else None, reason, event_id)
 
 
 def _parse_instant(value: Any) -> datetime | str:
@@ -196,7 +242,13 @@ def context_from(settings: Settings) -> Context:
         policy=EarnPolicy(settings.points_ttl_days, settings.clawback_policy),
         default_currency=settings.default_currency,
         hold_ttl_seconds=settings.hold_ttl_seconds,
+        currencies=settings.currencies,
     )
+
+
+def request_context() -> dict[str, Any]:
+    """The validation context of a request or admin task's arguments (known currencies)."""
+    return {"currencies": get_settings().currencies}
 
 
 # -- transient failures ----------------------------------------------------------------

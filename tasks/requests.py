@@ -10,7 +10,7 @@ from ledger import holds, orders, reports
 from ledger.accounts import ensure_account, lock_accounts
 from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
-from tasks.inbox import retry_conflicts
+from tasks.inbox import request_context, retry_conflicts
 from worker.app import app
 from worker.db import session_scope
 from worker.settings import get_settings
@@ -80,7 +80,7 @@ def reserve_hold(request: ReserveRequest) -> dict[str, Any]:
 @app.task(name="dust.reserve")
 def reserve(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = ReserveRequest.model_validate(kwargs)
+        request = ReserveRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
     return reserve_hold(request)
@@ -95,7 +95,7 @@ def release_cart(cart_id: str) -> dict[str, Any]:
 @app.task(name="dust.release")
 def release(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = ReleaseRequest.model_validate(kwargs)
+        request = ReleaseRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
     return release_cart(request.cart_id)
@@ -104,7 +104,7 @@ def release(**kwargs: Any) -> dict[str, Any]:
 @app.task(name="dust.balance")
 def balance(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = BalanceRequest.model_validate(kwargs)
+        request = BalanceRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
     redeem_values = get_settings().redeem_table()

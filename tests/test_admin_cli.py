@@ -131,7 +131,7 @@ BAD_INPUT = [
     (["credit", "bad-1", "5", "--kind", "dust"], "--reason is required"),
     (["debit", "bad-1", "5", "--kind", "dust", "--reason", "   "], "--reason is required"),
     (["credit", "bad-1", "5", "--kind", "store_credit", "--reason", "r"], "--currency is required"),
-    (["debit", "bad-1", "5", "--kind", "store_credit", "--currency", "us", "--reason", "r"], "three-letter"),
+    (["debit", "bad-1", "5", "--kind", "store_credit", "--currency", "us", "--reason", "r"], "not three letters"),
     (["credit", "bad-1", "5", "--kind", "dust", "--currency", "usd", "--reason", "r"], "only for --kind store_credit"),
     (["credit", "bad-1", "5", "--kind", "points", "--reason", "r"], "--kind must be dust or store_credit"),
     (["debit", "bad-1", "5", "--reason", "r"], "--kind is required"),

@@ -192,3 +192,50 @@ def test_a_batch_is_acknowledged_in_one_broker_round_trip_where_the_transport_ca
     jobs[2]["callback"]([True, True, True])
 
     assert sent == [["task-0"], ["task-1"], ["task-2", "task-3", "task-4"]]
+
+
+def test_a_batch_the_pool_cannot_take_goes_one_by_one_and_the_culprit_is_buried(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body the pool cannot pickle is neither requeued (a hot loop) nor allowed to hold
+    back the messages batched with it: they leave alone; it goes to the dead letters."""
+    handler, consumer, _ = setup
+    buried: list[tuple[Any, str]] = []
+    monkeypatch.setattr(
+        batching.dead_letters, "bury_message", lambda m, why: buried.append((m, why))
+    )
+    poison = FakeMessage(99)
+
+    def apply_async(target: Any, args: Any, **options: Any) -> None:
+        if poison.body in args[0]:
+            raise RecursionError("maximum recursion depth exceeded while pickling an object")
+        consumer.pool.jobs.append({"target": target, "bodies": args[0], **options})
+
+    consumer.pool.apply_async = apply_async  # type: ignore[method-assign]
+    consumer.pool.num_processes = consumer.pool.limit = 1
+    receive(handler, FakeMessage(0))  # the one process is busy with it
+    messages = [FakeMessage(1), poison, FakeMessage(2)]
+    for message in messages:
+        receive(handler, message)
+    consumer.pool.jobs[0]["callback"]([True])  # 1, poison, 2 leave as one batch: refused
+    sent = [job["bodies"] for job in consumer.pool.jobs[1:]]
+    assert sent == [[messages[0].body], [messages[2].body]]
+    assert [m for m, _ in buried] == [poison]
+    assert "could not be handed to the pool (RecursionError" in buried[0][1]
+    assert not any(m.requeued for m in messages)
+
+
+def test_an_envelope_nested_too_deep_is_refused_before_it_is_batched(setup: Any) -> None:
+    handler, consumer, _ = setup
+    deep: Any = "x"
+    for _ in range(500):
+        deep = {"x": deep}
+    message = FakeMessage(1)
+    message.body = [[{"id": "evt-deep", "name": "order.placed", "data": deep}], {}, {}]
+    receive(handler, message)
+    (job,) = consumer.pool.jobs
+    ((args, kwargs, embed),) = job["bodies"]
+    (parsed,) = args
+    assert parsed.event_id == "evt-deep"
+    assert parsed.error == "envelope nested more than 32 levels deep"
+    assert len(parsed.text) < 10_000  # flat: what the pool is handed pickles at any depth

@@ -33,6 +33,9 @@ from typing import Any
 from celery.worker.strategy import default as celery_strategy
 from kombu.utils.uuid import uuid
 
+from models.base import utcnow
+from worker import dead_letters
+
 log = logging.getLogger("dust.batching")
 
 #: Seconds before a message its batch could not settle (database and broker both out of
@@ -86,12 +89,17 @@ class Batcher:
         return max(1, getattr(pool, "num_processes", None) or pool.limit or 1)
 
     def take(self, message: Any, headers: dict[str, Any]) -> None:
+        if len(message.body or b"") > dead_letters.MAX_MESSAGE_BYTES:
+            reason = f"message larger than {dead_letters.MAX_MESSAGE_BYTES} bytes"
+            dead_letters.bury_message(message, reason)
+            return
         try:
             body = message.decode()
         except Exception as exc:  # not JSON, a forged signature, ...: recorded, acked
             self.consumer.on_decode_error(message, exc)
             return
-        self.buffer.append((message, body))
+        raw = message.body if isinstance(message.body, bytes) else None
+        self.buffer.append((message, refuse_deep(body, raw)))
         if self.in_flight < self.slots:
             self.flush()
 
@@ -140,11 +148,29 @@ class Batcher:
                 timeout=self.timeout,
                 correlation_id=batch_id,
             )
-        except Exception:
+        except self.connection_errors:
+            raise
+        except Exception as exc:
             self.in_flight -= 1
-            log.exception("events batch %s: could not reach the pool; requeued", batch_id[:8])
-            for message in messages:
-                self.requeue(message)
+            self.not_handed(batch, exc)
+
+    def not_handed(self, batch: list[tuple[Any, Any]], exc: Exception) -> None:
+        """The pool refused a batch: something in it cannot be pickled (a body nested too
+        deep for the pickler, ...). Each message is sent again alone; one that still
+        cannot be is buried in the dead letters. Never requeued as is: it would be
+        refused again at once, in a hot loop, holding back the messages fetched with it."""
+        problem = f"could not be handed to the pool ({type(exc).__name__}: {str(exc)[:200]})"
+        if len(batch) == 1:
+            dead_letters.bury_message(batch[0][0], problem)
+            return
+        log.warning("events batch of %d %s; sending them one by one", len(batch), problem)
+        size, self.size = self.size, 1
+        try:
+            self.buffer.extendleft(reversed(batch))
+            for _ in batch:
+                self.flush()
+        finally:
+            self.size = size
 
     def settle(self, batch_id: str, messages: list[Any], verdicts: Any, started: float) -> None:
         """Ack what the batch settled (committed, or handed to a later retry); put the
@@ -179,6 +205,25 @@ class Batcher:
             message.reject_log_error(log, self.connection_errors, requeue=True)
         except Exception:  # the broker still holds it unacknowledged: redelivered later
             log.exception("could not requeue a message")
+
+
+def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
+    """``body`` as it is, or, when its envelope nests deeper than the inbox takes, the
+    inbox's verdict on it (flat, small): refused before it is batched, since pickling it
+    for the pool could exhaust the recursion limit (a RecursionError for the whole batch)."""
+    from tasks import inbox
+
+    # Fewer brackets in the text than the limit: cannot be that deep (the usual case,
+    # counted at C speed; the walk is for the rest).
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= inbox.MAX_DEPTH + 2:
+        return body
+    if not inbox.too_deep(body, inbox.MAX_DEPTH + 2):  # [args, kwargs, embed] + args
+        return body
+    from tasks.events import _envelope_of
+    from tasks.inbox import parse_envelope
+
+    parsed = parse_envelope(_envelope_of(body), utcnow())
+    return [[parsed], {}, {}]
 
 
 @contextmanager

@@ -193,6 +193,9 @@ def events(
     from models import Event
     from worker.db import session_scope
 
+    if status == "conflict":
+        _list_conflicts(limit, as_json)
+        return
     stmt = select(Event).order_by(Event.received_at.desc()).limit(limit)
     if status:
         stmt = stmt.where(Event.status == status)
@@ -213,10 +216,54 @@ def events(
     console.print(table)
 
 
+def _list_conflicts(limit: int, as_json: bool) -> None:
+    """Envelopes refused as ``conflict`` (an id already used by other content), newest
+    first: the id, its name, the digest of the content applied and of the one refused."""
+    from sqlalchemy import select
+
+    from models import Event, EventConflict
+    from worker.db import session_scope
+
+    stmt = (
+        select(EventConflict, Event)
+        .join(Event, Event.event_id == EventConflict.event_id)
+        .order_by(EventConflict.received_at.desc(), EventConflict.id.desc())
+        .limit(limit)
+    )
+    with session_scope() as session:
+        rows = [_conflict_json(conflict, event) for conflict, event in session.execute(stmt)]
+    if as_json:
+        print_json(rows)
+        return
+    table = Table("received", "id", "name", "first content", "conflicting content")
+    for row in rows:
+        table.add_row(
+            row["received_at"][:19],
+            row["event_id"],
+            row["name"],
+            row["first_content_hash"][:16],
+            row["conflicting_content_hash"][:16],
+        )
+    console.print(table)
+
+
+def _conflict_json(conflict: Any, event: Any) -> dict[str, Any]:
+    return {
+        "event_id": conflict.event_id,
+        "name": event.name,
+        "status": "conflict",
+        "first_content_hash": event.content_hash,
+        "conflicting_content_hash": conflict.content_hash,
+        "received_at": conflict.received_at.isoformat(),
+    }
+
+
 @events_app.command("show")
 def events_show(event_id: str, as_json: JsonOption = False) -> None:
-    """One recorded event in full."""
-    from models import Event
+    """One recorded event in full, with the conflicting envelopes its id was sent with."""
+    from sqlalchemy import select
+
+    from models import Event, EventConflict
     from worker.db import session_scope
 
     with session_scope() as session:
@@ -224,6 +271,15 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
         if row is None:
             raise fail(f"no event with id {event_id}")
         result = _event_json(row, full=True)
+        result["content_hash"] = row.content_hash
+        conflicts = session.scalars(
+            select(EventConflict)
+            .where(EventConflict.event_id == event_id)
+            .order_by(EventConflict.received_at, EventConflict.id)
+        )
+        result["conflicts"] = [
+            {**_conflict_json(c, row), "envelope": _stored_envelope(c.envelope)} for c in conflicts
+        ]
     print_json(result) if as_json else console.print_json(json.dumps(result, default=str))
 
 
@@ -239,10 +295,18 @@ def _event_json(event: Any, full: bool = False) -> dict[str, Any]:
     }
     if full:
         result["detail"] = json.loads(event.detail) if event.detail else None
-        result["envelope"] = (
-            json.loads(event.envelope) if event.envelope.startswith("{") else event.envelope
-        )
+        result["envelope"] = _stored_envelope(event.envelope)
     return result
+
+
+def _stored_envelope(text: str) -> Any:
+    """An envelope as stored: the JSON object, or the text when it is not one."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    return text
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -265,7 +329,7 @@ def demo(
 
 
 # Commands of the jobs and admin modules register themselves on ``app`` when imported.
-from worker import cli_admin, cli_jobs  # noqa: E402,F401
+from worker import cli_admin, cli_dead_letters, cli_jobs  # noqa: E402,F401
 
 
 def main() -> None:

@@ -26,8 +26,10 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from ledger.currencies import problem as currency_problem
 from models.base import insert_for
 from worker.cli import JsonOption, app, events_app, fail, print_json
+from worker.settings import get_settings
 
 
 def safe_message(exc: BaseException) -> str:
@@ -52,7 +54,6 @@ REPLAYABLE = ("failed", "needs_attention")
 REPLY_TIMEOUT = 60.0
 #: Largest amount an adjustment accepts (as for amounts in events).
 MAX_AMOUNT = 10**15
-CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 ActorOption = Annotated[
     str | None,
@@ -181,8 +182,8 @@ def _adjust(
     if kind == "store_credit":
         if currency is None:
             raise fail("--currency is required for store_credit (e.g. --currency usd)")
-        if not CURRENCY.match(currency.strip()):
-            raise fail(f"--currency must be a three-letter code such as usd, got {currency!r}")
+        if (why := currency_problem(currency.strip(), get_settings().currencies)) is not None:
+            raise fail(f"--currency: {why}")
         currency = currency.strip().lower()
     elif currency is not None:
         raise fail("--currency is only for --kind store_credit (dust has no currency)")

@@ -17,6 +17,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from ledger.currencies import ISO_4217
+from ledger.currencies import problem as currency_problem
+
 CURRENCY_RE = re.compile(r"^[a-z]{3}$")
 
 #: Folder for the embedded broker and result files, under the working directory.
@@ -85,6 +88,9 @@ class Settings(BaseSettings):
     points_ttl_days: int = Field(default=365, ge=0, le=36500)
     hold_ttl_seconds: int = Field(default=3600, gt=0, le=30 * 86400)
     clawback_policy: Literal["debt", "clamp"] = "debt"
+    #: Codes a store really takes beyond ISO 4217 (ledger/currencies.py): a comma-separated
+    #: list or a JSON array, e.g. ``xbt,xau``. Read before the fields that name currencies.
+    extra_currencies: Annotated[frozenset[str], NoDecode] = frozenset()
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
     #: Most events a pool process takes as one batch (worker/batching.py); 1 = no batches.
@@ -150,14 +156,36 @@ class Settings(BaseSettings):
     def _redeem_values(cls, value: Any) -> dict[str, Decimal]:
         return _per_currency(value, _redeem, "redeem value")
 
+    @field_validator("extra_currencies", mode="before")
+    @classmethod
+    def _extra_currencies(cls, value: Any) -> frozenset[str]:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not valid JSON ({exc.msg})") from None
+            else:
+                value = [code for code in text.split(",") if code.strip()]
+        if not isinstance(value, list | tuple | set | frozenset):
+            raise ValueError('must be codes separated by commas, e.g. "xbt,xau"')
+        codes = set()
+        for code in value:
+            if not isinstance(code, str) or not CURRENCY_RE.match(code.strip().lower()):
+                raise ValueError(f"{code!r} is not a three-letter currency code")
+            codes.add(code.strip().lower())
+        return frozenset(codes)
+
     @field_validator("default_currency", mode="before")
     @classmethod
-    def _default_currency(cls, value: Any) -> str | None:
+    def _default_currency(cls, value: Any, info: Any) -> str | None:
         if value is None or str(value).strip() == "":
             return None
         code = str(value).strip().lower()
-        if not CURRENCY_RE.match(code):
-            raise ValueError(f"{value!r} is not a three-letter currency code")
+        why = currency_problem(code, ISO_4217 | info.data.get("extra_currencies", frozenset()))
+        if why is not None:
+            raise ValueError(why)
         return code
 
     @field_validator("database_url", "broker_url", "result_backend", mode="after")
@@ -200,6 +228,11 @@ class Settings(BaseSettings):
     def job_schedule_seconds(self, job: str) -> int:
         """The schedule of job ``expire_holds``, ``expire_lots`` or ``reconcile``."""
         return int(getattr(self, f"schedule_{job}_seconds"))
+
+    @property
+    def currencies(self) -> frozenset[str]:
+        """The currency codes events, requests and admin commands may use."""
+        return ISO_4217 | self.extra_currencies
 
     def rate_for(self, currency_code: str) -> Decimal:
         return self.earn_rates.get(currency_code.lower(), self.earn_rate)
