@@ -33,6 +33,8 @@ from typing import Any
 from celery.worker.strategy import default as celery_strategy
 from kombu.utils.uuid import uuid
 
+from worker.task_events import BatchEvents
+
 log = logging.getLogger("dust.batching")
 
 #: Seconds before a message its batch could not settle (database and broker both out of
@@ -78,6 +80,7 @@ class Batcher:
         self.connection_errors = tuple(consumer.connection_errors)
         self.soft_timeout = app.conf.task_soft_time_limit
         self.timeout = app.conf.task_time_limit
+        self.events = BatchEvents(consumer, "dust.handle_event")
 
     @property
     def slots(self) -> int:
@@ -92,6 +95,7 @@ class Batcher:
             self.consumer.on_decode_error(message, exc)
             return
         self.buffer.append((message, body))
+        self.events.received(message)
         if self.in_flight < self.slots:
             self.flush()
 
@@ -104,15 +108,17 @@ class Batcher:
         bodies = [body for _, body in batch]
         ids = [message.headers.get("id", "?") for message in messages]
         batch_id = uuid()
-        log.info("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
+        log.debug("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
         self.in_flight += 1
         started = time.monotonic()
+        self.events.started(messages)
         from tasks.events import handle_batch
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
             self.flush()  # the next batch first: its events have waited, these are done
-            self.settle(batch_id, messages, verdicts, started)
+            statuses = self.settle(batch_id, messages, verdicts, started)
+            self.events.finished(messages, statuses, started)
 
         def on_error(error: Any) -> None:
             # The pool process died (kill -9, OOM, hard time limit). What the batch
@@ -128,12 +134,13 @@ class Batcher:
             )
             for message in messages:
                 self.requeue(message)
+            self.events.lost(messages, getattr(error, "exception", error))
             self.flush()
 
         try:
             self.consumer.pool.apply_async(
                 handle_batch,
-                args=(bodies,),
+                args=(bodies, ids, batch_id),
                 callback=on_return,
                 error_callback=on_error,
                 soft_timeout=self.soft_timeout,
@@ -146,16 +153,18 @@ class Batcher:
             for message in messages:
                 self.requeue(message)
 
-    def settle(self, batch_id: str, messages: list[Any], verdicts: Any, started: float) -> None:
-        """Ack what the batch settled (committed, or handed to a later retry); put the
-        rest back on the queue for another delivery."""
+    def settle(
+        self, batch_id: str, messages: list[Any], verdicts: Any, started: float
+    ) -> list[str | None]:
+        """Ack what the batch settled (committed, or handed to a later retry: a status);
+        put the rest (None) back on the queue for another delivery."""
         if not isinstance(verdicts, list) or len(verdicts) != len(messages):
             log.error("events batch %s: unexpected result %.200r; requeued", batch_id[:8], verdicts)
-            verdicts = [False] * len(messages)
+            verdicts = [None] * len(messages)
         acked = 0
         with acks_together(messages):
             for message, settled in zip(messages, verdicts, strict=True):
-                if settled:
+                if settled is not None:
                     self.ack(message)
                     acked += 1
                 else:  # not even its failure could be recorded: try again a little later
@@ -166,7 +175,14 @@ class Batcher:
             acked,
             len(messages) - acked,
             (time.monotonic() - started) * 1000,
+            extra={
+                "batch_id": batch_id,
+                "acknowledged": acked,
+                "requeued": len(messages) - acked,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            },
         )
+        return verdicts
 
     def ack(self, message: Any) -> None:
         try:

@@ -26,7 +26,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -34,6 +33,7 @@ from ledger.reconcile import reconcile
 from models import Event, EventConflict, JobRun
 from models.schema import upgrade
 from tasks.inbox import parse_envelope
+from worker import display
 from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
 from worker.beat import JOBS
 from worker.db import session_scope
@@ -506,10 +506,13 @@ def _report(
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return adds_up and ledger_ok
-    out = Console()
-    table = Table("customer", "dust", "held", "available", "store credit", title="Balances")
+    out = display.console()
+    table = display.table("customer", "dust", "held", "available", "store credit", title="Balances")
     for b in balances:
-        credit = ", ".join(f"{s['balance']} {s['currency_code']}" for s in b["store_credit"]) or "-"
+        credit = (
+            ", ".join(display.money(s["balance"], s["currency_code"]) for s in b["store_credit"])
+            or "-"
+        )
         d = b["dust"]
         table.add_row(
             b["customer_id"], str(d["balance"]), str(d["held"]), str(d["available"]), credit
