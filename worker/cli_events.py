@@ -11,18 +11,14 @@ from typing import Annotated, Any
 
 import typer
 
+from worker import cli_admin as admin  # its helpers, used once both modules are loaded
 from worker.cli import JsonOption, events_app, fail, print_json
-from worker.cli_admin import (
-    CURRENCY,
-    ActorOption,
-    _actor,
-    _amount_label,
-    _call,
-    _customer,
-    _whole,
-)
 
 RESOLVE = "dust.admin.resolve"
+ActorOption = Annotated[
+    str | None,
+    typer.Option("--actor", help="Who is doing this (default: the operating-system user)."),
+]
 
 
 @events_app.command("resolve")
@@ -60,7 +56,7 @@ def events_resolve(
     request: dict[str, Any] = {
         "event_id": event_id,
         "reason": reason.strip(),
-        "actor": _actor(actor),
+        "actor": admin._actor(actor),
     }
     if credit is not None and debit is not None:
         raise fail("give --credit or --debit, not both")
@@ -70,7 +66,7 @@ def events_resolve(
             raise fail("--kind, --currency and --customer go with --credit or --debit")
     else:
         request.update(_correction(event_id, amount, credit is not None, kind, currency, customer))
-    reply = _call(RESOLVE, request)
+    reply = admin._call(RESOLVE, request)
     if as_json:
         print_json(reply)
         return
@@ -78,7 +74,7 @@ def events_resolve(
     entry, account = reply.get("entry"), reply.get("account")
     if entry:
         verb = "credited" if entry["direction"] == "credit" else "debited"
-        what = _amount_label(account["kind"], account["currency_code"])
+        what = admin._amount_label(account["kind"], account["currency_code"])
         line += f"; {verb} {entry['amount']} {what} ({account['customer_id']}, entry {entry['id']})"
     typer.echo(line)
 
@@ -91,7 +87,7 @@ def _correction(
     currency: str | None,
     customer: str | None,
 ) -> dict[str, Any]:
-    number = _whole(amount, "--credit" if is_credit else "--debit", minimum=1)
+    number = admin._whole(amount, "--credit" if is_credit else "--debit", minimum=1)
     if kind is None:
         raise fail("--kind is required with a correction: dust or store_credit")
     kind = kind.strip().lower()
@@ -100,13 +96,13 @@ def _correction(
     if kind == "store_credit":
         if currency is None:
             raise fail("--currency is required for store_credit (e.g. --currency usd)")
-        if not CURRENCY.match(currency.strip()):
+        if not admin.CURRENCY.match(currency.strip()):
             raise fail(f"--currency must be a three-letter code such as usd, got {currency!r}")
         currency = currency.strip().lower()
     elif currency is not None:
         raise fail("--currency is only for --kind store_credit (dust has no currency)")
     return {
-        "customer_id": _customer(customer) if customer else _event_customer(event_id),
+        "customer_id": admin._customer(customer) if customer else _event_customer(event_id),
         "direction": "credit" if is_credit else "debit",
         "amount": number,
         "kind": kind,
