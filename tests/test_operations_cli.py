@@ -267,3 +267,54 @@ def test_tables_show_money_by_currency_digits_and_whole_ids(embedded: Installati
         )
     listed = embedded.ok("events", "--status", "ignored").stdout
     assert any(long_id in line for line in listed.splitlines()), listed
+
+
+def test_json_logs_are_one_object_per_line_with_the_event_fields(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    cwd = tmp_path_factory.mktemp("ops-json-logs")
+    installation = Installation(
+        "jsonlogs", cwd, {"DUST_LOG_FORMAT": "json"}, f"sqlite:///{cwd / 'dust.db'}"
+    )
+    try:
+        installation.ok("db", "upgrade")
+        log = installation.log_path
+        installation.worker = subprocess.Popen(
+            [CELERY, "-A", "worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
+            cwd=cwd,
+            env=installation.env,
+            stdin=subprocess.DEVNULL,
+            stdout=log.open("ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 60
+        while '"ready' not in installation.worker_log() and " ready." not in (
+            installation.worker_log()
+        ):
+            installation.check_worker()
+            assert time.monotonic() < deadline, installation.worker_log()
+            time.sleep(0.1)
+        installation.ok(
+            "publish", "customer.created", "--id", "evt_json", "--data",
+            json.dumps({"id": "cus_json", "email": "secret@example.com"}),
+        )  # fmt: skip
+        installation.ok("publish", "order.placed", "--id", "evt_json_bad", "--data", "{}")
+        installation.wait_for_events("evt_json", "evt_json_bad")
+        time.sleep(1)
+    finally:
+        installation.close()
+    lines = [line for line in installation.worker_log().splitlines() if line.strip()]
+    # up to the shutdown, which Celery prints (not logs) on stdout
+    lines = lines[: next((n for n, line in enumerate(lines) if "Warm shutdown" in line), None)]
+    objects = []
+    for line in lines:
+        objects.append(json.loads(line))  # every line is one JSON object
+    assert all({"event", "level", "time", "logger"} <= set(o) for o in objects)
+    settled = {o["event_id"]: o for o in objects if "event_id" in o}
+    assert settled["evt_json"]["status"] == "processed"
+    assert settled["evt_json"]["event_name"] == "customer.created"
+    assert settled["evt_json"]["batch_id"] and "duration_ms" in settled["evt_json"]
+    assert settled["evt_json_bad"]["status"] == "rejected"
+    assert settled["evt_json_bad"]["level"] == "warning"
+    assert "secret@example.com" not in installation.worker_log()  # no payloads

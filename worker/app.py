@@ -12,7 +12,14 @@ import gc
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_init, worker_process_init, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 from kombu import Exchange, Queue
 
 from worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
@@ -202,6 +209,12 @@ def _setup_json_logging(loglevel: Any = None, **_: Any) -> None:
     configure_json(loglevel or "INFO")
 
 
+def _no_banner(instance: Any = None, **_: Any) -> None:
+    """DUST_LOG_FORMAT=json: no startup banner, so that every line is a JSON object."""
+    if instance is not None:
+        instance.quiet = True
+
+
 def _freeze_startup_objects() -> None:
     """Keep what startup built (modules, mappers, Celery's app) out of the garbage
     collector's full collections: each of them walked every object, ~100 ms every few
@@ -216,6 +229,10 @@ app = create_app()
 
 if get_settings().log_format == "json":
     setup_logging.connect(_setup_json_logging, weak=False)
+    celeryd_after_setup.connect(_no_banner, weak=False)
+    # The earliest worker signal: warnings Celery gives before it sets up logging (its
+    # "running as root" check) come out as JSON lines too.
+    celeryd_init.connect(_setup_json_logging, weak=False)
 if get_settings().metrics_port:
     from worker import metrics as _metrics
 

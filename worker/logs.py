@@ -52,3 +52,5 @@ def configure_json(level: int | str = logging.INFO) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level)
+    # Python's warnings (Celery's "running as root", deprecations) as JSON lines too.
+    logging.captureWarnings(True)

@@ -95,10 +95,18 @@ class BatchEvents:
     """The task events of batched messages, sent by the worker's main process."""
 
     def __init__(self, consumer: Any, task_name: str) -> None:
-        eventer = getattr(consumer, "event_dispatcher", None)
-        self.eventer = eventer
+        self.consumer = consumer
         self.task_name = task_name
-        self.enabled = bool(eventer is not None and eventer.enabled)
+
+    @property
+    def eventer(self) -> Any:
+        return getattr(self.consumer, "event_dispatcher", None)
+
+    @property
+    def enabled(self) -> bool:
+        # Read each time: `celery control enable_events` turns events on at runtime.
+        eventer = self.eventer
+        return bool(eventer is not None and eventer.enabled)
 
     def _send(self, kind: str, message: Any, **fields: Any) -> None:
         task_id = message.headers.get("id")

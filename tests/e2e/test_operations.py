@@ -107,7 +107,8 @@ class OpsWorkers:
             time.sleep(0.1)
 
     def ports(self) -> list[int]:
-        found = re.findall(r"metrics at http://[^:]+:(\d+)/metrics", self.text())
+        whole = "\n".join(log.read_text("utf-8", "replace") for log in self.logs)
+        found = re.findall(r"metrics at http://[^:]+:(\d+)/metrics", whole)
         return sorted({int(p) for p in found})
 
     def text(self) -> str:
@@ -387,7 +388,14 @@ def test_batched_events_show_in_celery_events(ops: OpsWorkers, engine: Engine) -
             start_new_session=True,
         )
     try:
-        time.sleep(3)  # the dump's receiver is bound before the events are published
+        # published only once the dump receives the workers' heartbeats (bound, enabled)
+        deadline = time.monotonic() + 90
+        while "heartbeat" not in dump_log.read_text("utf-8", "replace"):
+            assert dump.poll() is None, dump_log.read_text("utf-8", "replace")
+            assert time.monotonic() < deadline, (
+                f"no heartbeat in the dump; enable_events said: {control.stdout}"
+            )
+            time.sleep(0.2)
         uid = uuid.uuid4().hex[:8]
         envelopes = [
             {"id": f"{uid}_ev{n}", "name": "customer.created", "data": {"id": f"cus_{uid}{n}"}}
