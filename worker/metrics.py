@@ -110,6 +110,13 @@ REQUEST_SECONDS = Histogram(
 )
 
 #: Event statuses counted in ``dust_events_total``.
+#: Gauges sampled at scrape time by :class:`SampledCollector`.
+SAMPLED = (
+    "dust_queue_messages",
+    "dust_needs_attention_events",
+    "dust_failed_events",
+    "dust_reconcile_ok",
+)
 STATUSES = ("processed", "ignored", "rejected", "conflict", "needs_attention", "failed")
 #: Jobs and requests whose task signals are counted (task name -> label).
 JOB_TASKS = {
