@@ -126,7 +126,7 @@ def envelope(id: str, name: str, data: dict[str, Any]) -> dict[str, Any]:
 
 def model(stream: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     """Expected dust and usd store credit of every customer, from the events alone
-    (CONTRACT §3, rate 0.01): earn floor(base * rate) with base = total - shipping;
+    (docs/CONTRACT.md §3.3.3, rate 0.01): earn floor(base * rate) with base = total - shipping;
     refunds to store credit are credited; after refunds an order keeps
     floor(max(0, base - refunded) * rate); a canceled order keeps no dust."""
     orders: dict[str, dict[str, Any]] = {}

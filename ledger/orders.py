@@ -1,11 +1,11 @@
 """An order's effect on the ledger, derived from what is known about the order.
 
-Events of one order (placed, refunds, canceled) may arrive in any order (DESIGN 8). Each
-subscriber records its fact in ``dust_orders`` / ``dust_refunds`` and then calls the
-``settle_*`` functions here, which compare the order's *target* (what the ledger should
-show given everything known) with what it already shows, and post only the difference.
-Because targets depend on the set of facts, not on their arrival order, every arrival
-order converges to the same balances and lots.
+Events of one order (placed, refunds, canceled) may arrive in any order
+(docs/CONTRACT.md §3.2). Each subscriber records its fact in ``dust_orders`` /
+``dust_refunds`` and then calls the ``settle_*`` functions here, which compare the order's
+*target* (what the ledger should show given everything known) with what it already shows,
+and post only the difference. Because targets depend on the set of facts, not on their
+arrival order, every arrival order converges to the same balances and lots.
 
 Lock order: the order row first, then accounts (id order), then holds and lots.
 """

@@ -3,7 +3,7 @@
 Each check returns discrepancies as dicts ``{"check", "account_id", "expected", "actual"}``
 (plus the ids that identify the row: ``entry_id``, ``hold_id``, ``order_id``, ``event_id``).
 ``ok`` is false when the ledger disagrees with itself or when events are ``failed`` /
-``needs_attention`` (work left undone, CONTRACT §5).
+``needs_attention`` (work left undone, docs/CONTRACT.md §6.2).
 
 The per-account checks take an account-id range (``lo``..``hi``, inclusive; None = open),
 so a scheduled run can split a large ledger into chunks that each finish far inside the
@@ -390,7 +390,7 @@ def check_accounts(
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text(f"SET LOCAL work_mem = '{CHUNK_WORK_MEM}'"))
         # A chunk's statement costs more than jit_above_cost on a large ledger, and compiling
-        # it (~30-60 ms) costs more than it saves on a chunk's 250 000 rows.
+        # it costs more than it saves on a chunk's rows (BENCHMARKS.md).
         session.execute(text("SET LOCAL jit = off"))
     balance: list[dict[str, Any]] = []
     held: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""Read models: the JSON shapes of ``dust balance`` and ``dust history`` (CONTRACT §5)."""
+"""Read models: the JSON shapes of ``dust balance`` and ``dust history`` (docs/CONTRACT.md §6.1)."""
 
 from __future__ import annotations
 

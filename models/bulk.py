@@ -5,10 +5,11 @@ On PostgreSQL the rows go as one JSON document, ``INSERT … SELECT … FROM
 json_to_recordset(…)``: a statement whose text is the same whatever the number of rows, so
 psycopg converts it once and PostgreSQL plans it once, and whose one parameter is written
 by the C JSON encoder. (SQLAlchemy's multi-row ``VALUES`` is a statement of hundreds of
-parameters, new for each row count, which psycopg parses again every time: 2.4 ms per
-50-row statement, more than the insert itself. One array per column, ``unnest``, came
-next: psycopg escapes every element of a text array with a regular expression, ~15 % of
-a worker process's time with the inbox's envelopes.) On SQLite, an ``executemany``.
+parameters, new for each row count, which psycopg parses again every time, at a cost
+above the insert itself. One array per column, ``unnest``, came next: psycopg escapes
+every element of a text array with a regular expression, a large share of a worker
+process's time with the inbox's envelopes. Figures: BENCHMARKS.md, "Bulk writes as one
+JSON document".) On SQLite, an ``executemany``.
 """
 
 from __future__ import annotations

@@ -245,7 +245,8 @@ class EventConflict(Base):
 
 
 class Order(Base):
-    """What one order has done to the ledger, so every event of it converges (DESIGN 8).
+    """What one order has done to the ledger, so every event of it converges
+    (docs/CONTRACT.md §3.2).
 
     A row exists as soon as any event of the order arrives; ``placed_event_id`` is set once
     ``order.placed`` has been applied.

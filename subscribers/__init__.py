@@ -1,4 +1,4 @@
-"""One module per commerce event (CONTRACT §3). ``SUBSCRIBERS`` maps event names to their
+"""One module per commerce event (docs/CONTRACT.md §3.3). ``SUBSCRIBERS`` maps event names to their
 handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
 whose events a batch may also apply many at a time, set-based (``tasks.inbox``)."""
 

@@ -222,5 +222,5 @@ def _envelope_of(body: Any) -> Any:
     ):
         return body[0][0]
     return inbox.Malformed(
-        body, "dust.handle_event takes exactly one argument, the envelope (CONTRACT §3)"
+        body, "dust.handle_event takes exactly one argument, the envelope (docs/CONTRACT.md §3.1)"
     )

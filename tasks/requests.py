@@ -1,4 +1,4 @@
-"""Checkout requests with a reply (CONTRACT §4), on queue ``dust.requests``."""
+"""Checkout requests with a reply (docs/CONTRACT.md §5.1), on queue ``dust.requests``."""
 
 from __future__ import annotations
 

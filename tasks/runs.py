@@ -39,11 +39,12 @@ from worker.db import session_scope
 from worker.settings import get_settings
 
 JOBS = ("expire_holds", "expire_lots", "reconcile")
-#: Accounts per transaction. Each chunk takes well under a second on PostgreSQL (see
-#: bench/expiry_reconcile.py), a reconciliation chunk about a second (one statement over
-#: ~10^6 entries; bench/scaling.py: fewer, larger chunks cost less in all — 12 s for 10^7
-#: entries in chunks of 100 000 accounts against 17 s in chunks of 25 000); a task stops
-#: taking new chunks after a third of its soft time limit and continues in a new task.
+#: Accounts per transaction: small enough that a chunk's locks and work stay short
+#: beside the soft time limit, large enough that per-chunk costs do not add up. A
+#: reconciliation chunk is one statement over its accounts' entries, and fewer, larger
+#: chunks cost less in all (chunk sizes compared in BENCHMARKS.md, "Reconciliation after
+#: the rewrite"); a task stops taking new chunks after a third of its soft time limit and
+#: continues in a new task.
 CHUNK_ACCOUNTS = {"expire_holds": 5000, "expire_lots": 5000, "reconcile": 100_000}
 #: Parts of a reconciliation chunk checked at the same time on PostgreSQL, each on a
 #: connection of its own (1: one statement per chunk). PostgreSQL gives the bare aggregate

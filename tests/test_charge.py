@@ -1,5 +1,5 @@
 """``order.placed`` step 1 (Charge) and ``order.canceled``: holds captured, remainders
-debited, shortfalls reported, charges given back (CONTRACT §3)."""
+debited, shortfalls reported, charges given back (docs/CONTRACT.md §3.3.3, §3.3.5)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The final ledger does not depend on the order in which the events of one order arrive
-(CONTRACT §3, DESIGN 8). Each permutation runs on its own customer, order and cart; every
+(docs/CONTRACT.md §3.2). Each permutation runs on its own customer, order and cart; every
 customer must end up with the same balances, held amounts and open lots."""
 
 from __future__ import annotations

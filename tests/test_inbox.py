@@ -1,5 +1,5 @@
 """The exactly-once path, ``tasks.inbox.process``: duplicates, conflicts, bad input and
-all-or-nothing application (CONTRACT §3 "Events in", "Bad input")."""
+all-or-nothing application (docs/CONTRACT.md §3 "Events in", §4 "Bad input")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Permutation property (CONTRACT §3, DESIGN 8): for a generated order (items or none,
+"""Permutation property (docs/CONTRACT.md §3.2): for a generated order (items or none,
 shipping, tax, dust and store credit charged, holds at checkout, refunds of random amounts
 to store credit or not, a cancel or not, a guest or a customer), every arrival order of its
 ``customer.created``, ``order.placed``, ``refund.created`` and ``order.canceled`` events

@@ -1,5 +1,5 @@
 """``order.placed`` through the real entry point (``tasks.inbox.process``): earning dust
-(CONTRACT §3, step 2 "Earn")."""
+(docs/CONTRACT.md §3.3.3, step 2 "Earn")."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``refund.created``, ``customer.created`` and the clawback policies, through the real
-entry point (CONTRACT §3)."""
+entry point (docs/CONTRACT.md §3.3.4)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Settings (CONTRACT §2): defaults, overrides, and one clear line naming a bad variable."""
+"""Settings (docs/CONTRACT.md §2): defaults, overrides, and one clear line naming a bad variable."""
 
 from __future__ import annotations
 

@@ -217,9 +217,9 @@ def _no_banner(instance: Any = None, **_: Any) -> None:
 
 def _freeze_startup_objects() -> None:
     """Keep what startup built (modules, mappers, Celery's app) out of the garbage
-    collector's full collections: each of them walked every object, ~100 ms every few
-    seconds under load in the main process and in each pool child, a pause that every
-    event in flight waited out (the half-load latency tail; BENCHMARKS.md). Objects made
+    collector's full collections: each of them walked every object, every few seconds
+    under load in the main process and in each pool child, a pause that every event in
+    flight waited out (the half-load latency tail; figures in BENCHMARKS.md). Objects made
     afterwards are collected as before."""
     gc.collect()
     gc.freeze()

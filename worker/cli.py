@@ -1,4 +1,4 @@
-"""``dust``: the command line (CONTRACT §5). Every reporting command takes ``--json``.
+"""``dust``: the command line (docs/CONTRACT.md §6). Every reporting command takes ``--json``.
 
 Errors print one line to stderr and exit non-zero; a traceback is a bug.
 """

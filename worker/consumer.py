@@ -9,7 +9,7 @@ worker goes on; so is a message whose body has the wrong shape (a ``KeyError``,
 ``TypeError`` or ``ValueError`` while taking it in), instead of reaching the connection loop.
 
 A body that is not valid JSON is recorded in ``dust_events`` as ``rejected`` with the reason
-(CONTRACT §3, "invalid JSON"), then acknowledged as Celery does. Pickle and other content
+(docs/CONTRACT.md §4.1), then acknowledged as Celery does. Pickle and other content
 types stay refused unread (``accept_content``).
 """
 

@@ -60,9 +60,9 @@ def _configure_postgresql(engine: Engine) -> None:
         # Plan every statement with its own parameters and the tables' current size.
         # psycopg prepares a statement run 5 times; PostgreSQL then settles on one
         # generic plan, made while Dust's tables were small (a sequential scan), and keeps
-        # it as they grow until an ANALYZE. Measured (bench/profile_event.py, fresh
-        # database, 20,000 events): 0.93 ms per event in batches with the default, 0.34 ms
-        # with this; 12.7 ms against 9.9 ms one at a time.
+        # it as they grow until an ANALYZE, so every event got slower as the ledger grew.
+        # Custom plans cost a little planning each time and keep using the indexes
+        # (figures: BENCHMARKS.md, "Plans").
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET plan_cache_mode = force_custom_plan")
         dbapi_connection.commit()

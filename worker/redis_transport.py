@@ -21,8 +21,8 @@ A script cannot block, so an empty fetch backs off before the next one: 1 ms aft
 first empty fetch, doubling with each empty fetch in a row up to ``fetch_interval`` (10 ms,
 transport option), back to 1 ms once a message comes. An idle worker asks Redis 100 times
 a second (a few microseconds of Redis each); a busy one at once, as BRPOP did; an event
-reaching an idle worker waits at most 10 ms to be fetched. (It was 50 ms: at half load,
-the first events after a pause then waited 50 ms plus the burst that had gathered.)
+reaching an idle worker waits at most 10 ms to be fetched. A longer interval would make
+the first events after a pause wait it out, and the burst gathered behind them with them.
 Selected in ``worker/app.py`` (``broker_transport``) for ``redis://`` and ``rediss://``
 broker URLs; publishing is kombu's own, unchanged.
 """

@@ -1,4 +1,4 @@
-"""The one settings object: every ``DUST_*`` environment variable of CONTRACT §2.
+"""The one settings object: every ``DUST_*`` environment variable of docs/CONTRACT.md §2.
 
 Defaults are the embedded setup (SQLite file and a file-based broker in the working
 directory), so a fresh machine with no servers runs Dust as it is. A bad value stops

@@ -1,4 +1,4 @@
-"""Commerce events through real workers (CONTRACT §3), published by a bare Celery client."""
+"""Commerce events through real workers (docs/CONTRACT.md §3), published by a bare Celery client."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
 
 def order(uid: str, n: int = 1, **fields):
-    """The order of CONTRACT §3: total 10999, shipping 999, one item of 10000 -> 100 dust."""
+    """The order of docs/CONTRACT.md §3.3.3: total 10999, shipping 999, one item of 10000
+    -> 100 dust."""
     data = {
         "id": f"order_{uid}_{n}",
         "customer_id": f"cus_{uid}",
@@ -48,7 +49,7 @@ def test_order_lifecycle_with_checkout(dust, envelope, uid):
     assert [r["status"] for r in rows.values()] == ["processed"]
     assert dust.dust(customer) == {"balance": 0, "held": 0, "available": 0}
 
-    # CONTRACT §3: total 10999, shipping 999 -> 100 dust.
+    # docs/CONTRACT.md §3.3.3: total 10999, shipping 999 -> 100 dust.
     placed = dust.apply(envelope("order.placed", order(uid)))
     (row,) = placed.values()
     assert row["status"] == "processed", row

@@ -1,4 +1,5 @@
-"""Checkout requests with a reply (CONTRACT §4) through real workers and the result backend."""
+"""Checkout requests with a reply (docs/CONTRACT.md §5.1) through real workers and the
+result backend."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Bad input at volume, through real workers (CONTRACT §3 "Bad input").
+"""Bad input at volume, through real workers (docs/CONTRACT.md §4 "Bad input").
 
 Thousands of generated malformed envelopes and payloads (wrong types, floats, huge
 integers, negative and zero amounts, missing fields, deep nesting, very long strings, odd
