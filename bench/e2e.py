@@ -94,6 +94,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--skip", action="append", default=[], choices=["noop", "full", "half", "direct"]
     )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=0,
+        help="then R rounds of the full load with metrics off and on (DUST_METRICS_PORT),"
+        " alternating which goes first, each on a fresh worker: what the metrics cost",
+    )
     return parser.parse_args()
 
 
@@ -132,8 +139,9 @@ def procfile_worker_command() -> list[str]:
     sys.exit("no worker: line in the Procfile")
 
 
-def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
+def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
+    env.update(extra)
     env["DUST_DATABASE_URL"] = database_url
     env["DUST_BROKER_URL"] = broker_url
     # The venv's celery, as `make` / a deployment would have on PATH.
@@ -141,8 +149,10 @@ def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
     return env
 
 
-def start_worker(database_url: str, broker_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = worker_env(database_url, broker_url)
+def start_worker(
+    database_url: str, broker_url: str, log: Path, **extra: str
+) -> subprocess.Popen[bytes]:
+    env = worker_env(database_url, broker_url, **extra)
     with log.open("wb") as out:
         proc = subprocess.Popen(
             procfile_worker_command(),
@@ -492,6 +502,10 @@ def main() -> None:
         print(f"                statuses {res['statuses']}")
     engine.dispose()
 
+    if args.metrics_rounds:
+        run_metrics_rounds(args, r, engine, tmpl, n, customers, log.parent)
+    engine.dispose()
+
     print()
     if "full" in results:
         e2e = results["full"]["rate"]
@@ -507,6 +521,49 @@ def main() -> None:
         print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
     print(f"worker log: {log}")
     print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+
+
+def run_metrics_rounds(
+    args: Any,
+    r: redis.Redis,
+    engine: Engine,
+    tmpl: dict[str, Any],
+    n: int,
+    customers: int,
+    folder: Path,
+) -> None:
+    """The full load with metrics off and on, ``--metrics-rounds`` times each, alternating
+    which goes first; each run on a fresh worker. Prints each run and the mean cost."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    print()
+    for round_ in range(args.metrics_rounds):
+        order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+        for mode in order:
+            extra = {"DUST_METRICS_PORT": str(19800 + round_)} if mode == "on" else {}
+            proc = start_worker(
+                args.database_url, args.broker_url, folder / f"metrics-{round_}-{mode}.log", **extra
+            )
+            try:
+                tag = f"m{round_}{'y' if mode == 'on' else 'x'}"
+                messages = [
+                    wire(tmpl, "dust.handle_event", order_placed(tag, o, customers))
+                    for o in range(n)
+                ]
+                started, _ = push_all(r, messages)
+                rows = wait_for_events(engine, tag, n, args.timeout, proc)
+                rate = n / (max(at for _, _, at in rows) - started)
+            finally:
+                stop_worker(proc)
+            rates[mode].append(rate)
+            print(
+                f"metrics {mode:3}: round {round_ + 1}, {n} order.placed, {rate:.1f} events/s"
+                f"  [{load_average()}]"
+            )
+    off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print(
+        f"metrics cost:   mean {off:.1f} events/s off, {on:.1f} on: "
+        f"{(off - on) / off * 100:+.1f} % (target < 3 %)  [{load_average()}]"
+    )
 
 
 def git_state() -> str:
