@@ -178,9 +178,9 @@ def _on_postrun(
         started = _started.pop(task_id or "", None)
         if state != "SUCCESS":
             status = "error"
-        elif isinstance(retval, dict):
-            status = str(retval.get("status") or ("ok" if "entries" in retval else "ok"))
-        else:
+        elif isinstance(retval, dict) and isinstance(retval.get("status"), str):
+            status = retval["status"]  # reserved, rejected, released
+        else:  # a balance or history reply: no status of its own
             status = "ok"
         label = REQUEST_TASKS[name]
         REQUESTS.labels(label, status).inc()
