@@ -532,6 +532,11 @@ def _report(
     out.print(f"  conflicting duplicates refused: {conflicts}; reservations: {dict(reservations)}")
     for item in attention:
         out.print(f"  needs attention: {item['event_id']}: {item['reason']}")
+    if attention:
+        out.print(
+            "  once looked at, close each: dust events resolve EVENT_ID --reason TEXT"
+            " (optionally --debit/--credit N --kind ...); reconciliation then counts it no more"
+        )
     ran = ", ".join(
         f"{job} {sum(by_status.values())}x"
         + (f" ({by_status.get('failed', 0)} failed)" if by_status.get("failed") else "")
