@@ -92,7 +92,7 @@ def broker(app: Any) -> Check:
     url = app.conf.broker_url
     try:
         with app.connection_for_write() as connection:
-            connection.ensure_connection(max_retries=1, timeout=TIMEOUT)
+            connection.ensure_connection(max_retries=0, timeout=TIMEOUT)
     except Exception as exc:
         return Check("broker", False, f"cannot reach {safe_url(url)} ({_problem(exc)})")
     return Check("broker", True, safe_url(url))
