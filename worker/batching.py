@@ -108,7 +108,13 @@ class Batcher:
         bodies = [body for _, body in batch]
         ids = [message.headers.get("id", "?") for message in messages]
         batch_id = uuid()
-        log.debug("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
+        log.info(
+            "events batch %s: %d received %s",
+            batch_id[:8],
+            len(batch),
+            " ".join(ids),
+            extra={"batch_id": batch_id, "task_ids": ids},
+        )
         self.in_flight += 1
         started = time.monotonic()
         self.events.started(messages)
