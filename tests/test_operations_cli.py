@@ -169,10 +169,15 @@ def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installation]
     installation.close()
 
 
-def test_health_is_green_with_a_worker(embedded: Installation) -> None:
+def test_health_names_a_queue_no_worker_consumes(embedded: Installation) -> None:
+    # this installation's worker takes dust.events and dust.requests only: no jobs would
+    # run (tests/e2e/test_operations.py has the Procfile's worker, all green)
     found = embedded.run("health")
-    assert found.code == 0, str(found)
-    assert "ok   workers: 1 answering" in found.stdout
+    assert found.code == 1, str(found)
+    assert "FAIL workers: 1 answering" in found.stdout
+    assert "no worker consumes dust.jobs" in found.stdout
+    assert found.stderr.strip() == "dust: unhealthy: workers"
+    assert embedded.run("health", "--no-workers").code == 0
 
 
 def test_a_needs_attention_event_is_resolved_and_reconciliation_is_green(

@@ -99,7 +99,9 @@ def broker(app: Any) -> Check:
 
 
 def workers(app: Any, timeout: float = TIMEOUT) -> Check:
-    """Every worker that answers Celery's ping within ``timeout``; fails when none does."""
+    """Pings every worker (a broadcast); holds when at least one answers within
+    ``timeout`` and, between them, the workers that answered consume every queue of the
+    app (``dust.events``, ``dust.requests``, ``dust.jobs``: one worker for all, or one each)."""
     try:
         replies = app.control.ping(timeout=timeout) or []
     except Exception as exc:
@@ -107,7 +109,17 @@ def workers(app: Any, timeout: float = TIMEOUT) -> Check:
     names = sorted(name for reply in replies for name in reply)
     if not names:
         return Check("workers", False, f"no worker answered a ping within {timeout:g} s")
-    return Check("workers", True, f"{len(names)} answering: {', '.join(names)}")
+    answering = f"{len(names)} answering: {', '.join(names)}"
+    try:
+        inspect = app.control.inspect(destination=names, timeout=timeout, limit=len(names))
+        active = inspect.active_queues() or {}
+    except Exception as exc:
+        return Check("workers", False, f"{answering}; cannot list their queues ({_problem(exc)})")
+    consumed = {queue["name"] for queues in active.values() for queue in queues or []}
+    missing = [queue.name for queue in app.conf.task_queues if queue.name not in consumed]
+    if missing:
+        return Check("workers", False, f"{answering}; no worker consumes {', '.join(missing)}")
+    return Check("workers", True, answering)
 
 
 def run_all(settings: Settings, app: Any, timeout: float = TIMEOUT) -> list[Check]:
