@@ -222,6 +222,10 @@ def test_a_needs_attention_event_is_resolved_and_reconciliation_is_green(
         ("needs_attention", "charged 200 at the till", "alice", done["entry"]["id"])
     ]
     embedded.error("events", "resolve", "evt_short", "--reason", "again", says="is resolved")
+    shown = embedded.ok("events", "show", "evt_short", "--json").json()
+    assert shown["status"] == "resolved" and shown["reason"].startswith("could not charge")
+    assert shown["resolution"]["actor"] == "alice"
+    assert shown["resolution"]["entry_id"] == done["entry"]["id"]
 
     # A failed event is resolved without a correction.
     insert_failed_event(

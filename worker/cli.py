@@ -226,7 +226,9 @@ def events(
 @events_app.command("show")
 def events_show(event_id: str, as_json: JsonOption = False) -> None:
     """One recorded event in full."""
-    from models import Event
+    from sqlalchemy import select
+
+    from models import Event, EventResolution
     from worker.db import session_scope
 
     with session_scope() as session:
@@ -234,6 +236,18 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
         if row is None:
             raise fail(f"no event with id {event_id}")
         result = _event_json(row, full=True)
+        if row.status == "resolved":
+            found = session.scalar(
+                select(EventResolution).where(EventResolution.event_id == event_id)
+            )
+            if found is not None:
+                result["resolution"] = {
+                    "previous_status": found.previous_status,
+                    "reason": found.reason,
+                    "actor": found.actor,
+                    "entry_id": found.entry_id,
+                    "resolved_at": found.resolved_at.isoformat(),
+                }
     print_json(result) if as_json else console.print_json(json.dumps(result, default=str))
 
 
