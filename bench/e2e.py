@@ -104,6 +104,13 @@ def parse_args() -> argparse.Namespace:
         help="after the full load, the same load again with one malformed item in the middle:"
         " a list item that is not a kombu message, or an envelope nested 500 deep",
     )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=0,
+        help="then R rounds of the full load with metrics off and on (DUST_METRICS_PORT),"
+        " alternating which goes first, each on a fresh worker: what the metrics cost",
+    )
     return parser.parse_args()
 
 
@@ -135,8 +142,9 @@ def machine(engine: Engine, broker_url: str) -> list[str]:
 # -- the worker ------------------------------------------------------------------------
 
 
-def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
+def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
+    env.update(extra)
     env["DUST_DATABASE_URL"] = database_url
     env["DUST_BROKER_URL"] = broker_url
     # The venv's celery, as `make` / a deployment would have on PATH.
@@ -145,10 +153,14 @@ def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
 
 
 def start_processes(
-    database_url: str, broker_url: str, folder: Path, path: Path = procfile.PROCFILE
+    database_url: str,
+    broker_url: str,
+    folder: Path,
+    path: Path = procfile.PROCFILE,
+    **extra: str,
 ) -> list[procfile.Process]:
     """Every process of the Procfile but the scheduler, unchanged, until each is ready."""
-    env = worker_env(database_url, broker_url)
+    env = worker_env(database_url, broker_url, **extra)
     processes = [
         procfile.Process(
             name, procfile.command(name, path=path), folder / f"{name}.log", env=env, cwd=ROOT
@@ -549,6 +561,10 @@ def main() -> None:
         print(f"                statuses {res['statuses']}")
     engine.dispose()
 
+    if args.metrics_rounds:
+        run_metrics_rounds(args, r, engine, tmpl, n, customers, logs)
+    engine.dispose()
+
     print()
     if "full" in results:
         e2e = results["full"]["rate"]
@@ -564,6 +580,52 @@ def main() -> None:
         print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
     print(f"process logs: {logs}")
     print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+
+
+def run_metrics_rounds(
+    args: Any,
+    r: redis.Redis,
+    engine: Engine,
+    tmpl: dict[str, Any],
+    n: int,
+    customers: int,
+    folder: Path,
+) -> None:
+    """The full load with metrics off and on, ``--metrics-rounds`` times each, alternating
+    which goes first; each run on a fresh worker. Prints each run and the mean cost."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    print()
+    for round_ in range(args.metrics_rounds):
+        order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+        for mode in order:
+            extra = {"DUST_METRICS_PORT": str(19800 + round_)} if mode == "on" else {}
+            logs = folder / f"metrics-{round_}-{mode}"
+            logs.mkdir()
+            processes = start_processes(
+                args.database_url, args.broker_url, logs, args.procfile, **extra
+            )
+            proc = processes[0].proc
+            try:
+                tag = f"m{round_}{'y' if mode == 'on' else 'x'}"
+                messages = [
+                    wire(tmpl, "dust.handle_event", order_placed(tag, o, customers))
+                    for o in range(n)
+                ]
+                started, _ = push_all(r, messages)
+                rows = wait_for_events(engine, tag, n, args.timeout, proc)
+                rate = n / (max(at for _, _, at in rows) - started)
+            finally:
+                procfile.stop_all(processes)
+            rates[mode].append(rate)
+            print(
+                f"metrics {mode:3}: round {round_ + 1}, {n} order.placed, {rate:.1f} events/s"
+                f"  [{load_average()}]"
+            )
+    off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print(
+        f"metrics cost:   mean {off:.1f} events/s off, {on:.1f} on: "
+        f"{(off - on) / off * 100:+.1f} % (target < 3 %)  [{load_average()}]"
+    )
 
 
 def git_state() -> str:

@@ -207,11 +207,27 @@ class Event(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('processed', 'ignored', 'rejected', 'needs_attention', 'failed')",
+            "status IN ('processed', 'ignored', 'rejected', 'needs_attention', 'failed',"
+            " 'resolved')",
             name="status",
         ),
         Index("ix_dust_events_status_received", "status", "received_at"),
     )
+
+
+class EventResolution(Base):
+    """An admin's closing of a ``needs_attention`` or ``failed`` event (``dust events
+    resolve``): who, why, what it was, and the correcting entry if one was posted."""
+
+    __tablename__ = "dust_event_resolutions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("dust_events.event_id"), unique=True)
+    previous_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("dust_entries.id"))
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class EventConflict(Base):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -75,6 +76,9 @@ class Result:
     status: str  # processed | ignored | rejected | needs_attention | duplicate | conflict
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The event's name and occurred_at, for metrics and logs (set by process/process_batch).
+    name: str = "?"
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -279,7 +283,9 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
     quick retries) for the caller to retry later; bad input never raises."""
     parsed = parse_envelope(raw, utcnow())
     context = context or context_from(get_settings())
-    return retry_conflicts(_apply)(parsed, context, replay)
+    result = retry_conflicts(_apply)(parsed, context, replay)
+    _describe(result, parsed)
+    return result
 
 
 #: Longest a batch's transaction goes on taking events (seconds): row locks (an account,
@@ -287,19 +293,35 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
 BATCH_TRANSACTION_SECONDS = 0.25
 
 
-def process_batch(raws: list[Any], *, context: Context | None = None) -> list[Result]:
+def process_batch(
+    raws: list[Any],
+    *,
+    context: Context | None = None,
+    on_commit: Callable[[list[Result]], None] | None = None,
+) -> list[Result]:
     """Apply many envelopes in order, each exactly once in effect (a duplicate within the
     batch is a duplicate as across batches), in as few transactions as keep each under
     ``BATCH_TRANSACTION_SECONDS``. Any error rolls back the open transaction and propagates
     (after a few quick retries of a transient one); what committed before stays, and the
-    caller applies the envelopes one by one with :func:`process` (those are duplicates)."""
+    caller applies the envelopes one by one with :func:`process` (those are duplicates).
+    ``on_commit(results)`` is called after each transaction's commit with its results."""
     received_at = utcnow()
     parsed = [parse_envelope(raw, received_at) for raw in raws]
     context = context or context_from(get_settings())
     results: list[Result] = []
     while len(results) < len(parsed):
-        results += retry_conflicts(_apply_some)(parsed[len(results) :], context)
+        done = retry_conflicts(_apply_some)(parsed[len(results) :], context)
+        for result, one in zip(done, parsed[len(results) :], strict=False):
+            _describe(result, one)
+        results += done
+        if on_commit is not None:
+            on_commit(done)
     return results
+
+
+def _describe(result: Result, parsed: Parsed) -> None:
+    result.name = parsed.name
+    result.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
 
 
 def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:

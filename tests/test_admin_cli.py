@@ -288,8 +288,9 @@ def test_replay_reruns_needs_attention_and_failed_once_fixed(embedded: Installat
     embedded.ok("publish", "order.placed", "--id", "rp-evt", "--data", order)
     assert embedded.wait_for_events("rp-evt") == {"rp-evt": "needs_attention"}
 
-    # Replayed before the cause is fixed: still short, reported as such.
-    shown = embedded.ok("events", "replay", "rp-evt")
+    # Replayed before the cause is fixed: still short, reported as such, and not done (1).
+    shown = embedded.run("events", "replay", "rp-evt")
+    assert shown.code == 1, str(shown)
     assert shown.stdout.startswith("rp-evt: needs_attention -> needs_attention")
 
     embedded.ok("credit", "rp-1", "500", "--kind", "dust", "--reason", "cover rp-ord")

@@ -104,7 +104,7 @@ def test_messages_that_wait_leave_together_when_a_batch_returns(setup: Any) -> N
     first = consumer.pool.jobs[0]
     assert len(consumer.pool.jobs) == 2 and len(first["bodies"]) == 1
 
-    first["callback"]([True])  # the first batch committed
+    first["callback"](["processed"])  # the first batch committed
     assert messages[0].acked and not messages[1].acked
     # the five that waited: at most DUST_EVENT_BATCH_SIZE (3) leave as one batch
     assert consumer.pool.jobs[2]["bodies"] == [m.body for m in messages[2:5]]
@@ -117,11 +117,11 @@ def test_only_settled_messages_are_acked_the_rest_requeued_later(setup: Any) -> 
     waiting = [FakeMessage(n) for n in (2, 3)]
     for message in waiting:
         receive(handler, message)
-    consumer.pool.jobs[0]["callback"]([True])
+    consumer.pool.jobs[0]["callback"](["processed"])
     batch = consumer.pool.jobs[2]
     assert batch["bodies"] == [m.body for m in waiting]
 
-    batch["callback"]([True, False])
+    batch["callback"](["processed", None])
     assert waiting[0].acked
     assert not waiting[1].acked and not waiting[1].requeued
     ((seconds, requeue, args),) = consumer.timer.calls
@@ -186,10 +186,10 @@ def test_a_batch_is_acknowledged_in_one_broker_round_trip_where_the_transport_ca
         )
         receive(handler, message)
     jobs = consumer.pool.jobs
-    jobs[0]["callback"]([True])
-    jobs[1]["callback"]([True])
+    jobs[0]["callback"](["processed"])
+    jobs[1]["callback"](["processed"])
     assert len(jobs) == 4  # each return sent the next batch out
-    jobs[2]["callback"]([True, True, True])
+    jobs[2]["callback"](["processed", "processed", "processed"])
 
     assert sent == [["task-0"], ["task-1"], ["task-2", "task-3", "task-4"]]
 

@@ -35,6 +35,7 @@ from kombu.utils.uuid import uuid
 
 from models.base import utcnow
 from worker import dead_letters
+from worker.task_events import BatchEvents
 
 log = logging.getLogger("dust.batching")
 
@@ -81,6 +82,7 @@ class Batcher:
         self.connection_errors = tuple(consumer.connection_errors)
         self.soft_timeout = app.conf.task_soft_time_limit
         self.timeout = app.conf.task_time_limit
+        self.events = BatchEvents(consumer, "dust.handle_event")
 
     @property
     def slots(self) -> int:
@@ -100,6 +102,7 @@ class Batcher:
             return
         raw = message.body if isinstance(message.body, bytes) else None
         self.buffer.append((message, refuse_deep(body, raw)))
+        self.events.received(message)
         if self.in_flight < self.slots:
             self.flush()
 
@@ -112,15 +115,23 @@ class Batcher:
         bodies = [body for _, body in batch]
         ids = [message.headers.get("id", "?") for message in messages]
         batch_id = uuid()
-        log.info("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
+        log.info(
+            "events batch %s: %d received %s",
+            batch_id[:8],
+            len(batch),
+            " ".join(ids),
+            extra={"batch_id": batch_id, "task_ids": ids},
+        )
         self.in_flight += 1
         started = time.monotonic()
+        self.events.started(messages)
         from tasks.events import handle_batch
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
             self.flush()  # the next batch first: its events have waited, these are done
-            self.settle(batch_id, messages, verdicts, started)
+            statuses = self.settle(batch_id, messages, verdicts, started)
+            self.events.finished(messages, statuses, started)
 
         def on_error(error: Any) -> None:
             # The pool process died (kill -9, OOM, hard time limit). What the batch
@@ -136,12 +147,13 @@ class Batcher:
             )
             for message in messages:
                 self.requeue(message)
+            self.events.lost(messages, getattr(error, "exception", error))
             self.flush()
 
         try:
             self.consumer.pool.apply_async(
                 handle_batch,
-                args=(bodies,),
+                args=(bodies, ids, batch_id),
                 callback=on_return,
                 error_callback=on_error,
                 soft_timeout=self.soft_timeout,
@@ -172,16 +184,18 @@ class Batcher:
         finally:
             self.size = size
 
-    def settle(self, batch_id: str, messages: list[Any], verdicts: Any, started: float) -> None:
-        """Ack what the batch settled (committed, or handed to a later retry); put the
-        rest back on the queue for another delivery."""
+    def settle(
+        self, batch_id: str, messages: list[Any], verdicts: Any, started: float
+    ) -> list[str | None]:
+        """Ack what the batch settled (committed, or handed to a later retry: a status);
+        put the rest (None) back on the queue for another delivery."""
         if not isinstance(verdicts, list) or len(verdicts) != len(messages):
             log.error("events batch %s: unexpected result %.200r; requeued", batch_id[:8], verdicts)
-            verdicts = [False] * len(messages)
+            verdicts = [None] * len(messages)
         acked = 0
         with acks_together(messages):
             for message, settled in zip(messages, verdicts, strict=True):
-                if settled:
+                if settled is not None:
                     self.ack(message)
                     acked += 1
                 else:  # not even its failure could be recorded: try again a little later
@@ -192,7 +206,14 @@ class Batcher:
             acked,
             len(messages) - acked,
             (time.monotonic() - started) * 1000,
+            extra={
+                "batch_id": batch_id,
+                "acknowledged": acked,
+                "requeued": len(messages) - acked,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            },
         )
+        return verdicts
 
     def ack(self, message: Any) -> None:
         try:

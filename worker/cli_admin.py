@@ -28,6 +28,7 @@ import typer
 
 from ledger.currencies import problem as currency_problem
 from models.base import insert_for
+from worker import display
 from worker.cli import JsonOption, app, events_app, fail, print_json
 from worker.settings import get_settings
 
@@ -386,8 +387,6 @@ def products_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every product's dust settings."""
-    from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import select
 
     from models import Product
@@ -401,7 +400,7 @@ def products_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("product", "dust only", "dust price", "as of", "set by")
+    table = display.table("product", "dust only", "dust price", "as of", "set by")
     for row in rows:
         table.add_row(
             row["product_id"],
@@ -410,7 +409,7 @@ def products_list(
             row["occurred_at"][:19],
             row["set_by"] or "",
         )
-    Console().print(table)
+    display.console().print(table)
 
 
 # -- replays ---------------------------------------------------------------------------
@@ -465,6 +464,9 @@ def events_replay(
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to replay"
         typer.echo(f"replayed {len(outcomes)} event(s): {summary}")
     if errors:
+        raise typer.Exit(1)
+    # Still needs an admin after the replay: not done (resolve it, or fix and replay).
+    if any(o.get("outcome") in ("needs_attention", "failed") for o in outcomes):
         raise typer.Exit(1)
 
 

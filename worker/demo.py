@@ -24,7 +24,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -32,6 +31,7 @@ from ledger.reconcile import reconcile
 from models import Event, EventConflict, JobRun
 from models.schema import upgrade
 from tasks.inbox import parse_envelope
+from worker import display
 from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
 from worker.beat import JOBS
 from worker.db import session_scope
@@ -478,10 +478,13 @@ def _report(
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return adds_up and ledger_ok
-    out = Console()
-    table = Table("customer", "dust", "held", "available", "store credit", title="Balances")
+    out = display.console()
+    table = display.table("customer", "dust", "held", "available", "store credit", title="Balances")
     for b in balances:
-        credit = ", ".join(f"{s['balance']} {s['currency_code']}" for s in b["store_credit"]) or "-"
+        credit = (
+            ", ".join(display.money(s["balance"], s["currency_code"]) for s in b["store_credit"])
+            or "-"
+        )
         d = b["dust"]
         table.add_row(
             b["customer_id"], str(d["balance"]), str(d["held"]), str(d["available"]), credit
@@ -501,6 +504,11 @@ def _report(
     out.print(f"  conflicting duplicates refused: {conflicts}; reservations: {dict(reservations)}")
     for item in attention:
         out.print(f"  needs attention: {item['event_id']}: {item['reason']}")
+    if attention:
+        out.print(
+            "  once looked at, close each: dust events resolve EVENT_ID --reason TEXT"
+            " (optionally --debit/--credit N --kind ...); reconciliation then counts it no more"
+        )
     ran = ", ".join(
         f"{job} {sum(by_status.values())}x"
         + (f" ({by_status.get('failed', 0)} failed)" if by_status.get("failed") else "")

@@ -21,6 +21,9 @@ from ledger.currencies import ISO_4217
 from ledger.currencies import problem as currency_problem
 
 CURRENCY_RE = re.compile(r"^[a-z]{3}$")
+#: Broker URL schemes: Redis in production (worker/redis_transport.py); the embedded
+#: file broker for the demo; memory for tests.
+BROKER_SCHEMES = ("redis", "rediss", "filesystem", "memory")
 
 #: Folder for the embedded broker and result files, under the working directory.
 EMBEDDED_DIR = ".dust"
@@ -105,6 +108,10 @@ class Settings(BaseSettings):
     signing_key_file: str = ""
     signing_cert_file: str = ""
     signing_cert_store: str = Field(default="", validate_default=True)
+    #: Prometheus metrics of the worker at http://HOST:PORT/metrics (unset: off).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: ``text`` (readable lines) or ``json`` (one JSON object per line).
+    log_format: Literal["text", "json"] = "text"
 
     @field_validator("signing_key_file", "signing_cert_file", mode="after")
     @classmethod
@@ -188,10 +195,54 @@ class Settings(BaseSettings):
             raise ValueError(why)
         return code
 
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _port(cls, value: Any) -> Any:
+        return None if value is None or str(value).strip() == "" else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format(cls, value: Any) -> Any:
+        return str(value).strip().lower() if value is not None else value
+
     @field_validator("database_url", "broker_url", "result_backend", mode="after")
     @classmethod
     def _strip(cls, value: str) -> str:
         return value.strip()
+
+    @field_validator("database_url", mode="after")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        if not value:
+            return value
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            backend = make_url(value).get_backend_name()
+        except (ArgumentError, ValueError):
+            raise ValueError(
+                "not a database URL (expected postgresql+psycopg://user@host/db or sqlite:///path)"
+            ) from None
+        if backend not in ("postgresql", "sqlite"):
+            raise ValueError(
+                f"{backend} is not supported: use PostgreSQL"
+                " (postgresql+psycopg://user@host/db) or SQLite (sqlite:///path)"
+            )
+        return value
+
+    @field_validator("broker_url", mode="after")
+    @classmethod
+    def _broker_url(cls, value: str) -> str:
+        if not value:
+            return value
+        scheme = value.split("://", 1)[0].lower() if "://" in value else ""
+        if scheme not in BROKER_SCHEMES:
+            raise ValueError(
+                f"{(scheme or value)!r} is not a broker Dust runs on: use redis://host:6379/0"
+                " (or rediss://), or leave it unset for the embedded broker"
+            )
+        return value
 
     # -- derived values -------------------------------------------------------------
 
