@@ -31,6 +31,7 @@ BIN = (
     else Path(sys.executable).parent
 )
 DUST = str(BIN / "dust")
+CELERY = str(BIN / "celery")
 
 
 @dataclass

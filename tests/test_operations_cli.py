@@ -21,6 +21,8 @@ import pytest
 from admin_support import CELERY, DUST, Installation, Run, insert_failed_event
 from sqlalchemy import text
 
+from worker import procfile
+
 pytestmark = pytest.mark.e2e
 
 TRACEBACK = "Traceback"
@@ -288,22 +290,16 @@ def test_json_logs_are_one_object_per_line_with_the_event_fields(
     try:
         installation.ok("db", "upgrade")
         log = installation.log_path
-        installation.worker = subprocess.Popen(
+        # JSON lines say "ready" without Celery's text banner: wait for that word.
+        installation.worker = procfile.Process(
+            "worker",
             [CELERY, "-A", "worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
-            cwd=cwd,
+            log,
             env=installation.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log.open("ab"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = time.monotonic() + 60
-        while '"ready' not in installation.worker_log() and " ready." not in (
-            installation.worker_log()
-        ):
-            installation.check_worker()
-            assert time.monotonic() < deadline, installation.worker_log()
-            time.sleep(0.1)
+            cwd=cwd,
+            ready="ready",
+        ).start()
+        installation.worker.wait_ready(60)
         installation.ok(
             "publish", "customer.created", "--id", "evt_json", "--data",
             json.dumps({"id": "cus_json", "email": "secret@example.com"}),
@@ -313,7 +309,11 @@ def test_json_logs_are_one_object_per_line_with_the_event_fields(
         time.sleep(1)
     finally:
         installation.close()
-    lines = [line for line in installation.worker_log().splitlines() if line.strip()]
+    lines = [
+        line
+        for line in installation.worker_log().splitlines()
+        if line.strip() and not line.startswith("===== start")  # the harness's own marker
+    ]
     # up to the shutdown, which Celery prints (not logs) on stdout
     lines = lines[: next((n for n, line in enumerate(lines) if "Warm shutdown" in line), None)]
     objects = []

@@ -8,6 +8,7 @@ the envelope parser never raises, and refuses anything nested deeper than its li
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -28,6 +29,7 @@ NOW = datetime(2026, 11, 20, tzinfo=UTC)
 EXTRA = frozenset({"xbt"})
 CONTEXT = Context(
     earn_rate=lambda currency: 0,  # type: ignore[arg-type,return-value]
+    redeem_value=lambda currency: Decimal(1),
     policy=None,  # type: ignore[arg-type]
     default_currency=None,
     hold_ttl_seconds=60,

@@ -28,7 +28,9 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from .support import BIN, BROKER_URL, ROOT, _children, bare_client, worker_env
+from worker.procfile import child_pids
+
+from .support import BIN, BROKER_URL, ROOT, bare_client, worker_env
 
 pytestmark = [pytest.mark.e2e, pytest.mark.services]
 
@@ -115,7 +117,7 @@ class OpsWorkers:
         return "\n".join(log.read_text("utf-8", "replace")[-20000:] for log in self.logs)
 
     def pool_children(self) -> list[int]:
-        return [child for proc in self.procs for child in _children(proc.pid)]
+        return [child for proc in self.procs for child in child_pids(proc.pid)]
 
     def stop(self) -> None:
         for proc in self.procs:
