@@ -2,8 +2,8 @@
 # The end-to-end test of the Medusa plugin against a real Medusa and a real Dust worker
 # (`make test-medusa`). From a fresh clone: installs the plugin and the store (npm ci), runs the
 # plugin's unit tests, builds the plugin and installs it into the store, resets the test's own
-# databases, migrates and seeds Medusa, upgrades Dust's schema, starts a Dust worker (the
-# Procfile's command) and Medusa, creates the products through the admin API, runs the flows
+# databases, migrates and seeds Medusa, upgrades Dust's schema, starts Dust's Procfile
+# processes (worker, requests) and Medusa, creates the products through the admin API, runs the flows
 # (node --test flows/e2e.test.mjs), stops what it started by pid, and exits non-zero on any
 # failure. Logs stay in $E2E_WORK; on failure their ends are printed.
 #
@@ -57,19 +57,21 @@ export MEDUSA_ADMIN_EMAIL="admin@dust.test" MEDUSA_ADMIN_PASSWORD="dust-e2e-admi
 
 log() { printf '\n==> [%s] %s\n' "$(date -u +%T)" "$*"; }
 started=$SECONDS
-worker_pid=""
+dust_pids=()
 
 stop_all() {
     local rc=$?
     set +e
     "$HERE/stop-medusa.sh"
-    if [ -n "$worker_pid" ] && kill -0 "$worker_pid" 2>/dev/null; then
-        kill -TERM "$worker_pid"
-        for _ in $(seq 1 60); do kill -0 "$worker_pid" 2>/dev/null || break; sleep 0.25; done
-        kill -KILL "$worker_pid" 2>/dev/null
-    fi
+    for pid in "${dust_pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -TERM "$pid"
+    done
+    for pid in "${dust_pids[@]}"; do
+        for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+        kill -KILL "$pid" 2>/dev/null
+    done
     if [ "$rc" -ne 0 ]; then
-        for f in medusa.log dust-worker.log; do
+        for f in medusa.log dust-worker.log dust-requests.log; do
             [ -f "$E2E_WORK/$f" ] || continue
             printf '\n----- last 150 lines of %s (whole log kept in %s) -----\n' "$f" "$E2E_WORK/$f"
             tail -n 150 "$E2E_WORK/$f"
@@ -121,14 +123,18 @@ node node_modules/@medusajs/cli/cli.js exec ./src/scripts/seed.ts >>"$E2E_WORK/m
 node node_modules/@medusajs/cli/cli.js user -e "$MEDUSA_ADMIN_EMAIL" -p "$MEDUSA_ADMIN_PASSWORD" \
     >>"$E2E_WORK/medusa-setup.log" 2>&1 || { tail -n 50 "$E2E_WORK/medusa-setup.log"; exit 1; }
 
-log "dust: db upgrade, worker (the Procfile's command)"
+log "dust: db upgrade, the Procfile's worker and requests processes"
 "$DUST_CLI" db upgrade
-worker_cmd="$(sed -n 's/^worker:[[:space:]]*//p' "$REPO/Procfile")"
-[ -n "$worker_cmd" ] || { echo "error: no worker in $REPO/Procfile" >&2; exit 1; }
-# shellcheck disable=SC2086 # the Procfile's command line, split as a shell would
-(cd "$REPO" && PATH="$VENV/bin:$PATH" exec $worker_cmd) >"$E2E_WORK/dust-worker.log" 2>&1 &
-worker_pid=$!
-echo "$worker_pid" >"$E2E_WORK/dust-worker.pid"
+# Every Procfile process but beat: events and jobs on `worker`, checkout and admin
+# requests on `requests` (the plugin's routes need it).
+for name in worker requests; do
+    cmd="$(sed -n "s/^$name:[[:space:]]*//p" "$REPO/Procfile")"
+    [ -n "$cmd" ] || { echo "error: no $name in $REPO/Procfile" >&2; exit 1; }
+    # shellcheck disable=SC2086 # the Procfile's command line, split as a shell would
+    (cd "$REPO" && PATH="$VENV/bin:$PATH" exec $cmd) >"$E2E_WORK/dust-$name.log" 2>&1 &
+    dust_pids+=("$!")
+    echo "$!" >"$E2E_WORK/dust-$name.pid"
+done
 
 log "medusa: start; products through the admin API"
 "$HERE/start-medusa.sh"
