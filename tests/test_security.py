@@ -272,7 +272,7 @@ def test_workers_use_a_redis_password_and_never_log_it(
     ok, nodb, nobroker = workers
     try:
         ok.wait_for(" ready.")
-        assert nodb.process.wait(timeout=60) != 0, nodb.text()
+        assert nodb.proc is not None and nodb.proc.wait(timeout=60) != 0, nodb.text()
         assert "worker not started: database: cannot reach" in nodb.text(), nodb.text()
         assert " ready." not in nodb.text()
         event = {"id": "evt_sec_ok", "name": "customer.created", "data": {"id": "cus_sec"}}

@@ -29,8 +29,17 @@ app.add_typer(events_app, name="events")
 
 console = display.console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-#: The statuses an event is recorded with (``dust_events.status``).
-EVENT_STATUSES = ("processed", "ignored", "rejected", "needs_attention", "failed", "resolved")
+#: What ``dust events --status`` takes: the statuses an event is recorded with
+#: (``dust_events.status``) and ``conflict``, the refused duplicates of an id.
+EVENT_STATUSES = (
+    "processed",
+    "ignored",
+    "rejected",
+    "needs_attention",
+    "failed",
+    "resolved",
+    "conflict",
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
