@@ -1,4 +1,6 @@
 # The two commands of the README: `make demo` and `make test`. Both set up .venv first.
+# `make test-medusa`: the Medusa plugin against a real Medusa backend and a real worker
+# (needs Node.js 20+, PostgreSQL and Redis on 127.0.0.1; see integrations/medusa/e2e/run.sh).
 PYTHON ?= python3
 VENV ?= .venv
 
@@ -8,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: install demo test lint
+.PHONY: install demo test test-medusa lint
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -16,6 +18,9 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+test-medusa: $(VENV)/.installed
+	VENV=$(VENV) bash integrations/medusa/e2e/run.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

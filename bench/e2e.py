@@ -5,7 +5,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
     .venv/bin/python bench/e2e.py              # N = 5000
     .venv/bin/python bench/e2e.py -n 20000 --half-n 5000
 
-1. The worker is started with the Procfile's ``worker:`` line, unchanged, on
+1. The Procfile's processes (all but ``beat``) are started unchanged (``worker.procfile``), on
    ``DUST_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt with ``dust db
    upgrade``) and ``DUST_BROKER_URL`` (default Redis database 11, flushed). Customers' dust
    accounts exist beforehand, so each ``order.placed`` is: inbox row, order row, account
@@ -59,8 +59,9 @@ from sqlalchemy.engine import Engine, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from throughput import reset_database, stop_worker  # noqa: E402
+from throughput import reset_database  # noqa: E402
 
+from worker import procfile  # noqa: E402
 from worker.settings import get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -96,9 +97,25 @@ def parse_args() -> argparse.Namespace:
         " every third customer in the vip group",
     )
     parser.add_argument("--direct-processes", type=int, default=2)
+    parser.add_argument(
+        "--procfile", type=Path, default=procfile.PROCFILE, help="another process layout"
+    )
     parser.add_argument("--timeout", type=float, default=900, help="per phase (s)")
     parser.add_argument(
         "--skip", action="append", default=[], choices=["noop", "full", "half", "direct"]
+    )
+    parser.add_argument(
+        "--poison",
+        choices=["not-kombu", "deep"],
+        help="after the full load, the same load again with one malformed item in the middle:"
+        " a list item that is not a kombu message, or an envelope nested 500 deep",
+    )
+    parser.add_argument(
+        "--metrics-rounds",
+        type=int,
+        default=0,
+        help="then R rounds of the full load with metrics off and on (DUST_METRICS_PORT),"
+        " alternating which goes first, each on a fresh worker: what the metrics cost",
     )
     return parser.parse_args()
 
@@ -131,15 +148,9 @@ def machine(engine: Engine, broker_url: str) -> list[str]:
 # -- the worker ------------------------------------------------------------------------
 
 
-def procfile_worker_command() -> list[str]:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith("worker:"):
-            return shlex.split(line.split(":", 1)[1])
-    sys.exit("no worker: line in the Procfile")
-
-
-def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
+def worker_env(database_url: str, broker_url: str, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
+    env.update(extra)
     env["DUST_DATABASE_URL"] = database_url
     env["DUST_BROKER_URL"] = broker_url
     # The venv's celery, as `make` / a deployment would have on PATH.
@@ -147,24 +158,28 @@ def worker_env(database_url: str, broker_url: str) -> dict[str, str]:
     return env
 
 
-def start_worker(database_url: str, broker_url: str, log: Path) -> subprocess.Popen[bytes]:
-    env = worker_env(database_url, broker_url)
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            procfile_worker_command(),
-            cwd=ROOT,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
+def start_processes(
+    database_url: str,
+    broker_url: str,
+    folder: Path,
+    path: Path = procfile.PROCFILE,
+    **extra: str,
+) -> list[procfile.Process]:
+    """Every process of the Procfile but the scheduler, unchanged, until each is ready."""
+    env = worker_env(database_url, broker_url, **extra)
+    processes = [
+        procfile.Process(
+            name, procfile.command(name, path=path), folder / f"{name}.log", env=env, cwd=ROOT
         )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"worker did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    return proc
+        for name in procfile.read(path)
+        if name != "beat"
+    ]
+    try:
+        procfile.start_all(processes)
+    except procfile.ProcessFailed as exc:
+        procfile.stop_all(processes)
+        sys.exit(str(exc))
+    return processes
 
 
 def process_tree(pid: int) -> list[int]:
@@ -178,10 +193,10 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
-def memory(pid: int) -> str:
-    """RSS and PSS (shared pages split between the processes sharing them), parent + children."""
+def memory(*mains: int) -> str:
+    """RSS and PSS (shared pages split between the processes sharing them), parents + children."""
     rss = pss = 0
-    pids = process_tree(pid)
+    pids = [p for main in mains for p in process_tree(main)]
     for p in pids:
         try:
             for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
@@ -378,6 +393,47 @@ def run_full(
     }
 
 
+def run_poisoned(
+    r: redis.Redis, engine: Engine, tmpl: dict[str, Any], n: int, customers: int, args: Any, proc
+) -> dict[str, Any]:
+    """The full load again (events tagged ``x``) with one malformed item among them, in
+    the middle: what it costs the good ones, and where it went."""
+    messages = [wire(tmpl, "dust.handle_event", order_placed("x", o, customers)) for o in range(n)]
+    poison_id = f"poison_{uuid.uuid4().hex[:8]}"
+    if args.poison == "deep":
+        nested: Any = "deep"
+        for _ in range(500):
+            nested = {"x": nested}
+        poison = wire(
+            tmpl,
+            "dust.handle_event",
+            {**order_placed("p", 0, 1), "id": poison_id, "extra": nested},
+        )
+    else:
+        poison = f"not a kombu message {poison_id}".encode()
+    messages.insert(n // 2, poison)
+    dead_before = int(r.get("dust.dead_letters.count") or 0)
+    started, pushed = push_all(r, messages)
+    rows = wait_for_events(engine, "x", n, args.timeout, proc)
+    last = max(at for _, _, at in rows)
+    elapsed = last - started
+    with engine.connect() as connection:
+        fate = connection.execute(
+            text("SELECT status, reason FROM dust_events WHERE event_id = :i"), {"i": poison_id}
+        ).first()
+    dead = int(r.get("dust.dead_letters.count") or 0) - dead_before
+    where = f"{fate[0]}: {fate[1]}" if fate else f"{dead} dead-lettered"
+    return {
+        "rate": n / elapsed,
+        "elapsed": elapsed,
+        "publish": pushed - started,
+        "latencies": [at - started for _, _, at in rows],
+        "statuses": statuses(rows),
+        "poison": where,
+        "alive": proc.poll() is None,
+    }
+
+
 def run_paced(
     r: redis.Redis,
     engine: Engine,
@@ -480,18 +536,22 @@ def main() -> None:
     tmpl = template(args.broker_url)
     for line in machine(engine, args.broker_url):
         print(line)
-    print(f"worker:   {shlex.join(procfile_worker_command())}  (the Procfile's line)")
+    for name, words in procfile.read(args.procfile).items():
+        if name != "beat":
+            print(f"{name + ':':<9} {shlex.join(words)}  (the Procfile's line)")
     print(f"database: {make_url(args.database_url).render_as_string(hide_password=True)}")
     print(f"broker:   {args.broker_url}; {customers} customers' dust accounts pre-created")
     if args.rules:
         print("rules:    vip x2 (every third customer), campaign x1.5, welcome bonus 100")
     print(f"git:      {git_state()}")
 
-    log = Path(tempfile.mkdtemp(prefix="dust-e2e-")) / "worker.log"
+    logs = Path(tempfile.mkdtemp(prefix="dust-e2e-"))
     results: dict[str, dict[str, Any]] = {}
-    proc = start_worker(args.database_url, args.broker_url, log)
+    processes = start_processes(args.database_url, args.broker_url, logs, args.procfile)
+    proc = processes[0].proc  # the events worker: a run stops if it does
+    mains = [p.pid for p in processes]
     try:
-        print(f"\nworker memory, idle:          {memory(proc.pid)}")
+        print(f"\nworker memory, idle:          {memory(*mains)}")
         if "noop" not in args.skip:
             results["noop"] = res = run_noop(r, tmpl, n, args.timeout)
             print(
@@ -508,7 +568,16 @@ def main() -> None:
             )
             print(f"                latency from the push: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
-            print(f"worker memory, after full:    {memory(proc.pid)}")
+            print(f"worker memory, after full:    {memory(*mains)}")
+        if args.poison:
+            results["poisoned"] = res = run_poisoned(r, engine, tmpl, n, customers, args, proc)
+            print(
+                f"full + poison:  {n} order.placed + 1 {args.poison} item, {res['rate']:.1f}"
+                f" events/s ({res['elapsed']:.2f} s first push to last commit)  [{load_average()}]"
+            )
+            print(f"                latency from the push: {latency_line(res['latencies'])}")
+            print(f"                statuses {res['statuses']}; the poison: {res['poison']}")
+            print(f"                worker still running: {res['alive']}")
         if "half" not in args.skip:
             rate = args.half_rate or (results["full"]["rate"] / 2 if "full" in results else 40.0)
             results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)
@@ -519,9 +588,9 @@ def main() -> None:
             )
             print(f"                latency publish->commit: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
-            print(f"worker memory, after half:    {memory(proc.pid)}")
+            print(f"worker memory, after half:    {memory(*mains)}")
     finally:
-        stop_worker(proc)
+        procfile.stop_all(processes)
     if "direct" not in args.skip:
         batch = get_settings().event_batch_size
         results["direct"] = res = run_direct(
@@ -534,6 +603,10 @@ def main() -> None:
             f"({res['elapsed']:.2f} s)  [{load_average()}]"
         )
         print(f"                statuses {res['statuses']}")
+    engine.dispose()
+
+    if args.metrics_rounds:
+        run_metrics_rounds(args, r, engine, tmpl, n, customers, logs)
     engine.dispose()
 
     print()
@@ -549,8 +622,54 @@ def main() -> None:
         p99 = 1000 * percentile(results["half"]["latencies"], 99)
         verdict = "met" if p99 < 50 else "NOT met"
         print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
-    print(f"worker log: {log}")
+    print(f"process logs: {logs}")
     print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+
+
+def run_metrics_rounds(
+    args: Any,
+    r: redis.Redis,
+    engine: Engine,
+    tmpl: dict[str, Any],
+    n: int,
+    customers: int,
+    folder: Path,
+) -> None:
+    """The full load with metrics off and on, ``--metrics-rounds`` times each, alternating
+    which goes first; each run on a fresh worker. Prints each run and the mean cost."""
+    rates: dict[str, list[float]] = {"off": [], "on": []}
+    print()
+    for round_ in range(args.metrics_rounds):
+        order = ("off", "on") if round_ % 2 == 0 else ("on", "off")
+        for mode in order:
+            extra = {"DUST_METRICS_PORT": str(19800 + round_)} if mode == "on" else {}
+            logs = folder / f"metrics-{round_}-{mode}"
+            logs.mkdir()
+            processes = start_processes(
+                args.database_url, args.broker_url, logs, args.procfile, **extra
+            )
+            proc = processes[0].proc
+            try:
+                tag = f"m{round_}{'y' if mode == 'on' else 'x'}"
+                messages = [
+                    wire(tmpl, "dust.handle_event", order_placed(tag, o, customers))
+                    for o in range(n)
+                ]
+                started, _ = push_all(r, messages)
+                rows = wait_for_events(engine, tag, n, args.timeout, proc)
+                rate = n / (max(at for _, _, at in rows) - started)
+            finally:
+                procfile.stop_all(processes)
+            rates[mode].append(rate)
+            print(
+                f"metrics {mode:3}: round {round_ + 1}, {n} order.placed, {rate:.1f} events/s"
+                f"  [{load_average()}]"
+            )
+    off, on = statistics.mean(rates["off"]), statistics.mean(rates["on"])
+    print(
+        f"metrics cost:   mean {off:.1f} events/s off, {on:.1f} on: "
+        f"{(off - on) / off * 100:+.1f} % (target < 3 %)  [{load_average()}]"
+    )
 
 
 def git_state() -> str:

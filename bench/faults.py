@@ -3,20 +3,25 @@
 One command, bounded time, stops by itself. It starts its own Redis (``redis-server`` on a
 free loopback port, AOF with ``appendfsync always`` in a temp dir, so a restart loses
 nothing the publisher was told is stored), its own PostgreSQL database (created, migrated,
-dropped at the end), and 2+ workers started like the Procfile's. A publisher that does not
-import the project (a bare Celery client) publishes customers, orders, refunds and cancels,
-each order's events in shuffled order, some envelopes twice. Meanwhile, on a timer:
+dropped at the end), and the Procfile's processes (``worker.procfile``): 2+ events workers
+and a requests worker. A publisher that does not import the project (a bare Celery client)
+publishes customers, orders, refunds and cancels, each order's events in shuffled order,
+some envelopes twice; beside it a checkout client sends admin credits (with idempotency
+keys) and cart reserves / releases on ``dust.requests``, sending a request again when its
+reply is late. Meanwhile, on a timer:
 
-* kill -9 of a worker's main process (its pool is then killed too, like a machine crash;
-  the worker is started again) and of single pool children;
+* kill -9 of a process's main process (its pool is then killed too, like a machine crash;
+  it is started again) and of single pool children; every third kill is of the requests
+  process;
 * kill -9 and restart of Redis;
 * ``pg_terminate_backend`` of every connection of the workers (``--pg-restarts`` also
   restarts the PostgreSQL server, shared with other users: off by default).
 
 Then: every event applied exactly once in effect, every balance equal to an independent
 model computed from the events alone, no available balance ever seen negative, ``dust
-reconcile`` clean. It prints a summary and exits 0 only when lost, duplicated and
-mismatches are all 0::
+reconcile`` clean, each request customer's balance the sum of the credits answered and
+nothing held once every cart is released. It prints a summary and exits 0 only when lost,
+duplicated and mismatches (of events and of requests) are all 0::
 
     .venv/bin/python bench/faults.py --short                      # CI form, ~1 minute
     .venv/bin/python bench/faults.py --events 100000 --kills 20 --redis-restarts 3 \\
@@ -38,6 +43,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -48,6 +54,10 @@ import redis
 from celery import Celery
 from sqlalchemy import bindparam, create_engine, text
 from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker import procfile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -87,7 +97,12 @@ def generate(events: int, seed: int, run: str) -> list[dict[str, Any]]:
                     },
                 )
             ]
+            left = total  # the refunds of an order never pass what it was paid
             for r in range(rng.choice((0, 0, 1, 1, 2))):
+                if left < 1:
+                    break
+                amount = rng.randint(1, left)
+                left -= amount
                 events_of_order.append(
                     envelope(
                         f"evt_{run}_r{c}_{o}_{r}",
@@ -96,7 +111,7 @@ def generate(events: int, seed: int, run: str) -> list[dict[str, Any]]:
                             "id": f"ref_{run}_{c}_{o}_{r}",
                             "order_id": order,
                             "customer_id": customer,
-                            "amount": rng.randint(1, total),
+                            "amount": amount,
                             "currency_code": "usd",
                             "to_store_credit": rng.random() < 0.6,
                         },
@@ -205,72 +220,133 @@ class RedisServer:
         self.kill()
 
 
-class Worker:
-    def __init__(self, name: str, folder: Path, env: dict[str, str], concurrency: int) -> None:
-        self.name = name
-        self.log = folder / f"{name}.log"
-        self.env = env
-        self.concurrency = concurrency
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log_offset = 0
+def worker(name: str, folder: Path, env: dict[str, str], concurrency: int) -> procfile.Process:
+    """A process of the Procfile's: ``worker`` (events and jobs) or ``requests``, with a
+    node name of its own (and the pool size of ``--concurrency`` for events workers)."""
+    kind = "requests" if name.endswith("requests") else "worker"
+    extra = [] if kind == "requests" else ["--concurrency", str(concurrency)]
+    command = procfile.command(kind, *extra, "--hostname", f"{name}@%h")
+    return procfile.Process(name, command, folder / f"{name}.log", env=env, cwd=ROOT)
 
-    def start(self) -> None:
-        self.log_offset = self.log.stat().st_size if self.log.exists() else 0
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    str(BIN / "celery"), "-A", "worker.app", "worker",
-                    "--queues", "dust.events,dust.requests,dust.jobs",
-                    "--concurrency", str(self.concurrency), "--loglevel", "INFO",
-                    "-n", f"{self.name}@%h",
-                ],
-                cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=log,
-                stderr=subprocess.STDOUT, start_new_session=True,
-            )  # fmt: skip
 
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+class Checkout(threading.Thread):
+    """A store and an operator beside the events: admin credits (each with an idempotency
+    key) and reserves / releases of carts, for customers of their own (``req_N``, outside
+    the event stream and its model), on ``dust.requests``. A request without a reply in
+    time is sent again, as a client does: the credit's key and the cart make a second
+    delivery a no-op. Exactly once in effect: each customer's balance is the sum of the
+    credits answered, and once every cart is released nothing is held."""
 
-    def children(self) -> list[int]:
-        if not self.running():
-            return []
-        assert self.proc is not None
-        found = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                try:
-                    stat = (entry / "stat").read_text()
-                except OSError:
-                    continue
-                if int(stat.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
-                    found.append(int(entry.name))
-        return found
+    CUSTOMERS = 10
+    REPLY_SECONDS = 30
 
-    def kill_main(self) -> None:
-        """kill -9 of the main process, then of its orphaned pool (a machine crash)."""
-        assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(10)
-        time.sleep(0.2)
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    def __init__(self, url: str, run_id: str, run: Run) -> None:
+        super().__init__(daemon=True)
+        self.client = Celery("faults-checkout", broker=url, backend=url)
+        self.client.conf.update(
+            task_serializer="json",
+            accept_content=["json"],
+            result_accept_content=["json"],
+            broker_connection_retry=True,
+        )
+        self.run_id, self.run_state = run_id, run
+        self.stopping = threading.Event()
+        self.credited: Counter[str] = Counter()
+        self.answered: Counter[str] = Counter()
+        self.resent = 0
+        self.errors: list[str] = []
+        self.round_trips: list[float] = []
 
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
+    def request(self, task: str, **kwargs: Any) -> dict[str, Any]:
+        """Send until a reply comes (the same request each time)."""
+        while True:
+            started = time.monotonic()
             try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(10)
+                result = self.client.send_task(
+                    task, kwargs=kwargs, queue="dust.requests", retry=False
+                )
+                reply = result.get(timeout=self.REPLY_SECONDS)
+                self.round_trips.append(time.monotonic() - started)
+                self.answered[task] += 1
+                return reply
+            except Exception as exc:  # no reply in time, broker down: the same again
+                self.resent += 1
+                if self.resent % 20 == 1:
+                    self.run_state.say(f"{task}: {type(exc).__name__}; sent again")
+                time.sleep(0.2)
+
+    def run(self) -> None:
+        n = 0
+        while not self.stopping.is_set():
+            customer = f"req_{n % self.CUSTOMERS}"
+            reply = self.request(
+                "dust.admin.adjust",
+                customer_id=customer,
+                direction="credit",
+                amount=3,
+                kind="dust",
+                reason="faults",
+                actor="faults",
+                idempotency_key=f"{self.run_id}-{n}",
+                create=True,
+            )
+            if reply.get("status") == "ok":
+                self.credited[customer] += 3
+            else:
+                self.errors.append(f"credit {n}: {reply}")
+            reply = self.request(
+                "dust.reserve", cart_id=f"rc_{customer}", customer_id=customer, amount=1 + n % 3,
+                kind="dust",
+            )  # fmt: skip
+            if reply.get("status") not in ("reserved", "rejected"):
+                self.errors.append(f"reserve {n}: {reply}")
+            if n % 4 == 3:
+                self.request("dust.release", cart_id=f"rc_{customer}")
+            n += 1
+            self.stopping.wait(0.1)
+
+    def finish(self) -> None:
+        self.stopping.set()
+        self.join()
+        for c in range(self.CUSTOMERS):
+            self.request("dust.release", cart_id=f"rc_req_{c}")
+
+    def check(self, engine: Any) -> dict[str, Any]:
+        with engine.connect() as c:
+            found = dict(
+                c.execute(
+                    text(
+                        "SELECT customer_id, balance FROM dust_accounts"
+                        " WHERE kind = 'dust' AND customer_id LIKE 'req\\_%'"
+                    )
+                ).all()
+            )
+            held = int(
+                c.scalar(
+                    text(
+                        "SELECT COALESCE(SUM(held), 0) FROM dust_accounts"
+                        " WHERE customer_id LIKE 'req\\_%'"
+                    )
+                )
+                or 0
+            )
+        wrong = {
+            customer: {"credited": want, "balance": found.get(customer, 0)}
+            for customer, want in self.credited.items()
+            if found.get(customer, 0) != want
+        }
+        trips = sorted(self.round_trips) or [0.0]
+        return {
+            "requests_answered": dict(self.answered),
+            "requests_sent_again": self.resent,
+            "request_errors": self.errors[:5],
+            "request_mismatches": len(wrong) + (1 if held else 0),
+            "request_mismatch_examples": {**dict(list(wrong.items())[:5]), "held": held},
+            "request_seconds_p50_max": [
+                round(trips[len(trips) // 2], 3),
+                round(trips[-1], 3),
+            ],
+        }
 
 
 # -- the run -------------------------------------------------------------------------------
@@ -317,6 +393,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument(
+        "--requests-workers",
+        type=int,
+        default=1,
+        help="processes of the Procfile's requests line (0: events workers only, no requests)",
+    )
     parser.add_argument("--rate", type=float, default=250, help="events published per second")
     parser.add_argument("--duplicates", type=float, default=0.05, help="share republished")
     parser.add_argument("--timeout", type=float, default=0, help="give up after (s)")
@@ -348,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary, sort_keys=True))
     ok = summary["lost"] == summary["duplicated"] == summary["mismatches"] == 0
     ok = ok and summary["negative_available_seen"] == 0 and summary["reconcile_clean"]
-    ok = ok and not summary["not_final"]
+    ok = ok and not summary["not_final"] and not summary.get("request_mismatches")
+    ok = ok and not summary.get("request_errors")
     return 0 if ok else 1
 
 
@@ -380,7 +463,10 @@ def execute(run: Run) -> dict[str, Any]:
         [str(BIN / "dust"), "db", "upgrade"], cwd=ROOT, env=env, check=True,
         capture_output=True, timeout=120,
     )  # fmt: skip
-    workers = [Worker(f"faults{n}", run.folder, env, args.concurrency) for n in range(args.workers)]
+    names = [f"faults{n}" for n in range(args.workers)]
+    names += [f"faults{n}-requests" for n in range(args.requests_workers)]
+    workers = [worker(name, run.folder, env, args.concurrency) for name in names]
+    checkout: Checkout | None = None
     engine = create_engine(database_url, pool_pre_ping=True, pool_size=2)
     stream = generate(args.events, args.seed, run_id)
     expected = model(stream)
@@ -409,9 +495,13 @@ def execute(run: Run) -> dict[str, Any]:
             task_serializer="json", accept_content=["json"], broker_connection_retry=True
         )
         r = redis.Redis.from_url(server.url, socket_timeout=5, socket_connect_timeout=2)
+        if args.requests_workers:
+            checkout = Checkout(server.url, run_id, run)
+            checkout.start()
         run.say(
             f"publishing {len(plan)} envelopes ({len(stream)} events) at {args.rate}/s;"
-            f" {len(schedule)} faults; workers {args.workers} x {args.concurrency}"
+            f" {len(schedule)} faults; events workers {args.workers} x {args.concurrency},"
+            f" requests workers {args.requests_workers}"
         )
         t0 = time.monotonic()
         next_fault = 0
@@ -428,6 +518,7 @@ def execute(run: Run) -> dict[str, Any]:
             if time.monotonic() - last_check > 1:
                 last_check = time.monotonic()
                 observe(run, engine)
+                restart_exited(workers, run)
             if time.monotonic() > hard_deadline:
                 raise TimeoutError("publishing ran past --timeout")
             if i and i % 10_000 == 0:
@@ -437,7 +528,11 @@ def execute(run: Run) -> dict[str, Any]:
         ids = [e["id"] for e in stream]
         statuses = drain(run, engine, r, ids, hard_deadline, workers)
         elapsed = time.monotonic() - t0
+        if checkout is not None:
+            checkout.finish()
         summary = check(run, engine, env, expected, stream, statuses)
+        if checkout is not None:
+            summary.update(checkout.check(engine))
         summary.update(
             events=len(stream),
             published=len(plan),
@@ -452,8 +547,9 @@ def execute(run: Run) -> dict[str, Any]:
         )
         return summary
     finally:
-        for w in workers:
-            w.stop()
+        if checkout is not None:
+            checkout.stopping.set()
+        procfile.stop_all(workers, timeout=15)
         server.stop()
         engine.dispose()
         if not args.keep:
@@ -462,20 +558,23 @@ def execute(run: Run) -> dict[str, Any]:
         admin.dispose()
 
 
-def wait_ready(workers: list[Worker], run: Run, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    pending = {w.name: w for w in workers}
-    offsets = {w.name: w.log_offset for w in workers}
-    while pending:
-        for name, w in list(pending.items()):
-            tail = w.log.read_bytes()[offsets[name] :].decode("utf-8", "replace")
-            if any(line.endswith(" ready.") for line in tail.splitlines()):
-                del pending[name]
-            elif not w.running():
-                raise RuntimeError(f"worker {name} exited at start-up; log {w.log}")
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"workers not ready: {sorted(pending)}")
-        time.sleep(0.1)
+def wait_ready(workers: list[procfile.Process], run: Run, timeout: float = 60) -> None:
+    try:
+        for w in workers:
+            w.wait_ready(timeout)
+    except procfile.ProcessFailed as exc:
+        raise RuntimeError(str(exc)) from None
+
+
+def restart_exited(workers: list[procfile.Process], run: Run) -> None:
+    """A process that stopped though nobody killed it (the kills restart theirs at once) is
+    counted, with its exit code in the log, and started again."""
+    for w in workers:
+        if w.proc is not None and not w.running():
+            run.faults["exited_on_their_own"] += 1
+            run.say(f"{w.name} exited on its own (code {w.proc.returncode}); started again")
+            w.start()
+            wait_ready([w], run)
 
 
 def publish(client: Celery, e: dict[str, Any], run: Run) -> None:
@@ -493,7 +592,7 @@ def publish(client: Celery, e: dict[str, Any], run: Run) -> None:
 def inject(
     kind: str,
     run: Run,
-    workers: list[Worker],
+    workers: list[procfile.Process],
     server: RedisServer,
     admin: Any,
     database: str,
@@ -502,7 +601,14 @@ def inject(
 ) -> None:
     if kind == "kill":
         live = [w for w in workers if w.running()]
-        w = rng.choice(live)
+        # Every third kill is of a requests process (when there is one), the others of
+        # events workers: kills of either process, whatever the seed.
+        kills = run.faults["kill_worker_main"] + run.faults["kill_pool_child"]
+        requests = [w for w in live if w.name.endswith("requests")]
+        events = [w for w in live if not w.name.endswith("requests")]
+        w = rng.choice(requests if requests and kills % 3 == 2 else events or live)
+        if w.name.endswith("requests"):
+            run.faults["kills_of_a_requests_process"] += 1
         children = w.children()
         # Alternate: a whole worker (main process first), then one pool child.
         if run.faults["kill_worker_main"] <= run.faults["kill_pool_child"] or not children:
@@ -582,7 +688,12 @@ def observe(run: Run, engine: Any) -> None:
 
 
 def drain(
-    run: Run, engine: Any, r: redis.Redis, ids: list[str], deadline: float, workers: list[Worker]
+    run: Run,
+    engine: Any,
+    r: redis.Redis,
+    ids: list[str],
+    deadline: float,
+    workers: list[procfile.Process],
 ) -> dict[str, str]:
     stmt = text("SELECT event_id, status FROM dust_events WHERE event_id IN :ids").bindparams(
         bindparam("ids", expanding=True)
@@ -702,7 +813,19 @@ def print_summary(s: dict[str, Any]) -> None:
         f"time {s.get('seconds')} s ({s.get('events_per_second')} events/s),"
         f" publishing {s.get('publish_seconds')} s"
     )
-    for key in ("lost_ids", "not_final", "duplicated_refs", "mismatch_examples"):
+    if "requests_answered" in s:
+        print(
+            f"requests answered {s['requests_answered']} (sent again {s['requests_sent_again']},"
+            f" round trip p50/max {s['request_seconds_p50_max']} s);"
+            f" request mismatches {s['request_mismatches']}"
+        )
+    for key in (
+        "lost_ids",
+        "not_final",
+        "duplicated_refs",
+        "mismatch_examples",
+        "request_errors",
+    ):
         if s.get(key):
             print(f"{key}: {s[key]}")
     if s.get("reconcile_output"):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,10 @@ import redis
 from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from worker import procfile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -128,51 +131,21 @@ def prepared_messages(broker_url: str, items: list[dict]) -> list[bytes]:
     return messages
 
 
-def start_worker(database_url: str, broker_url: str, concurrency: int, log: Path):
-    command = [
-        str(BIN / "celery"),
-        "-A",
-        "worker.app",
-        "worker",
-        "--queues",
-        "dust.events,dust.requests",
-        "--loglevel",
-        "INFO",
-        "--concurrency",
-        str(concurrency),
-        "-n",
-        "bench@%h",
-    ]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command,
-            cwd=ROOT,
-            env=env_for(database_url, broker_url),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-    deadline = time.monotonic() + 60
-    while b" ready." not in log.read_bytes():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            sys.exit(f"worker did not start:\n{log.read_text()}")
-        time.sleep(0.1)
-    return proc, command
-
-
-def stop_worker(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            pass
+def start_worker(
+    database_url: str, broker_url: str, concurrency: int, log: Path
+) -> tuple[procfile.Process, list[str]]:
+    command = procfile.worker_command(
+        ["dust.events", "dust.requests"], "--concurrency", str(concurrency), "-n", "bench@%h"
+    )
+    worker = procfile.Process(
+        "worker", command, log, env=env_for(database_url, broker_url), cwd=ROOT
+    )
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
+        worker.start().wait_ready(60)
+    except procfile.ProcessFailed as exc:
+        worker.stop()
+        sys.exit(f"worker did not start:\n{exc}")
+    return worker, command
 
 
 def main() -> None:
@@ -204,7 +177,7 @@ def main() -> None:
                 done = connection.scalar(text("SELECT COUNT(*) FROM dust_events"))
             if done >= total:
                 break
-            if time.monotonic() > deadline or proc.poll() is not None:
+            if time.monotonic() > deadline or not proc.running():
                 sys.exit(f"only {done}/{total} events after {args.timeout}s; log: {log}")
             time.sleep(0.2)
         with engine.connect() as connection:
@@ -218,11 +191,11 @@ def main() -> None:
                 text("SELECT COALESCE(SUM(balance), 0) FROM dust_accounts WHERE kind = 'dust'")
             )
     finally:
-        stop_worker(proc)
+        proc.stop()
         engine.dispose()
 
     elapsed = last.astimezone(UTC).timestamp() - started
-    print(f"worker:      {' '.join(command[1:])} (pool size {args.concurrency})")
+    print(f"worker:      {' '.join(command[2:])} (pool size {args.concurrency})")
     print(f"database:    {make_url(args.database_url).render_as_string(hide_password=True)}")
     print(f"broker:      {args.broker_url}")
     print(

@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal, localcontext
+from decimal import Decimal
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from ledger import earning, journal
 from ledger import holds as holds_
-from ledger import journal
 from ledger.accounts import (
     ensure_account,
     lock_accounts,
@@ -69,40 +69,28 @@ def lock_order(session: Session, order_id: str) -> Order:
     return order
 
 
-def floor_dust(amount: int, rate: Decimal) -> int:
-    """floor(amount × rate) in exact decimal arithmetic."""
-    with localcontext() as exact:
-        exact.prec = 100  # a rate times rule multipliers has more digits than the default 28
-        return int((Decimal(amount) * rate).to_integral_value(rounding=ROUND_FLOOR))
-
-
-def earn_rate(rate: str | None, multiplier: str | None) -> Decimal:
-    """The rate an order earns at: the configured rate times its rules' capped multiplier
-    (``ledger.rules``; none recorded: 1), exactly."""
-    with localcontext() as exact:
-        exact.prec = 100
-        return Decimal(rate or "0") * Decimal(multiplier or "1")
-
-
 def refunded_total(session: Session, order_id: str) -> int:
+    """Money refunded on the order by the refunds that passed its caps."""
     total = session.scalar(
-        select(func.coalesce(func.sum(Refund.amount), 0)).where(Refund.order_id == order_id)
+        select(func.coalesce(func.sum(Refund.amount), 0)).where(
+            Refund.order_id == order_id, Refund.status == "applied"
+        )
     )
     return int(total or 0)
 
 
 def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
     """The dust the order should have earned, net, given everything known; and why it is
-    zero when it is."""
-    if order.placed_event_id is None:
-        return 0, "not placed"
-    if order.canceled:
-        return 0, "canceled"
-    if order.customer_id is None:
-        return 0, "guest order"
-    base = max(0, order.earn_base - refunded_total(session, order.order_id))
-    target = floor_dust(base, earn_rate(order.earn_rate, order.earn_multiplier))
-    return target, None if target else "earning base is zero"
+    zero when it is (``ledger.earning.earn_target``)."""
+    placed = order.placed_event_id is not None
+    return earning.earn_target(
+        placed=placed,
+        canceled=order.canceled,
+        guest=order.customer_id is None,
+        base=order.earn_base,
+        refunded=refunded_total(session, order.order_id) if placed else 0,
+        rate=earning.multiplied_rate(order.earn_rate, order.earn_multiplier),
+    )
 
 
 # -- many new orders at once -------------------------------------------------------------
@@ -120,22 +108,29 @@ class NewOrder:
     placed_at: datetime
     earn_base: int
     earn_rate: str
+    refund_cap: int
     #: The earn rules' capped multiplier and their ids (``ledger.rules.Earning``).
     earn_multiplier: str | None = None
     earn_rules: str | None = None
 
+    def _target(self) -> tuple[int, str | None]:
+        """What :func:`earn_target` gives such an order: no refund or cancel is known yet."""
+        return earning.earn_target(
+            placed=True,
+            canceled=False,
+            guest=self.customer_id is None,
+            base=self.earn_base,
+            refunded=0,
+            rate=earning.multiplied_rate(self.earn_rate, self.earn_multiplier),
+        )
+
     @property
     def earned(self) -> int:
-        """What :func:`earn_target` gives such an order: no refund or cancel is known yet."""
-        if self.customer_id is None:
-            return 0
-        return floor_dust(max(0, self.earn_base), earn_rate(self.earn_rate, self.earn_multiplier))
+        return self._target()[0]
 
     @property
     def no_earn_reason(self) -> str | None:
-        if self.customer_id is None:
-            return "guest order"
-        return None if self.earned else "earning base is zero"
+        return self._target()[1]
 
 
 def orders_with_rows(session: Session, order_ids: list[str]) -> set[str]:
@@ -177,6 +172,8 @@ def place_new(session: Session, new: list[NewOrder], policy: EarnPolicy) -> bool
             "canceled": False,
             "canceled_at": None,
             "no_earn_reason": o.no_earn_reason,
+            "refund_cap": o.refund_cap,
+            "dust_given_back": 0,
         }
         for o in new
     ]
@@ -271,21 +268,10 @@ def _add_charged(order: Order, kind: str, amount: int) -> None:
 
 
 def return_charges(session: Session, order: Order, event_id: str) -> int:
-    """Canceled order: release its cart's holds and credit back every charge it made (dust
-    goes back to the lots it was drawn from). Returns the total credited back."""
-    spends = []
-    if not order.returned:
-        spends = list(
-            session.scalars(
-                select(Entry)
-                .where(
-                    Entry.reference_type == "order",
-                    Entry.reference_id == order.order_id,
-                    Entry.reason == "spend",
-                )
-                .order_by(Entry.id)
-            )
-        )
+    """Canceled order: release its cart's holds and credit back every charge it made, less
+    the dust refunds gave back already (dust goes back to the lots it was drawn from).
+    Returns the total credited back."""
+    spends = [] if order.returned else _spends(session, order.order_id)
     hold_ids: list[int] = []
     if order.cart_id:
         hold_ids = list(
@@ -299,14 +285,32 @@ def return_charges(session: Session, order: Order, event_id: str) -> int:
     if order.returned:
         return 0
     total = 0
+    given_back = order.dust_given_back  # by refunds, from the first dust spends on
     for spend in spends:
+        amount = spend.amount
+        if accounts[spend.account_id].kind == DUST:
+            already = min(given_back, amount)
+            given_back -= already
+            amount -= already
+        if not amount:
+            continue
         key = f"order:{order.order_id}:cancel:{spend.id}"
         ref = Ref("cancel", "order", order.order_id, key, event_id)
-        journal.credit(session, accounts[spend.account_id], spend.amount, ref, give_back=spend)
-        total += spend.amount
+        journal.credit(session, accounts[spend.account_id], amount, ref, give_back=spend)
+        total += amount
     order.returned = True
     session.flush()
     return total
+
+
+def _spends(session: Session, order_id: str, kind: str | None = None) -> list[Entry]:
+    """The order's charges (captured holds and debits), oldest first; of one kind if given."""
+    stmt = select(Entry).where(
+        Entry.reference_type == "order", Entry.reference_id == order_id, Entry.reason == "spend"
+    )
+    if kind is not None:
+        stmt = stmt.join(Account, Account.id == Entry.account_id).where(Account.kind == kind)
+    return list(session.scalars(stmt.order_by(Entry.id)))
 
 
 # -- earning ---------------------------------------------------------------------------
@@ -421,17 +425,120 @@ class RefundCredit:
     customer_id: str | None
 
 
+@dataclass
+class RefundsSettled:
+    """What :func:`settle_refunds` did: store credit posted, refunds held by a cap (id and
+    reason, nothing credited for them), dust given back."""
+
+    credits: list[RefundCredit] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)
+    dust_returned: int = 0
+
+
+def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSettled:
+    """Check the order's waiting refunds against its caps once it is placed (arrival order):
+    each one either passes (``applied``: its dust is given back now) or is ``held`` with
+    the reason, nothing credited. Then credit the store credit of applied refunds.
+
+    Caps (money guards): the applied refunds of an order never add up to more than
+    ``order.refund_cap`` in money, nor give back more dust than ``order.dust_total``.
+    Nothing is credited for a refund before its order is placed: only then are its caps
+    and its owner known.
+    """
+    settled = RefundsSettled()
+    if order.placed_event_id is not None:
+        waiting = list(
+            session.scalars(
+                select(Refund)
+                .where(Refund.order_id == order.order_id, Refund.status == "waiting")
+                .order_by(Refund.created_at, Refund.refund_id)
+            )
+        )
+        if waiting:
+            money, dust = _applied_sums(session, order.order_id)
+            for refund in waiting:
+                reason = _over_cap(order, refund, money, dust)
+                if reason is not None:
+                    refund.status, refund.held_reason = "held", reason
+                    settled.held[refund.refund_id] = reason
+                    continue
+                refund.status = "applied"
+                money += refund.amount
+                dust += refund.dust_amount
+                settled.dust_returned += give_back_dust(session, order, refund, event_id)
+            session.flush()
+    settled.credits = settle_refund_credits(session, order, event_id)
+    return settled
+
+
+def _applied_sums(session: Session, order_id: str) -> tuple[int, int]:
+    money, dust = session.execute(
+        select(
+            func.coalesce(func.sum(Refund.amount), 0),
+            func.coalesce(func.sum(Refund.dust_amount), 0),
+        ).where(Refund.order_id == order_id, Refund.status == "applied")
+    ).one()
+    return int(money), int(dust)
+
+
+def _over_cap(order: Order, refund: Refund, money: int, dust: int) -> str | None:
+    """Why ``refund`` cannot be applied on top of ``money`` and ``dust`` already refunded."""
+    if order.refund_cap is not None and money + refund.amount > order.refund_cap:
+        return (
+            f"refunds of order {order.order_id} would add up to {money + refund.amount},"
+            f" more than the {order.refund_cap} it was paid in money and store credit"
+        )
+    if dust + refund.dust_amount > order.dust_total:
+        return (
+            f"refunds of order {order.order_id} would give back {dust + refund.dust_amount}"
+            f" dust, more than the {order.dust_total} it charged"
+        )
+    return None
+
+
+def give_back_dust(session: Session, order: Order, refund: Refund, event_id: str) -> int:
+    """Credit an applied refund's ``dust_amount`` back to the lots the order's dust was
+    drawn from (as a cancel does), at most the dust the order charged and has not given
+    back (a cancel that came first gave it all back). Returns what was credited."""
+    amount = (
+        0 if order.returned else min(refund.dust_amount, order.charged_dust - order.dust_given_back)
+    )
+    if amount <= 0:
+        return 0
+    spends = _spends(session, order.order_id, DUST)
+    accounts = lock_accounts(session, {e.account_id for e in spends})
+    skip, left = order.dust_given_back, amount
+    for spend in spends:
+        already = min(skip, spend.amount)
+        skip -= already
+        take = min(spend.amount - already, left)
+        if take:
+            key = f"refund:{refund.refund_id}:dust:{spend.id}"
+            ref = Ref("return", "refund", refund.refund_id, key, event_id)
+            journal.credit(session, accounts[spend.account_id], take, ref, give_back=spend)
+            left -= take
+        if not left:
+            break
+    assert not left, f"order {order.order_id}: charged dust not found in its spends"
+    order.dust_given_back += amount
+    refund.dust_returned = amount
+    session.flush()
+    return amount
+
+
 def settle_refund_credits(session: Session, order: Order, event_id: str) -> list[RefundCredit]:
-    """Credit store credit for every to-store-credit refund of the order that has not been
-    credited yet and whose owner is known (the refund's customer, else the placed order's
-    customer, else, for a placed guest order, a new anonymous account)."""
+    """Credit store credit for every applied to-store-credit refund of the order that has
+    not been credited yet and whose owner is known (the refund's customer, else the placed
+    order's customer, else, for a placed guest order, a new anonymous account)."""
     pending = list(
         session.scalars(
             select(Refund)
             .where(
                 Refund.order_id == order.order_id,
+                Refund.status == "applied",
                 Refund.to_store_credit.is_(True),
                 Refund.credit_entry_id.is_(None),
+                Refund.amount > 0,
             )
             .order_by(Refund.created_at, Refund.refund_id)
         )
@@ -453,3 +560,30 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
         credited.append(RefundCredit(refund.refund_id, refund.amount, account.code, customer_id))
     session.flush()
     return credited
+
+
+def refunds_of(session: Session, order_id: str) -> list[dict[str, object]]:
+    """The order's refunds as ``dust.order_refunds`` shows them, in arrival order."""
+    rows = session.execute(
+        select(Refund, Account.code)
+        .outerjoin(Entry, Entry.id == Refund.credit_entry_id)
+        .outerjoin(Account, Account.id == Entry.account_id)
+        .where(Refund.order_id == order_id)
+        .order_by(Refund.created_at, Refund.refund_id)
+    ).all()
+    status = {"waiting": "waiting_for_order", "applied": "applied", "held": "needs_attention"}
+    return [
+        {
+            "refund_id": refund.refund_id,
+            "amount": refund.amount,
+            "dust_amount": refund.dust_amount,
+            "currency_code": refund.currency_code,
+            "to_store_credit": refund.to_store_credit,
+            "status": status[refund.status],
+            "reason": refund.held_reason,
+            "code": code,
+            "store_credit": refund.amount if refund.credit_entry_id is not None else 0,
+            "dust": refund.dust_returned,
+        }
+        for refund, code in rows
+    ]

@@ -49,7 +49,7 @@ from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from ledger.expiry import among, forget_cached_rows
-from models import Account, Entry, Event, Hold, Lot, Order, Reconciliation
+from models import Account, Entry, Event, EventConflict, Hold, Lot, Order, Reconciliation
 from models.base import utcnow
 
 SIGNED = case((Entry.direction == "credit", Entry.amount), else_=-Entry.amount)
@@ -259,11 +259,14 @@ def check_orders(session: Session) -> list[dict[str, Any]]:
 
 
 def check_events(session: Session) -> tuple[dict[str, int], list[dict[str, Any]]]:
-    """Count events by status; ``failed`` and ``needs_attention`` are work left undone."""
+    """Count events by status; ``failed`` and ``needs_attention`` are work left undone.
+    Envelopes refused as ``conflict`` (an id used by other content) are counted under
+    that status, as ``rejected`` and ``ignored`` are: not discrepancies."""
     counts = {
         status: int(n)
         for status, n in session.execute(select(Event.status, func.count()).group_by(Event.status))
     }
+    counts["conflict"] = int(session.scalar(select(func.count()).select_from(EventConflict)) or 0)
     undone = session.execute(
         select(Event.event_id, Event.status, Event.reason)
         .where(Event.status.in_(["failed", "needs_attention"]))

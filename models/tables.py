@@ -221,11 +221,27 @@ class Event(Base):
 
     __table_args__ = (
         CheckConstraint(
-            "status IN ('processed', 'ignored', 'rejected', 'needs_attention', 'failed')",
+            "status IN ('processed', 'ignored', 'rejected', 'needs_attention', 'failed',"
+            " 'resolved')",
             name="status",
         ),
         Index("ix_dust_events_status_received", "status", "received_at"),
     )
+
+
+class EventResolution(Base):
+    """An admin's closing of a ``needs_attention`` or ``failed`` event (``dust events
+    resolve``): who, why, what it was, and the correcting entry if one was posted."""
+
+    __tablename__ = "dust_event_resolutions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ForeignKey("dust_events.event_id"), unique=True)
+    previous_status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str] = mapped_column(Text)
+    actor: Mapped[str] = mapped_column(String(200))
+    entry_id: Mapped[int | None] = mapped_column(ForeignKey("dust_entries.id"))
+    resolved_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class EventConflict(Base):
@@ -258,7 +274,8 @@ class Order(Base):
     currency_code: Mapped[str | None] = mapped_column(String(3))
     placed_event_id: Mapped[str | None] = mapped_column(String(250))
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: eligible − store_credit_total (may be negative; floored when used).
+    #: The earning base before refunds (``ledger.earning.earn_base``; may be negative,
+    #: floored when used).
     earn_base: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Rate in force when the order was placed (decimal string), reused by clawbacks.
     earn_rate: Mapped[str | None] = mapped_column(String(40))
@@ -280,6 +297,11 @@ class Order(Base):
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why a placed order earned nothing (guest, zero base, canceled), for reconciliation.
     no_earn_reason: Mapped[str | None] = mapped_column(String(100))
+    #: Most its money refunds may add up to (``ledger.earning.refund_cap``); null until
+    #: placed, and for orders placed before the cap was recorded (no cap known).
+    refund_cap: Mapped[int | None] = mapped_column(BigInteger)
+    #: Charged dust given back by refunds (returns of items paid with dust).
+    dust_given_back: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     __table_args__ = (
         CheckConstraint(
@@ -293,8 +315,18 @@ class Order(Base):
             " AND clawed_back + forgiven <= earned",
             name="earnings",
         ),
+        CheckConstraint(
+            "dust_given_back >= 0 AND dust_given_back <= charged_dust"
+            " AND (refund_cap IS NULL OR refund_cap >= 0)",
+            name="given_back",
+        ),
         Index("ix_dust_orders_cart", "cart_id"),
     )
+
+
+#: A refund waits for its order (``waiting``), then passes the order's caps (``applied``)
+#: or is held for an admin with nothing credited (``held``).
+REFUND_STATUSES = ("waiting", "applied", "held")
 
 
 class Refund(Base):
@@ -312,8 +344,21 @@ class Refund(Base):
     #: The store-credit entry once posted (null until the customer is known).
     credit_entry_id: Mapped[int | None] = mapped_column(ForeignKey("dust_entries.id"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Dust given back for returned items paid with dust (what the refund asked).
+    dust_amount: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: Dust actually credited back for it (less when a cancel gave it back first).
+    dust_returned: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    status: Mapped[str] = mapped_column(String(10), default="waiting", server_default="applied")
+    #: Why it is ``held``.
+    held_reason: Mapped[str | None] = mapped_column(Text)
 
-    __table_args__ = (CheckConstraint("amount > 0", name="amount_positive"),)
+    __table_args__ = (
+        CheckConstraint(
+            "amount >= 0 AND dust_amount >= 0 AND amount + dust_amount > 0", name="amounts"
+        ),
+        CheckConstraint("dust_returned >= 0 AND dust_returned <= dust_amount", name="returned"),
+        CheckConstraint("status IN ('waiting', 'applied', 'held')", name="status"),
+    )
 
 
 class Product(Base):

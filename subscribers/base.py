@@ -7,32 +7,64 @@ for the entries. It never commits and knows nothing of Celery.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    ValidationInfo,
+)
 from sqlalchemy.orm import Session
 
+from ledger.currencies import problem as currency_problem
 from ledger.orders import EarnPolicy
 
 #: Largest amount accepted in an event: far above any real order, far below BIGINT.
 MAX_AMOUNT = 10**15
 
-#: Ids are stored in text columns: no control characters (PostgreSQL text cannot hold NUL).
+#: Ids are taken exactly as sent: never stripped or folded, since ``" cus_1 "`` made into
+#: ``cus_1`` would credit another customer. No control characters (PostgreSQL text cannot
+#: hold NUL) and no whitespace at either end: such an id is refused, not rewritten.
+ID_PATTERN = re.compile(
+    r"[^\s\x00-\x1f\x7f-\x9f\u200b\ufeff](?:[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f\u200b\ufeff])?"
+)
+
+
+def _taken_as_sent(value: str) -> str:
+    if ID_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            "an id is taken as sent: no whitespace at either end, no control characters"
+        )
+    return value
+
+
 Identifier = Annotated[
-    str,
-    StringConstraints(
-        min_length=1, max_length=200, strip_whitespace=True, pattern=r"^[^\x00-\x1f\x7f]+$"
-    ),
+    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_taken_as_sent)
 ]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveAmount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]
-Currency = Annotated[
-    str, StringConstraints(pattern=r"^[A-Za-z]{3}$", to_lower=True, strip_whitespace=True)
-]
+
+
+def _known_currency(code: str, info: ValidationInfo) -> str:
+    """ISO 4217, or the codes the validation context's ``currencies`` holds (the settings'
+    list, passed by :func:`parse` and the request tasks); matched case-insensitively."""
+    currencies = (info.context or {}).get("currencies")
+    why = currency_problem(code, currencies)
+    if why is not None:
+        raise ValueError(why)
+    return code.lower()
+
+
+Currency = Annotated[str, StringConstraints(max_length=3), AfterValidator(_known_currency)]
 
 
 class Payload(BaseModel):
@@ -61,9 +93,13 @@ class Context:
     """Settings a subscriber needs, read once per process by the task layer."""
 
     earn_rate: Callable[[str], Decimal]
+    #: Minor units of a currency one dust is worth (``DUST_REDEEM_VALUES``).
+    redeem_value: Callable[[str], Decimal]
     policy: EarnPolicy
     default_currency: str | None
     hold_ttl_seconds: int
+    #: Currency codes events may use: ISO 4217 and ``DUST_EXTRA_CURRENCIES``.
+    currencies: frozenset[str] | None = None
 
 
 @dataclass
@@ -73,19 +109,24 @@ class Outcome:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
-def parse(model: type[P], data: dict[str, Any]) -> P:
+def parse(model: type[P], data: dict[str, Any], context: Context | None = None) -> P:
     """Validate ``data`` into ``model`` or raise :class:`Rejected` with a readable reason."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=validation_context(context))
     except ValidationError as exc:
         raise Rejected(describe(exc)) from None
+
+
+def validation_context(context: Context | None) -> dict[str, Any]:
+    """What the payload types read while validating (the known currencies)."""
+    return {"currencies": context.currencies if context is not None else None}
 
 
 def describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error["loc"]) or "payload"
-        problems.append(f"{where}: {error['msg']}")
+        problems.append(f"{where}: {error['msg'].removeprefix('Value error, ')}")
     return "invalid payload: " + "; ".join(problems)
 
 

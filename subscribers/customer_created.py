@@ -20,7 +20,7 @@ class CustomerPayload(Payload):
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    customer = parse(CustomerPayload, envelope.data)
+    customer = parse(CustomerPayload, envelope.data, context)
     ensure_account(session, customer.id, DUST)
     if context.default_currency:
         ensure_account(session, customer.id, STORE_CREDIT, context.default_currency)

@@ -15,7 +15,7 @@ class OrderCanceledPayload(Payload):
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    canceled = parse(OrderCanceledPayload, envelope.data)
+    canceled = parse(OrderCanceledPayload, envelope.data, context)
     order = orders.lock_order(session, canceled.id)
     if order.canceled:
         return Outcome("ignored", f"order {canceled.id} already canceled")

@@ -3,20 +3,23 @@
 1. Charge: capture the cart's holds (partly, when larger than the charge; the rest is
    released), debit any remainder if available; what cannot be charged makes the event
    ``needs_attention`` with the shortfall.
-2. Earn: ``floor(max(0, eligible − store_credit_total − refunded_so_far) × rate)`` as one
-   lot; guests earn nothing. Refunds and a cancel that arrived first are applied now.
+2. Refunds that arrived first are checked against the order's caps now: applied, or held
+   (``needs_attention``, nothing credited).
+3. Earn: the formula of ``ledger.earning`` as one lot; guests earn nothing. A cancel that
+   arrived first is applied now.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import holds, orders, rules
+from ledger import earning, holds, orders, rules
 from models import Order, Product
 from subscribers.base import (
     Amount,
@@ -30,6 +33,7 @@ from subscribers.base import (
     Prepared,
     Rejected,
     parse,
+    validation_context,
 )
 
 MAX_ITEMS = 1000
@@ -40,6 +44,8 @@ class Item(Payload):
     product_id: Identifier | None = None
     quantity: PositiveAmount = 1
     total: Amount
+    #: A gift card earns nothing (its money earns when it is spent).
+    is_giftcard: bool = False
 
 
 class OrderPlacedPayload(Payload):
@@ -52,7 +58,11 @@ class OrderPlacedPayload(Payload):
     tax_total: Amount = 0
     dust_total: Amount = 0
     store_credit_total: Amount = 0
+    #: Money paid with gift cards or credit lines that are not Dust's: earns nothing.
+    gift_card_total: Amount = 0
     items: list[Item] | None = Field(default=None, max_length=MAX_ITEMS)
+    #: The platform's own decimal strings, kept in the stored envelope, never used.
+    raw: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _totals_add_up(self) -> OrderPlacedPayload:
@@ -72,12 +82,22 @@ def dust_only_products(session: Session, orders: list[OrderPlacedPayload]) -> se
     return set(session.scalars(stmt))
 
 
-def eligible(order: OrderPlacedPayload, dust_only: set[str]) -> int:
-    """Spend that earns dust: items whose product is not dust-only, or, without items,
-    ``total − shipping_total − tax_total``."""
-    if order.items is None:
-        return order.total - order.shipping_total - order.tax_total
-    return sum(item.total for item in order.items if item.product_id not in dust_only)
+def paid_order(order: OrderPlacedPayload, dust_only: set[str]) -> earning.PaidOrder:
+    """The order as the earn formula and the refund cap see it."""
+    items = None
+    if order.items is not None:
+        items = [
+            earning.Line(i.total, i.product_id in dust_only, i.is_giftcard) for i in order.items
+        ]
+    return earning.PaidOrder(
+        total=order.total,
+        shipping_total=order.shipping_total,
+        tax_total=order.tax_total,
+        dust_total=order.dust_total,
+        store_credit_total=order.store_credit_total,
+        gift_card_total=order.gift_card_total,
+        items=items,
+    )
 
 
 def record(
@@ -91,20 +111,22 @@ def record(
     if order.customer_id is not None and order.customer_id != placed.customer_id:
         raise Rejected(f"order {placed.id} belongs to customer {order.customer_id}")
     # The product lookup first: every field below then goes out in one UPDATE.
-    earn_base = eligible(placed, dust_only_products(session, [placed])) - placed.store_credit_total
+    paid = paid_order(placed, dust_only_products(session, [placed]))
+    redeem = context.redeem_value(placed.currency_code)
     order.customer_id = placed.customer_id
     order.cart_id = placed.cart_id
     order.currency_code = placed.currency_code
     order.placed_event_id = envelope.id
     order.placed_at = envelope.occurred_at
-    order.earn_base = earn_base
+    order.earn_base = earning.earn_base(paid, redeem)
+    order.refund_cap = earning.refund_cap(paid, redeem)
     order.earn_rate = str(context.earn_rate(placed.currency_code))
     order.dust_total = placed.dust_total
     order.store_credit_total = placed.store_credit_total
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    placed = parse(OrderPlacedPayload, envelope.data)
+    placed = parse(OrderPlacedPayload, envelope.data, context)
     order = orders.lock_order(session, placed.id)
     recorded = order.placed_event_id is None
     if recorded:
@@ -130,15 +152,23 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
                 f"{amount} {kind}" for kind, amount in sorted(charged.shortfall.items())
             )
             outcome.detail["shortfall"] = charged.shortfall
-    credits = orders.settle_refund_credits(session, order, envelope.id)
+    refunds = orders.settle_refunds(session, order, envelope.id)
     if recorded:
         rules.apply_to_order(session, order, rules.load(session), context.policy)
     earned = orders.settle_earnings(session, order, envelope.id, context.policy)
     outcome.detail["earned"] = earned
     if order.earn_rules:
         outcome.detail["earn_rules"] = json.loads(order.earn_rules)
-    if credits:
-        outcome.detail["refund_credits"] = [c.__dict__ for c in credits]
+    if refunds.credits:
+        outcome.detail["refund_credits"] = [c.__dict__ for c in refunds.credits]
+    if refunds.dust_returned:
+        outcome.detail["dust_returned"] = refunds.dust_returned
+    if refunds.held:
+        # Refunds that came first and pass the order's caps: an admin decides.
+        outcome.detail["refunds_held"] = refunds.held
+        outcome.status = "needs_attention"
+        held = "; ".join(refunds.held.values())
+        outcome.reason = f"{outcome.reason}; {held}" if outcome.reason else held
     return outcome
 
 
@@ -150,7 +180,9 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     placed: list[OrderPlacedPayload] = []
     for envelope in envelopes:
         try:
-            one = OrderPlacedPayload.model_validate(envelope.data)
+            one = OrderPlacedPayload.model_validate(
+                envelope.data, context=validation_context(context)
+            )
         except ValidationError:
             break  # handle() rejects it with the reason
         if one.dust_total or one.store_credit_total or any(p.id == one.id for p in placed):
@@ -165,7 +197,7 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     if not placed:
         return None
     dust_only = dust_only_products(session, placed)
-    earnings = rules.earnings(
+    rule_earnings = rules.earnings(
         session,
         rules.load(session),
         [
@@ -174,21 +206,25 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
         ],
         context.policy,
     )
-    new = [
-        orders.NewOrder(
-            order_id=p.id,
-            customer_id=p.customer_id,
-            cart_id=p.cart_id,
-            currency_code=p.currency_code,
-            event_id=envelope.id,
-            placed_at=envelope.occurred_at,
-            earn_base=eligible(p, dust_only),
-            earn_rate=str(context.earn_rate(p.currency_code)),
-            earn_multiplier=earning.stored_multiplier if p.customer_id else None,
-            earn_rules=earning.stored_rules if p.customer_id else None,
+    new = []
+    for p, envelope, by_rules in zip(placed, envelopes, rule_earnings, strict=False):
+        paid = paid_order(p, dust_only)
+        redeem = context.redeem_value(p.currency_code)
+        new.append(
+            orders.NewOrder(
+                order_id=p.id,
+                customer_id=p.customer_id,
+                cart_id=p.cart_id,
+                currency_code=p.currency_code,
+                event_id=envelope.id,
+                placed_at=envelope.occurred_at,
+                earn_base=earning.earn_base(paid, redeem),
+                earn_rate=str(context.earn_rate(p.currency_code)),
+                refund_cap=earning.refund_cap(paid, redeem),
+                earn_multiplier=by_rules.stored_multiplier if p.customer_id else None,
+                earn_rules=by_rules.stored_rules if p.customer_id else None,
+            )
         )
-        for p, envelope, earning in zip(placed, envelopes, earnings, strict=False)
-    ]
     return Prepared(
         [_bulk_outcome(o) for o in new], lambda s: orders.place_new(s, new, context.policy)
     )

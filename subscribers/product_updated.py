@@ -27,7 +27,7 @@ class ProductPayload(Payload):
 
 
 def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
-    product = parse(ProductPayload, envelope.data)
+    product = parse(ProductPayload, envelope.data, context)
     settings = product.metadata or DustMetadata()
     row = session.get(Product, product.id, with_for_update=True)
     if row is None:

@@ -34,6 +34,7 @@ from models.base import insert_for, utcnow
 from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Amount, Currency, Identifier, Payload, PositiveAmount
 from tasks import inbox
+from tasks.inbox import request_context
 from worker.app import app
 from worker.db import session_scope
 from worker.settings import get_settings
@@ -164,7 +165,7 @@ def adjust(self: Task, **kwargs: Any) -> dict[str, Any]:
     Without an ``idempotency_key`` the Celery task id is used, so a message the broker
     delivers twice (``acks_late``) still posts once."""
     try:
-        request = AdjustRequest.model_validate(kwargs)
+        request = AdjustRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return invalid(exc)
     key = request.idempotency_key or f"task:{self.request.id}"
@@ -249,7 +250,7 @@ class ClaimRequest(Payload):
 def claim(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Move an anonymous store-credit account's balance to the customer, in one transaction."""
     try:
-        request = ClaimRequest.model_validate(kwargs)
+        request = ClaimRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return invalid(exc)
     return _run(self, lambda: _claim(request))
@@ -304,7 +305,7 @@ def set_product(self: Task, **kwargs: Any) -> dict[str, Any]:
     """Set a product's dust settings. They count as of now: a ``product.updated`` that
     occurred later replaces them, an older one delivered late does not."""
     try:
-        request = ProductRequest.model_validate(kwargs)
+        request = ProductRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return invalid(exc)
     return _run(self, lambda: _set_product(request))

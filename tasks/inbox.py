@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -42,6 +43,10 @@ from worker.settings import Settings, get_settings
 MAX_ID = 250
 MAX_NAME = 100
 MAX_ENVELOPE_BYTES = 1_000_000
+#: Deepest nesting of objects and arrays in an envelope (the envelope itself is level 1;
+#: a real one needs 5). Deeper is refused here, before it is batched: pickling it for the
+#: pool, printing or hashing it could exhaust Python's recursion limit.
+MAX_DEPTH = 32
 #: ``occurred_at`` outside this window is refused: lot and hold expiries are computed from
 #: it, and they must stay representable dates (the longest TTL is 100 years).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -71,6 +76,9 @@ class Result:
     status: str  # processed | ignored | rejected | needs_attention | duplicate | conflict
     reason: str | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    #: The event's name and occurred_at, for metrics and logs (set by process/process_batch).
+    name: str = "?"
+    occurred_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,11 @@ def canonical(value: Any) -> str:
 
 
 def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
-    """Turn whatever arrived into a :class:`Parsed`; never raises for bad input."""
+    """Turn whatever arrived into a :class:`Parsed`; never raises for bad input. A
+    :class:`Parsed` is taken as it is (the worker's verdict on an envelope it refused
+    before batching, ``worker/batching.py``)."""
+    if isinstance(raw, Parsed):
+        return raw
     if isinstance(raw, Malformed):
         try:
             text = canonical(raw.body)
@@ -103,6 +115,8 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
                 "too deeply nested" if isinstance(exc, RecursionError) else str(exc)[:100]
             )
             return _bad(text, None, f"invalid JSON: {msg}")
+    if too_deep(raw):
+        return _too_deep(raw)
     try:
         text = canonical(raw)
     except (TypeError, ValueError, RecursionError):
@@ -121,8 +135,11 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         data_id = data.get("id")
         if isinstance(data_id, str) and data_id:
             event_id = f"{name}:{data_id}"
-    if not _is_label(event_id, MAX_ID):
-        problem = "id must be a non-empty string of at most 250 characters, no control characters"
+    if not _is_label(event_id, MAX_ID) or event_id != event_id.strip():
+        problem = (
+            "id must be a non-empty string of at most 250 characters, no control characters,"
+            " no whitespace at either end (ids are taken as sent)"
+        )
         if given_id is None:
             problem = "no id, and none can be derived from name and data.id"
         return _bad(text, name if isinstance(name, str) else None, problem)
@@ -143,6 +160,39 @@ def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
         occurred_at = occurred_at_or_error
     envelope = Envelope(event_id, name, occurred_at, data)
     return Parsed(event_id, name, _hash(text), text, envelope)
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``value`` nests objects and arrays more than ``limit`` levels deep; walked
+    without recursion, so any depth is measured safely."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        if level > limit:
+            return True
+        stack.extend(
+            (child, level + 1) for child in children if isinstance(child, dict | list | tuple)
+        )
+    return False
+
+
+def _too_deep(raw: Any) -> Parsed:
+    """A rejected envelope nested too deep: recorded under its own id when it has one."""
+    try:
+        text = canonical(raw)
+    except (TypeError, ValueError, RecursionError):
+        text = f"<{type(raw).__name__} nested more than {MAX_DEPTH} levels deep>"
+    given = raw.get("id") if isinstance(raw, dict) else None
+    name = raw.get("name") if isinstance(raw, dict) else None
+    event_id = given if _is_label(given, MAX_ID) and given == given.strip() else None
+    reason = f"envelope nested more than {MAX_DEPTH} levels deep"
+    return _bad(text, name if isinstance(name, str) else None, reason, event_id)
 
 
 def _parse_instant(value: Any) -> datetime | str:
@@ -192,6 +242,7 @@ def _bad(text: str, name: str | None, error: str, event_id: str | None = None) -
 def context_from(settings: Settings) -> Context:
     return Context(
         earn_rate=settings.rate_for,
+        redeem_value=settings.redeem_for,
         policy=EarnPolicy(
             settings.points_ttl_days,
             settings.clawback_policy,
@@ -200,7 +251,13 @@ def context_from(settings: Settings) -> Context:
         ),
         default_currency=settings.default_currency,
         hold_ttl_seconds=settings.hold_ttl_seconds,
+        currencies=settings.currencies,
     )
+
+
+def request_context() -> dict[str, Any]:
+    """The validation context of a request or admin task's arguments (known currencies)."""
+    return {"currencies": get_settings().currencies}
 
 
 # -- transient failures ----------------------------------------------------------------
@@ -231,7 +288,9 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
     quick retries) for the caller to retry later; bad input never raises."""
     parsed = parse_envelope(raw, utcnow())
     context = context or context_from(get_settings())
-    return retry_conflicts(_apply)(parsed, context, replay)
+    result = retry_conflicts(_apply)(parsed, context, replay)
+    _describe(result, parsed)
+    return result
 
 
 #: Longest a batch's transaction goes on taking events (seconds): row locks (an account,
@@ -239,19 +298,35 @@ def process(raw: Any, *, replay: bool = False, context: Context | None = None) -
 BATCH_TRANSACTION_SECONDS = 0.25
 
 
-def process_batch(raws: list[Any], *, context: Context | None = None) -> list[Result]:
+def process_batch(
+    raws: list[Any],
+    *,
+    context: Context | None = None,
+    on_commit: Callable[[list[Result]], None] | None = None,
+) -> list[Result]:
     """Apply many envelopes in order, each exactly once in effect (a duplicate within the
     batch is a duplicate as across batches), in as few transactions as keep each under
     ``BATCH_TRANSACTION_SECONDS``. Any error rolls back the open transaction and propagates
     (after a few quick retries of a transient one); what committed before stays, and the
-    caller applies the envelopes one by one with :func:`process` (those are duplicates)."""
+    caller applies the envelopes one by one with :func:`process` (those are duplicates).
+    ``on_commit(results)`` is called after each transaction's commit with its results."""
     received_at = utcnow()
     parsed = [parse_envelope(raw, received_at) for raw in raws]
     context = context or context_from(get_settings())
     results: list[Result] = []
     while len(results) < len(parsed):
-        results += retry_conflicts(_apply_some)(parsed[len(results) :], context)
+        done = retry_conflicts(_apply_some)(parsed[len(results) :], context)
+        for result, one in zip(done, parsed[len(results) :], strict=False):
+            _describe(result, one)
+        results += done
+        if on_commit is not None:
+            on_commit(done)
     return results
+
+
+def _describe(result: Result, parsed: Parsed) -> None:
+    result.name = parsed.name
+    result.occurred_at = parsed.envelope.occurred_at if parsed.envelope else None
 
 
 def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ledger import holds, reports
+from ledger import holds, orders, reports
 from ledger.accounts import ensure_account, lock_accounts
-from models.tables import STORE_CREDIT
+from models.tables import DUST, STORE_CREDIT
 from subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
-from tasks.inbox import retry_conflicts
+from tasks.inbox import request_context, retry_conflicts
 from worker.app import app
 from worker.db import session_scope
 from worker.settings import get_settings
@@ -38,6 +38,25 @@ class BalanceRequest(Payload):
     customer_id: Identifier = Field()
 
 
+class HistoryRequest(Payload):
+    customer_id: Identifier
+    kind: Literal["dust", "store_credit"]
+    currency_code: Currency | None = None
+    limit: int = Field(default=20, strict=True, ge=1, le=100)
+    before: str | None = Field(default=None, max_length=100)
+
+    @field_validator("before", mode="after")
+    @classmethod
+    def _cursor(cls, value: str | None) -> str | None:
+        if value is not None:
+            reports.decode_cursor(value)  # ValueError: a clear "invalid_request"
+        return value
+
+
+class OrderRefundsRequest(Payload):
+    order_id: Identifier
+
+
 def _invalid(exc: ValidationError) -> dict[str, Any]:
     return {"status": "rejected", "reason": "invalid_request", "detail": describe(exc)}
 
@@ -48,14 +67,20 @@ def reserve_hold(request: ReserveRequest) -> dict[str, Any]:
         currency = request.currency_code if request.kind == STORE_CREDIT else None
         account_id = ensure_account(session, request.customer_id, request.kind, currency)
         account = lock_accounts(session, [account_id])[account_id]
-        ttl = get_settings().hold_ttl_seconds
-        return holds.reserve(session, account, request.cart_id, request.amount, ttl).as_reply()
+        settings = get_settings()
+        reservation = holds.reserve(
+            session, account, request.cart_id, request.amount, settings.hold_ttl_seconds
+        )
+        reply = reservation.as_reply()
+        if request.kind == DUST:
+            reply["redeem_value"] = str(settings.redeem_for(request.currency_code))
+        return reply
 
 
 @app.task(name="dust.reserve")
 def reserve(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = ReserveRequest.model_validate(kwargs)
+        request = ReserveRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
     return reserve_hold(request)
@@ -70,7 +95,7 @@ def release_cart(cart_id: str) -> dict[str, Any]:
 @app.task(name="dust.release")
 def release(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = ReleaseRequest.model_validate(kwargs)
+        request = ReleaseRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
     return release_cart(request.cart_id)
@@ -79,8 +104,36 @@ def release(**kwargs: Any) -> dict[str, Any]:
 @app.task(name="dust.balance")
 def balance(**kwargs: Any) -> dict[str, Any]:
     try:
-        request = BalanceRequest.model_validate(kwargs)
+        request = BalanceRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
         return _invalid(exc)
-    with session_scope() as session:
-        return reports.balance(session, request.customer_id)
+    redeem_values = get_settings().redeem_table()
+    with session_scope(read_only=True) as session:
+        return reports.balance(session, request.customer_id, redeem_values)
+
+
+@app.task(name="dust.history")
+def history(**kwargs: Any) -> dict[str, Any]:
+    """One page of a customer's entries of one kind, newest first (docs/CONTRACT.md §5.1)."""
+    try:
+        request = HistoryRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return _invalid(exc)
+    currency = request.currency_code if request.kind == STORE_CREDIT else None
+    with session_scope(read_only=True) as session:
+        return reports.history_page(
+            session, request.customer_id, request.kind, currency, request.limit, request.before
+        )
+
+
+@app.task(name="dust.order_refunds")
+def order_refunds(**kwargs: Any) -> dict[str, Any]:
+    """The refunds of an order and what each credited: a guest refund's claim code, for
+    the platform to show the customer (docs/CONTRACT.md §5.1)."""
+    try:
+        request = OrderRefundsRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return _invalid(exc)
+    with session_scope(read_only=True) as session:
+        refunds = orders.refunds_of(session, request.order_id)
+    return {"order_id": request.order_id, "refunds": refunds}

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,6 +21,8 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
+
+from worker import procfile
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = (
@@ -60,7 +61,7 @@ class Installation:
         base = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
         self.env = {**base, **env, "PYTHONUNBUFFERED": "1"}
         self.engine: Engine = create_engine(database_url)
-        self.worker: subprocess.Popen[bytes] | None = None
+        self.worker: procfile.Process | None = None
         self.log_path = cwd / f"worker-{name}.log"
 
     # -- the command line --------------------------------------------------------------
@@ -105,53 +106,26 @@ class Installation:
     # -- the worker ----------------------------------------------------------------------
 
     def start_worker(self) -> None:
-        log = self.log_path.open("ab")
-        self.worker = subprocess.Popen(
-            [
-                CELERY,
-                "-A",
-                "worker.app",
-                "worker",
-                "--queues",
-                "dust.events,dust.requests",
-                "--concurrency",
-                "2",
-                "--loglevel",
-                "INFO",
-                "-n",
-                f"admin-{self.name}-{os.getpid()}@%h",
-            ],
-            cwd=self.cwd,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        # A worker consuming events and requests in one process, on this installation.
+        command = procfile.worker_command(
+            ["dust.events", "dust.requests"],
+            "--concurrency",
+            "2",
+            "-n",
+            f"admin-{self.name}-{os.getpid()}@%h",
         )
-        log.close()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if any(line.endswith(" ready.") for line in self.worker_log().splitlines()):
-                return
-            if self.worker.poll() is not None:
-                pytest.fail(f"worker exited at start-up:\n{self.worker_log()}", pytrace=False)
-            time.sleep(0.1)
-        pytest.fail(f"worker not ready after 60s:\n{self.worker_log()}", pytrace=False)
+        self.worker = procfile.Process(
+            "worker", command, self.log_path, env=self.env, cwd=self.cwd
+        ).start()
+        try:
+            self.worker.wait_ready(60)
+        except procfile.ProcessFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
 
     def stop_worker(self) -> None:
         if self.worker is None:
             return
-        if self.worker.poll() is None:
-            self.worker.send_signal(signal.SIGTERM)
-            try:
-                self.worker.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.worker.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.worker.wait(timeout=10)
+        self.worker.stop(timeout=5)
         self.worker = None
 
     def worker_log(self) -> str:
@@ -161,7 +135,7 @@ class Installation:
             return ""
 
     def check_worker(self) -> None:
-        assert self.worker is not None and self.worker.poll() is None, (
+        assert self.worker is not None and self.worker.running(), (
             f"the worker died:\n{self.worker_log()[-5000:]}"
         )
 

@@ -29,6 +29,8 @@ from admin_support import (
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from worker import procfile
+
 ADMIN_DATABASE_URL = os.environ.get(
     "DUST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dust_admin"
 )
@@ -129,7 +131,7 @@ BAD_INPUT = [
     (["credit", "bad-1", "5", "--kind", "dust"], "--reason is required"),
     (["debit", "bad-1", "5", "--kind", "dust", "--reason", "   "], "--reason is required"),
     (["credit", "bad-1", "5", "--kind", "store_credit", "--reason", "r"], "--currency is required"),
-    (["debit", "bad-1", "5", "--kind", "store_credit", "--currency", "us", "--reason", "r"], "three-letter"),
+    (["debit", "bad-1", "5", "--kind", "store_credit", "--currency", "us", "--reason", "r"], "not three letters"),
     (["credit", "bad-1", "5", "--kind", "dust", "--currency", "usd", "--reason", "r"], "only for --kind store_credit"),
     (["credit", "bad-1", "5", "--kind", "points", "--reason", "r"], "--kind must be dust or store_credit"),
     (["debit", "bad-1", "5", "--reason", "r"], "--kind is required"),
@@ -286,8 +288,9 @@ def test_replay_reruns_needs_attention_and_failed_once_fixed(embedded: Installat
     embedded.ok("publish", "order.placed", "--id", "rp-evt", "--data", order)
     assert embedded.wait_for_events("rp-evt") == {"rp-evt": "needs_attention"}
 
-    # Replayed before the cause is fixed: still short, reported as such.
-    shown = embedded.ok("events", "replay", "rp-evt")
+    # Replayed before the cause is fixed: still short, reported as such, and not done (1).
+    shown = embedded.run("events", "replay", "rp-evt")
+    assert shown.code == 1, str(shown)
     assert shown.stdout.startswith("rp-evt: needs_attention -> needs_attention")
 
     embedded.ok("credit", "rp-1", "500", "--kind", "dust", "--reason", "cover rp-ord")
@@ -432,22 +435,7 @@ def test_admin_tasks_are_registered_and_worker_survived(embedded: Installation) 
 
 
 def _unreachable() -> str | None:
-    import redis
-
-    problems = []
-    admin = make_url(ADMIN_DATABASE_URL).set(database="postgres")
-    try:
-        engine = create_engine(admin, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:
-        problems.append(f"PostgreSQL: {type(exc).__name__}: {str(exc).splitlines()[0]}")
-    try:
-        redis.Redis.from_url(ADMIN_BROKER_URL, socket_connect_timeout=3).ping()
-    except Exception as exc:
-        problems.append(f"Redis: {type(exc).__name__}: {exc}")
-    return "; ".join(problems) or None
+    return procfile.unreachable(ADMIN_DATABASE_URL, ADMIN_BROKER_URL, first_line=True)
 
 
 @pytest.fixture(scope="module")

@@ -104,7 +104,7 @@ def test_messages_that_wait_leave_together_when_a_batch_returns(setup: Any) -> N
     first = consumer.pool.jobs[0]
     assert len(consumer.pool.jobs) == 2 and len(first["bodies"]) == 1
 
-    first["callback"]([True])  # the first batch committed
+    first["callback"](["processed"])  # the first batch committed
     assert messages[0].acked and not messages[1].acked
     # the five that waited: at most DUST_EVENT_BATCH_SIZE (3) leave as one batch
     assert consumer.pool.jobs[2]["bodies"] == [m.body for m in messages[2:5]]
@@ -117,11 +117,11 @@ def test_only_settled_messages_are_acked_the_rest_requeued_later(setup: Any) -> 
     waiting = [FakeMessage(n) for n in (2, 3)]
     for message in waiting:
         receive(handler, message)
-    consumer.pool.jobs[0]["callback"]([True])
+    consumer.pool.jobs[0]["callback"](["processed"])
     batch = consumer.pool.jobs[2]
     assert batch["bodies"] == [m.body for m in waiting]
 
-    batch["callback"]([True, False])
+    batch["callback"](["processed", None])
     assert waiting[0].acked
     assert not waiting[1].acked and not waiting[1].requeued
     ((seconds, requeue, args),) = consumer.timer.calls
@@ -186,9 +186,56 @@ def test_a_batch_is_acknowledged_in_one_broker_round_trip_where_the_transport_ca
         )
         receive(handler, message)
     jobs = consumer.pool.jobs
-    jobs[0]["callback"]([True])
-    jobs[1]["callback"]([True])
+    jobs[0]["callback"](["processed"])
+    jobs[1]["callback"](["processed"])
     assert len(jobs) == 4  # each return sent the next batch out
-    jobs[2]["callback"]([True, True, True])
+    jobs[2]["callback"](["processed", "processed", "processed"])
 
     assert sent == [["task-0"], ["task-1"], ["task-2", "task-3", "task-4"]]
+
+
+def test_a_batch_the_pool_cannot_take_goes_one_by_one_and_the_culprit_is_buried(
+    setup: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body the pool cannot pickle is neither requeued (a hot loop) nor allowed to hold
+    back the messages batched with it: they leave alone; it goes to the dead letters."""
+    handler, consumer, _ = setup
+    buried: list[tuple[Any, str]] = []
+    monkeypatch.setattr(
+        batching.dead_letters, "bury_message", lambda m, why: buried.append((m, why))
+    )
+    poison = FakeMessage(99)
+
+    def apply_async(target: Any, args: Any, **options: Any) -> None:
+        if poison.body in args[0]:
+            raise RecursionError("maximum recursion depth exceeded while pickling an object")
+        consumer.pool.jobs.append({"target": target, "bodies": args[0], **options})
+
+    consumer.pool.apply_async = apply_async  # type: ignore[method-assign]
+    consumer.pool.num_processes = consumer.pool.limit = 1
+    receive(handler, FakeMessage(0))  # the one process is busy with it
+    messages = [FakeMessage(1), poison, FakeMessage(2)]
+    for message in messages:
+        receive(handler, message)
+    consumer.pool.jobs[0]["callback"]([True])  # 1, poison, 2 leave as one batch: refused
+    sent = [job["bodies"] for job in consumer.pool.jobs[1:]]
+    assert sent == [[messages[0].body], [messages[2].body]]
+    assert [m for m, _ in buried] == [poison]
+    assert "could not be handed to the pool (RecursionError" in buried[0][1]
+    assert not any(m.requeued for m in messages)
+
+
+def test_an_envelope_nested_too_deep_is_refused_before_it_is_batched(setup: Any) -> None:
+    handler, consumer, _ = setup
+    deep: Any = "x"
+    for _ in range(500):
+        deep = {"x": deep}
+    message = FakeMessage(1)
+    message.body = [[{"id": "evt-deep", "name": "order.placed", "data": deep}], {}, {}]
+    receive(handler, message)
+    (job,) = consumer.pool.jobs
+    ((args, kwargs, embed),) = job["bodies"]
+    (parsed,) = args
+    assert parsed.event_id == "evt-deep"
+    assert parsed.error == "envelope nested more than 32 levels deep"
+    assert len(parsed.text) < 10_000  # flat: what the pool is handed pickles at any depth

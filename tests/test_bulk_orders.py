@@ -46,7 +46,7 @@ def history(p: str) -> list[dict[str, Any]]:
     return [
         {"id": f"{p}evt_p", "name": "product.updated", "occurred_at": T0, "data": product},
         placed(p, "h0", "debtor", 10_000),
-        placed(p, "h1", "debtor", 100, dust_total=100),
+        placed(p, "h1", "debtor", 200, dust_total=100),  # 100 of it paid with dust
         {
             "id": f"{p}evt_r",
             "name": "refund.created",
@@ -76,6 +76,21 @@ def batch(p: str) -> list[dict[str, Any]]:
         placed(p, "5", "zero", 99),  # earns 0, yet its account is opened
         placed(p, "6", "debtor", 15_000, cart_id=f"{p}cart_6"),  # 150: 69 repays, lot 81
         placed(p, "7", "other", 12_345, items=None),
+        # a gift card bought and money paid with one: neither earns (2_000 − 1_000 = 10)
+        placed(
+            p,
+            "8",
+            "new",
+            6_000,
+            items=[
+                {"id": "g1", "total": 4_000, "is_giftcard": True},
+                {"id": "g2", "total": 2_000, "is_giftcard": False},
+            ],
+            gift_card_total=1_000,
+            raw={"total": "60.004", "tax_total": "0"},
+        ),
+        # items that claim more than the goods cost: the goods' 3_000 earn 30
+        placed(p, "9", "other", 3_500, items=[{"id": "x", "total": 10_000}], shipping_total=500),
     ]
 
 
@@ -173,12 +188,13 @@ def test_a_run_of_new_orders_writes_the_rows_of_one_event_at_a_time(
     assert bulk_calls == []
     results = process_batch(batch("b_"))
 
-    assert bulk_calls == [(7, True)]
-    assert [r.status for r in results] == ["processed"] * 7
+    assert bulk_calls == [(9, True)]
+    assert [r.status for r in results] == ["processed"] * 9
     assert_same_rows("b_", "a_")
     assert dust.dust("b_debtor") == 81
     assert [lot[1:] for lot in dust.lots("b_debtor")] == [(81, 81)]
-    assert dust.dust("b_new") == (7_777 + 1_234) // 100 + (9_999 - 999 - 1_000) // 100
+    assert dust.dust("b_new") == (7_777 + 1_234) // 100 + (9_999 - 999 - 1_000) // 100 + 10
+    assert dust.dust("b_other") == 123 + 30
 
 
 def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
@@ -323,8 +339,15 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
                 {"product_id": "prod_dust", "total": draw(st.integers(0, total))},
                 {"product_id": "prod_plain", "total": total},
             ]
+            if draw(st.booleans()):  # a gift card among them, or items claiming too much
+                data["items"].append(
+                    {"total": draw(st.integers(0, 40_000)), "is_giftcard": draw(st.booleans())}
+                )
         if draw(st.booleans()):
             data["cart_id"] = f"cart_{n}"
+        if draw(st.booleans()):
+            data["gift_card_total"] = draw(st.integers(0, total))
+            data["raw"] = {"total": f"{total / 100}"}
 
         def order(p: str, n: int = n, c: Any = customer, t: int = total, d: Any = data) -> Any:
             return placed(p, str(n), c, t, **d)

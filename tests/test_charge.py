@@ -32,11 +32,12 @@ def test_cart_hold_captured_in_part_and_the_rest_released(dust: Any) -> None:
     assert result.status == "processed", result.reason
     assert result.detail["captured"] == {"dust": 300}
     assert hold_states("cart_1") == [("captured", 500, 300)]
+    # 1000 - 300 charged + floor((10000 - 300 paid with dust) * 0.01)
     assert dust.balance("cus_1")["dust"] == {
-        "balance": 800,
+        "balance": 797,
         "held": 0,
         "pending": 0,
-        "available": 800,
+        "available": 797,
     }
     [spend] = dust.entries(reason="spend")
     assert (spend.direction, spend.amount, spend.reference_id) == ("debit", 300, "order_1")
@@ -80,9 +81,9 @@ def test_shortfall_is_needs_attention_and_nothing_is_invented(dust: Any) -> None
     event = dust.event(result.event_id)
     assert event.status == "needs_attention" and "300 dust" in event.reason
     # the 200 dust there were charged, nothing more; earning still happened:
-    # floor((10000 - 700 store credit) * 0.01) = 93
+    # floor((10000 - 700 store credit - 500 dust the order says it paid) * 0.01) = 88
     assert [e.amount for e in dust.entries(reason="spend")] == [200]
-    assert dust.dust("cus_1") == 93
+    assert dust.dust("cus_1") == 88
     assert dust.store_credit("cus_1") == 0
 
 
@@ -196,13 +197,13 @@ def test_cancel_returns_dust_to_the_lots_it_came_from_and_store_credit(dust: Any
         "order_1", "cus_1", 10000, cart_id="cart_1", dust_total=120, store_credit_total=1000
     )
     assert placed.status == "processed", placed.reason
-    # 120 drawn: 50 from the soon lot, 70 from the late one; earned (10000 - 1000) * 0.01
-    assert lot_remaining("cus_1") == {soon: 0, late: 30, T0 + timedelta(days=365): 90}
+    # 120 drawn: 50 from the soon lot, 70 from the late one; earned (10000 - 1000 - 120) * 0.01
+    assert lot_remaining("cus_1") == {soon: 0, late: 30, T0 + timedelta(days=365): 88}
 
     canceled = dust.cancel("order_1")
 
     assert canceled.status == "processed", canceled.reason
-    assert canceled.detail == {"returned": 1120, "clawed_back": 90}
+    assert canceled.detail == {"returned": 1120, "clawed_back": 88}
     assert lot_remaining("cus_1") == {soon: 50, late: 100, T0 + timedelta(days=365): 0}
     assert dust.balance("cus_1")["dust"] == {
         "balance": 150,

@@ -38,6 +38,7 @@ def events_of(n: int, *, refunds: int, cancel: bool) -> dict[str, tuple[str, dic
                 "id": f"ref_{n}_{r}",
                 "order_id": order,
                 "amount": 3000 + 1234 * r,
+                "dust_amount": 40 + 10 * r,  # returned items paid with dust
                 "currency_code": "USD",
                 "to_store_credit": r == 0,
             },
@@ -94,11 +95,12 @@ def test_every_arrival_order_of_placed_and_two_refunds_converges(dust: Any, conf
 
     final = assert_all_equal(snapshots)
 
-    # base 10000 - 1000 store credit = 9000; refunded 3000 + 4234 -> floor(1766 * 0.01)
+    # base 10000 - 1000 store credit - 150 dust = 8850; refunded 3000 + 4234 -> 1616 -> 16;
+    # 40 + 50 dust given back to the lot it was spent from
     assert final == {
-        "dust": {"balance": 1000 - 150 + 17, "held": 0, "pending": 0, "available": 867},
+        "dust": {"balance": 1000 - 150 + 90 + 16, "held": 0, "pending": 0, "available": 956},
         "store_credit": [("eur", 0, 0), ("usd", 2500 - 1000 + 3000, 0)],
-        "lots": [(GRANT_EXPIRES, 850), (T0 + timedelta(days=365), 17)],
+        "lots": [(GRANT_EXPIRES, 940), (T0 + timedelta(days=365), 16)],
     }
 
 
@@ -151,11 +153,13 @@ def test_every_arrival_order_converges_with_earn_rules_and_a_late_group_change(
 
     final = assert_all_equal_by_expiry(snapshots)
 
-    # base 10000 − 1000 store credit − 3000 refunded = 6000 → floor(6000 × 0.01 × 2 × 1.5)
+    # base 10000 − 1000 store credit − 150 dust = 8850; refunded 3000 → 5850;
+    # floor(5850 × 0.01 × 2 × 1.5) = floor(175.5) = 175, all of it pending; the refund's
+    # 40 dust is given back to the lot it was spent from (never pending)
     assert final == {
-        "dust": {"balance": 1000 - 150 + 180, "held": 0, "pending": 180, "available": 850},
+        "dust": {"balance": 1000 - 150 + 40 + 175, "held": 0, "pending": 175, "available": 890},
         "store_credit": [("usd", 2500 - 1000 + 3000, 0)],
-        "lots": [(GRANT_EXPIRES, 850), (T0 + timedelta(days=365), 180)],
+        "lots": [(GRANT_EXPIRES, 890), (T0 + timedelta(days=365), 175)],
     }
 
 

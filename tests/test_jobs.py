@@ -152,10 +152,11 @@ def test_a_long_run_continues_in_new_tasks_and_finishes_once(dust: Dust) -> None
 def test_a_redelivered_task_resumes_its_run_instead_of_starting_another(
     dust: Dust, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    past = utcnow() - timedelta(days=1)
+    start = datetime(2026, 11, 21, 10, 5, 1, tzinfo=UTC)
+    # due by the job's own instant, not by the wall clock: the test must not age
+    past = start - timedelta(days=1)
     for n in range(3):
         dust.grant(f"cus_{n}", 10, expires_at=past)
-    start = datetime(2026, 11, 21, 10, 5, 1, tzinfo=UTC)
     monkeypatch.setattr(jobs, "utcnow", lambda: start)
     task = FakeTask("beat-message-1")
     assert jobs.run_step(task, "expire_lots", None, chunk_size=1, budget=0) == "continued"

@@ -1,10 +1,18 @@
-"""Permutation property (docs/CONTRACT.md §3.2): for a generated order (items or none,
-shipping, tax, dust and store credit charged, holds at checkout, refunds of random amounts
-to store credit or not, a cancel or not, a guest or a customer), every arrival order of its
-``customer.created``, ``order.placed``, ``refund.created`` and ``order.canceled`` events
-through ``tasks.inbox.process`` leaves the same ledger: balances, held, open lots, refund
-credits and the order's net state. And that ledger is the one an independent formula gives:
-net earned = ``floor(max(0, base − refunded) × rate)`` (0 when canceled or a guest's).
+"""Permutation property (docs/CONTRACT.md §3.2): for a generated order (items or none, gift
+cards among them, items that claim more than the goods cost, shipping, tax, dust, store
+credit and gift cards paid, holds at checkout, refunds of random amounts to store credit or
+not and giving dust back or not, a cancel or not, a guest or a customer), every arrival
+order of its ``customer.created``, ``order.placed``, ``refund.created`` and
+``order.canceled`` events through ``tasks.inbox.process`` leaves the same ledger: balances,
+held, open lots, refund credits and the order's net state. And that ledger is the one an
+independent formula gives: net earned = ``floor(max(0, base − refunded) × rate)`` (0 when
+canceled or a guest's), with the base of the contract's earn formula.
+
+The refund guard: when the refunds add up to more than the order was paid (money and store
+credit) or give back more dust than it charged, which refund is held depends on which came
+first (nothing credited ever comes back); then every arrival order must keep the caps, hold
+at least one refund with ``needs_attention``, and leave the ledger the formula gives for the
+refunds it applied.
 
 Short event lists run in every order; longer ones in a random sample of orders (always
 including the natural and the reversed one). ``DUST_HYPOTHESIS_PROFILE=long`` samples more.
@@ -17,7 +25,7 @@ import math
 import random
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_FLOOR, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 from itertools import count
 from typing import Any
 
@@ -27,7 +35,7 @@ from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from models import Account, Entry, Order
+from models import Account, Entry, Order, Refund
 from worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -41,36 +49,68 @@ runs = count()
 
 @dataclass(frozen=True)
 class Scenario:
-    items: list[int] | None
-    plain: int  # the earning base of an order without items
+    items: list[tuple[int, bool]] | None  # (total, is_giftcard)
+    plain: int  # the goods of an order without items
+    short: int  # with items: how much less than the items the order's total says
     shipping: int
     tax: int
     dust_total: int
     store_credit_total: int
+    gift_card_total: int
     dust_hold: int
     credit_hold: int
-    refunds: list[tuple[int, bool, bool]]  # (amount, to_store_credit, names the customer)
+    # (amount, to_store_credit, names the customer, dust_amount)
+    refunds: list[tuple[int, bool, bool, int]]
     cancel: bool
     guest: bool
     rate: str
-
-    @property
-    def eligible(self) -> int:
-        return sum(self.items) if self.items is not None else self.plain
+    redeem: str
 
     @property
     def total(self) -> int:
-        return self.eligible + self.shipping + self.tax
+        if self.items is None:
+            return self.plain + self.shipping + self.tax
+        return max(0, sum(t for t, _ in self.items) + self.shipping + self.tax - self.short)
+
+    @property
+    def base(self) -> int:
+        """The contract's earn formula, written out again (no dust-only products here)."""
+        goods = max(0, self.total - self.shipping - self.tax)
+        eligible = goods
+        if self.items is not None:
+            eligible = min(goods, sum(t for t, giftcard in self.items if not giftcard))
+        dust_money = (Decimal(self.dust_total) * Decimal(self.redeem)).to_integral_value(
+            ROUND_CEILING
+        )
+        return eligible - self.store_credit_total - self.gift_card_total - int(dust_money)
+
+    @property
+    def refund_cap(self) -> Decimal:
+        return Decimal(self.total) - Decimal(self.dust_total) * Decimal(self.redeem)
+
+    def within_caps(self) -> bool:
+        money = sum(r[0] for r in self.refunds)
+        return money <= max(0, self.refund_cap) and sum(r[3] for r in self.refunds) <= (
+            self.dust_total
+        )
 
 
 @st.composite
 def scenarios(draw: st.DrawFn) -> Scenario:
     guest = draw(st.booleans())
-    items = draw(st.none() | st.lists(st.integers(0, 20000), min_size=1, max_size=3))
+    items = draw(
+        st.none()
+        | st.lists(
+            st.tuples(st.integers(0, 20000), st.sampled_from([False, False, True])),
+            min_size=1,
+            max_size=3,
+        )
+    )
     plain = draw(st.integers(0, 30000))
+    short = draw(st.sampled_from([0, 0, 0, 2500]))
     shipping = draw(st.integers(0, 2000))
     tax = draw(st.integers(0, 1500))
-    eligible = sum(items) if items is not None else plain
+    eligible = sum(t for t, _ in items) if items is not None else plain
     if guest:  # a guest has no accounts to charge or hold
         dust_total = store_credit_total = dust_hold = credit_hold = 0
     else:
@@ -78,25 +118,29 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         store_credit_total = draw(st.integers(0, min(eligible, 5000)))
         dust_hold = draw(st.sampled_from([0, 0, 50, 300]))
         credit_hold = draw(st.sampled_from([0, 0, 1000, 3000]))
-    refunds = draw(
-        st.lists(
-            st.tuples(st.integers(1, max(1, eligible + 500)), st.booleans(), st.booleans()),
-            max_size=3,
-        )
-    )
+    paid = eligible + shipping + tax
+    refund = st.tuples(
+        st.integers(0, max(1, paid // 2)),
+        st.booleans(),
+        st.booleans(),
+        st.integers(0, dust_total // 2) if dust_total else st.just(0),
+    ).filter(lambda r: r[0] + r[3] > 0)
     return Scenario(
         items=items,
         plain=plain,
+        short=short,
         shipping=shipping,
         tax=tax,
         dust_total=dust_total,
         store_credit_total=store_credit_total,
+        gift_card_total=draw(st.sampled_from([0, 0, 700])),
         dust_hold=dust_hold,
         credit_hold=credit_hold,
-        refunds=refunds,
+        refunds=draw(st.lists(refund, max_size=3)),
         cancel=draw(st.booleans()),
         guest=guest,
         rate=draw(st.sampled_from(["0.01", "0.05", "1", "0.333"])),
+        redeem=draw(st.sampled_from(["1", "1", "0.5", "3", "0.333"])),
     )
 
 
@@ -115,14 +159,20 @@ def events_of(s: Scenario, n: int) -> dict[str, tuple[str, dict[str, Any]]]:
         "tax_total": s.tax,
         "dust_total": s.dust_total,
         "store_credit_total": s.store_credit_total,
+        "gift_card_total": s.gift_card_total,
     }
     if s.items is not None:
         placed["items"] = [
-            {"id": f"item_{n}_{i}", "product_id": f"perm_prod_{i}", "total": total}
-            for i, total in enumerate(s.items)
+            {
+                "id": f"item_{n}_{i}",
+                "product_id": f"perm_prod_{i}",
+                "total": total,
+                "is_giftcard": giftcard,
+            }
+            for i, (total, giftcard) in enumerate(s.items)
         ]
     events["order.placed"] = ("order.placed", placed)
-    for r, (amount, to_store_credit, names_customer) in enumerate(s.refunds):
+    for r, (amount, to_store_credit, names_customer, dust_amount) in enumerate(s.refunds):
         refund = {
             "id": f"perm_ref_{n}_{r}",
             "order_id": order,
@@ -130,6 +180,8 @@ def events_of(s: Scenario, n: int) -> dict[str, tuple[str, dict[str, Any]]]:
             "currency_code": "USD",
             "to_store_credit": to_store_credit,
         }
+        if dust_amount:
+            refund["dust_amount"] = dust_amount
         if names_customer and not s.guest:
             refund["customer_id"] = customer
         events[f"refund.created#{r}"] = ("refund.created", refund)
@@ -164,6 +216,11 @@ def snapshot(dust: Any, s: Scenario, n: int) -> dict[str, Any]:
                 Entry.reason == "refund",
             )
         ).all()
+        applied = session.scalars(
+            select(Refund.refund_id).where(
+                Refund.refund_id.in_(refund_ids), Refund.status == "applied"
+            )
+        ).all()
         order_state = {
             "net_earned": order.earned - order.clawed_back - order.forgiven,
             "canceled": order.canceled,
@@ -179,21 +236,24 @@ def snapshot(dust: Any, s: Scenario, n: int) -> dict[str, Any]:
             (refund_ids.index(ref), amount, owner is None) for ref, amount, owner in credits
         ),
         "order": order_state,
+        "applied": sorted(refund_ids.index(ref) for ref in applied),
     }
 
 
-def expected(s: Scenario) -> dict[str, Any]:
-    """The ledger the contract's formulas give, whatever the arrival order."""
-    refunded = sum(amount for amount, _, _ in s.refunds)
-    base = s.eligible - s.store_credit_total
+def expected(s: Scenario, applied: list[int]) -> dict[str, Any]:
+    """The ledger the contract's formulas give for the refunds ``applied`` (all of them
+    when they keep the caps), whatever the arrival order."""
+    refunds = [r for i, r in enumerate(s.refunds) if i in applied]
+    refunded = sum(r[0] for r in refunds)
     earned = int(
-        (Decimal(max(0, base - refunded)) * Decimal(s.rate)).to_integral_value(ROUND_FLOOR)
+        (Decimal(max(0, s.base - refunded)) * Decimal(s.rate)).to_integral_value(ROUND_FLOOR)
     )
     if s.cancel or s.guest:
         earned = 0
-    spent_dust = 0 if s.cancel else s.dust_total
+    dust_back = sum(r[3] for r in refunds)
+    spent_dust = 0 if s.cancel else s.dust_total - dust_back
     spent_credit = 0 if s.cancel else s.store_credit_total
-    to_credit = sum(amount for amount, to_sc, _ in s.refunds if to_sc)
+    to_credit = sum(r[0] for r in refunds if r[1] and r[0])
     if s.guest:
         customer = {
             "dust": {"balance": 0, "held": 0, "pending": 0, "available": 0},
@@ -212,13 +272,15 @@ def expected(s: Scenario) -> dict[str, Any]:
     return {
         "customer": customer,
         "refund_credits": sorted(
-            (r, amount, s.guest) for r, (amount, to_sc, _) in enumerate(s.refunds) if to_sc
+            (i, r[0], s.guest) for i, r in enumerate(s.refunds) if i in applied and r[1] and r[0]
         ),
         "order": {
             "net_earned": earned,
             "canceled": s.cancel,
-            "charged": (spent_dust, spent_credit),
+            # what the order still holds of the customer's money
+            "charged": (0, 0) if s.cancel else (s.dust_total, spent_credit),
         },
+        "applied": sorted(applied),
     }
 
 
@@ -231,7 +293,7 @@ def expected(s: Scenario) -> dict[str, Any]:
 def test_every_arrival_order_converges_to_the_formula(
     dust: Any, configure: Any, s: Scenario, rng: Any
 ) -> None:
-    configure(DUST_EARN_RATE=s.rate)
+    configure(DUST_EARN_RATE=s.rate, DUST_REDEEM_VALUE=s.redeem)
     names = list(events_of(s, 0))
     results = []
     for arrival in arrival_orders(names, rng):
@@ -248,15 +310,29 @@ def test_every_arrival_order_converges_to_the_formula(
                 )
                 assert held.status == "reserved"
         events = events_of(s, n)
+        held = []
         for key in arrival:
             name, data = events[key]
             result = dust.send(name, data)
+            if result.status == "needs_attention" and not s.within_caps():
+                held.append(result.reason)
+                continue
             assert result.status == "processed", (arrival, key, result.reason)
         results.append((arrival, snapshot(dust, s, n)))
-    first_arrival, first = results[0]
-    for arrival, other in results[1:]:
-        assert other == first, f"{arrival} differs from {first_arrival}"
-    assert first == expected(s)
+        if not s.within_caps():
+            assert held, arrival  # the refund guard spoke
+    if s.within_caps():
+        first_arrival, first = results[0]
+        for arrival, other in results[1:]:
+            assert other == first, f"{arrival} differs from {first_arrival}"
+        assert first == expected(s, list(range(len(s.refunds))))
+        return
+    for arrival, other in results:
+        applied = [s.refunds[i] for i in other["applied"]]
+        assert sum(r[0] for r in applied) <= max(0, s.refund_cap), arrival
+        assert sum(r[3] for r in applied) <= s.dust_total, arrival
+        assert len(applied) < len(s.refunds), arrival
+        assert other == expected(s, other["applied"]), arrival
 
 
 # -- with earn rules in force ------------------------------------------------------------
@@ -300,7 +376,8 @@ def grouped_scenarios(draw: st.DrawFn) -> Grouped:
     updated_at = draw(OFFSETS.filter(lambda at: at != created_at))
     groups = st.sampled_from([[], ["vip"], ["vip", "b2b"], ["b2b"], None])
     return Grouped(
-        order=draw(scenarios().filter(lambda s: not s.guest)),  # guests: no groups
+        # guests have no groups; refunds within the caps, so every event is processed
+        order=draw(scenarios().filter(lambda s: not s.guest and s.within_caps())),
         created_at=created_at,
         created_groups=draw(groups),
         updated_at=updated_at,
@@ -342,16 +419,18 @@ def grouped_expected(g: Grouped) -> dict[str, Any]:
     multiplier = Decimal(2) if "vip" in g.groups_at(g.placed_at) else Decimal(1)
     if -HOUR <= g.placed_at < HOUR:
         multiplier *= Decimal("1.5")
-    refunded = sum(amount for amount, _, _ in s.refunds)
-    base = max(0, s.eligible - s.store_credit_total - refunded)
-    earned = int((base * Decimal(s.rate) * multiplier).to_integral_value(ROUND_FLOOR))
+    refunded = sum(r[0] for r in s.refunds)
+    base = max(0, s.base - refunded)
+    with localcontext() as exact:
+        exact.prec = 100
+        earned = int((base * Decimal(s.rate) * multiplier).to_integral_value(ROUND_FLOOR))
     if s.cancel or s.guest:
         earned = 0
-    found = expected(s)
+    found = expected(s, list(range(len(s.refunds))))
     if s.guest:
         return found
     bonus = WELCOME if g.created_at >= -3 * HOUR else 0
-    spent_dust = 0 if s.cancel else s.dust_total
+    spent_dust = 0 if s.cancel else s.dust_total - sum(r[3] for r in s.refunds)
     lots: dict[datetime, int] = {}
     for expires, amount in [
         (GRANT_EXPIRES, DUST_GRANT - spent_dust),
@@ -372,14 +451,15 @@ def grouped_expected(g: Grouped) -> dict[str, Any]:
     return found
 
 
-@pytest.mark.timeout(1800 if LONG else 300)
 def _plain(**fields: Any) -> Scenario:
-    order = dict(items=None, plain=10_000, shipping=0, tax=0, dust_total=0)
-    order.update(store_credit_total=0, dust_hold=0, credit_hold=0, refunds=[(2_500, True, True)])
-    order.update(cancel=False, guest=False, rate="0.01")
+    order = dict(items=None, plain=10_000, short=0, shipping=0, tax=0, dust_total=0)
+    order.update(store_credit_total=0, gift_card_total=0, dust_hold=0, credit_hold=0)
+    order.update(refunds=[(2_500, True, True, 0)], cancel=False, guest=False)
+    order.update(rate="0.01", redeem="1")
     return Scenario(**{**order, **fields})  # type: ignore[arg-type]
 
 
+@pytest.mark.timeout(1800 if LONG else 300)
 @bounded(20, 300)
 @given(g=grouped_scenarios(), rng=st.randoms(use_true_random=False))
 # joined vip before the order, known only from the update that arrives after it; and left
@@ -399,7 +479,11 @@ def test_every_arrival_order_converges_with_earn_rules_in_force(
     leaves the ledger the formula gives with the multipliers at the order's instant."""
     from ledger import rules
 
-    configure(DUST_EARN_RATE=g.order.rate, DUST_PENDING_DAYS=str(PENDING_DAYS if g.pending else 0))
+    configure(
+        DUST_EARN_RATE=g.order.rate,
+        DUST_REDEEM_VALUE=g.order.redeem,
+        DUST_PENDING_DAYS=str(PENDING_DAYS if g.pending else 0),
+    )
     with session_scope() as session:
         if not list(session.scalars(select(rules.EarnRule))):
             for kind, fields in [

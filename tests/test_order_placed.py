@@ -71,7 +71,7 @@ def test_dust_only_products_are_not_eligible(dust: Any) -> None:
         {"id": "item_3", "product_id": "prod_unknown", "quantity": 1, "total": 2000},
         {"id": "item_4", "quantity": 1, "total": 500},
     ]
-    # items decide the base: total, shipping and tax are not used when items are given
+    # items decide the base (within what the goods cost: 17999 - 1499 here)
     result = dust.order("order_1", "cus_1", 17999, shipping_total=1499, items=items)
     assert result.status == "processed", result.reason
     assert dust.dust("cus_1") == 125  # (10000 + 2000 + 500) * 0.01
@@ -167,3 +167,54 @@ def test_history_lists_entries_newest_first(dust: Any) -> None:
         ("store_credit", "refund", 4000, 4000),
         ("dust", "earn", 100, 100),
     ]
+
+
+def test_items_never_claim_more_than_the_goods_cost(dust: Any) -> None:
+    # Items adding up to 10000 on an order whose goods cost 3000 earn on 3000.
+    items = [{"id": "item_1", "total": 6000}, {"id": "item_2", "total": 4000}]
+    result = dust.order("order_1", "cus_1", 3500, shipping_total=300, tax_total=200, items=items)
+    assert result.status == "processed", result.reason
+    assert dust.dust("cus_1") == 30
+    assert order_row("order_1").earn_base == 3000
+
+
+def test_gift_cards_earn_nothing_bought_or_spent(dust: Any) -> None:
+    items = [
+        {"id": "item_1", "total": 5000, "is_giftcard": True},
+        {"id": "item_2", "total": 7000, "is_giftcard": False},
+    ]
+    raw = {"total": "120.004", "tax_total": "0.004"}
+    result = dust.order("order_1", "cus_1", 12000, items=items, gift_card_total=2000, raw=raw)
+    assert result.status == "processed", result.reason
+    assert dust.dust("cus_1") == 50  # (7000 - 2000) * 0.01
+    event = dust.event(result.event_id)
+    assert json.loads(event.envelope)["data"]["raw"] == raw  # kept as sent, not used
+
+
+def test_dust_pays_dust_only_items_first_and_the_rest_earns_nothing(dust: Any) -> None:
+    dust.send("product.created", {"id": "prod_dust", "metadata": {"dust_only": True}})
+    dust.grant("cus_1", 1000)
+    items = [
+        {"id": "item_1", "product_id": "prod_dust", "total": 500},
+        {"id": "item_2", "product_id": "prod_plain", "total": 2000},
+    ]
+    # 800 dust worth 800: 500 of it pays the dust-only item, 300 pays for plain goods
+    dust.order("order_1", "cus_1", 2500, items=items, dust_total=800)
+    assert dust.dust("cus_1") == 1000 - 800 + 17  # floor((2000 - 300) * 0.01)
+    # dust worth less than the dust-only items: the plain goods earn in full
+    dust.order("order_2", "cus_2", 2500, items=items, dust_total=0)
+    assert dust.dust("cus_2") == 20
+
+
+def test_money_paid_with_dust_earns_nothing_at_the_currency_redeem_value(
+    dust: Any, configure: Any
+) -> None:
+    configure(DUST_REDEEM_VALUE="1", DUST_REDEEM_VALUES='{"usd": "0.333", "eur": "2"}')
+    dust.grant("cus_1", 1000)
+    # 100 dust worth 33.3 cents: rounded up, 34 cents earn nothing
+    dust.order("order_1", "cus_1", 10000, dust_total=100)
+    assert order_row("order_1").earn_base == 10000 - 34
+    assert order_row("order_1").refund_cap == 10000 - 34  # floor(10000 - 33.3)
+    dust.order("order_2", "cus_1", 10000, dust_total=100, currency_code="eur")
+    assert order_row("order_2").earn_base == 10000 - 200
+    assert dust.dust("cus_1") == 1000 - 200 + 99 + 98

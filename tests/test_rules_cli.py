@@ -63,7 +63,7 @@ BAD = [
     (["add", "campaign", "2", "--starts", "2026-03-01", "--ends", "2026-02-01"], "must be after --starts"),
     (["add", "campaign", "2", "--starts", "2026-03-01"], "needs --starts and --ends"),
     (["add", "campaign", "2", "--starts", "2026-03-01", "--ends", "soon"], "not a date"),
-    (["add", "group-multiplier", "vip", "2", "--currency", "dollars"], "three-letter code"),
+    (["add", "group-multiplier", "vip", "2", "--currency", "dollars"], "is not three letters"),
     (["add", "welcome-bonus", "1.5"], "whole number"),
     (["add", "welcome-bonus", "0"], "at least 1"),
     (["end", "x"], "whole number"),

@@ -30,6 +30,13 @@ BAD = [
     ("DUST_EARN_RATES", '{"yenn": "1"}'),
     ("DUST_EARN_RATES", '{"jpy": "lots"}'),
     ("DUST_CLAWBACK_POLICY", "foo"),
+    ("DUST_REDEEM_VALUE", "0"),
+    ("DUST_REDEEM_VALUE", "-1"),
+    ("DUST_REDEEM_VALUE", "one"),
+    ("DUST_REDEEM_VALUES", "[1]"),
+    ("DUST_REDEEM_VALUES", '{"usd": "0"}'),
+    ("DUST_REDEEM_VALUES", '{"dollar": "1"}'),
+    ("DUST_REDEEM_VALUES", '{"usd": true}'),
     ("DUST_POINTS_TTL_DAYS", "-1"),
     ("DUST_POINTS_TTL_DAYS", "ten"),
     ("DUST_HOLD_TTL_SECONDS", "0"),
@@ -60,6 +67,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert settings.clawback_policy == "debt"
     assert settings.default_currency is None
     assert settings.visibility_timeout_seconds == 300
+    assert settings.redeem_for("usd") == settings.redeem_for(None) == Decimal("1")
+    assert settings.redeem_table() == {"default": "1"}
     assert settings.database == f"sqlite:///{tmp_path / 'dust.db'}"
 
 
@@ -76,6 +85,16 @@ def test_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
     assert settings.clawback_policy == "clamp"
     assert settings.points_ttl_days == 0
     assert settings.default_currency == "usd"
+
+
+def test_redeem_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DUST_REDEEM_VALUE", "0.5")
+    monkeypatch.setenv("DUST_REDEEM_VALUES", '{"JPY": "2", "kwd": 12.5}')
+    settings = get_settings()
+    assert settings.redeem_for("jpy") == Decimal("2")
+    assert settings.redeem_for("KWD") == Decimal("12.5")  # a JSON number, read exactly
+    assert settings.redeem_for("usd") == settings.redeem_for(None) == Decimal("0.5")
+    assert settings.redeem_table() == {"default": "0.5", "jpy": "2", "kwd": "12.5"}
 
 
 @pytest.mark.parametrize(

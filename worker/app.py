@@ -1,24 +1,40 @@
 """The Celery app: one module, every option next to its reason.
 
-Start a worker and the scheduler the way the Procfile does::
+Start the workers and the scheduler the way the Procfile does (``worker.procfile``)::
 
-    celery -A worker.app worker --queues dust.events,dust.requests,dust.jobs
+    celery -A worker.app worker --queues dust.events,dust.jobs --hostname events@%h
+    celery -A worker.app worker --queues dust.requests --concurrency 2 \
+        --prefetch-multiplier 1 --hostname requests@%h
     celery -A worker.app beat
+
+Requests run in a worker of their own: in the events worker they waited for a pool process
+to finish a batch of events (BENCHMARKS.md, "Checkout beside a backlog").
 """
 
 from __future__ import annotations
 
 import gc
+import logging
+import threading
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import (
+    celeryd_after_setup,
+    celeryd_init,
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
 from kombu import Exchange, Queue
 
 from worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
 from worker.beat import JOBS, JOBS_QUEUE, build_schedule
-from worker.db import dispose_engines
-from worker.settings import Settings, get_settings
+from worker.db import dispose_engines, get_engine
+from worker.settings import ConfigError, Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 EVENTS_QUEUE = "dust.events"
 REQUESTS_QUEUE = "dust.requests"
@@ -70,7 +86,14 @@ def create_app(settings: Settings | None = None) -> Celery:
         # worker killed in between loses it for good (kombu#305); worker/redis_transport.py
         # pops and records it in one Lua script, so it is always queued or redeliverable.
         broker_transport=broker_transport(settings),
-        include=["tasks.events", "tasks.requests", "tasks.jobs", "tasks.admin", "tasks.noop"],
+        include=[
+            "tasks.events",
+            "tasks.requests",
+            "tasks.jobs",
+            "tasks.admin",
+            "tasks.resolutions",
+            "tasks.noop",
+        ],
     )
     visibility = settings.visibility_timeout_seconds
     app.conf.update(
@@ -112,6 +135,7 @@ def create_app(settings: Settings | None = None) -> Celery:
             "dust.admin.claim": {"queue": REQUESTS_QUEUE},
             "dust.admin.set_product": {"queue": REQUESTS_QUEUE},
             "dust.admin.replay": {"queue": REQUESTS_QUEUE},
+            "dust.admin.resolve": {"queue": REQUESTS_QUEUE},
             # A historical load is a backlog of events: it queues with them, so its
             # seconds-long batches never hold up a checkout on dust.requests.
             "dust.admin.backfill_batch": {"queue": EVENTS_QUEUE},
@@ -162,11 +186,55 @@ def _fresh_connections_after_fork(**_: Any) -> None:
     # A forked pool child must not share the parent's database sockets.
     dispose_engines()
     _freeze_startup_objects()
+    threading.Thread(target=_connect_ahead, name="dust-connect-ahead", daemon=True).start()
+
+
+def _connect_ahead() -> None:
+    """Open the pool process's first database connection before its first task needs it:
+    after a restart the first checkout otherwise paid for the connection (and its
+    session settings) itself. In a thread, so that a database out of reach never holds up
+    the process's start; its first task then waits and retries as ever."""
+    try:
+        with get_engine().connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except Exception as exc:
+        log.debug("no database connection ahead of the first task: %s", type(exc).__name__)
+
+
+@worker_init.connect
+def _check_before_start(**_: Any) -> None:
+    """A worker that cannot reach its database, or finds its schema behind, stops at
+    start with one line, instead of saying "ready" and requeueing every event."""
+    from worker import health
+
+    settings = get_settings()
+    for check in (health.database, health.schema):
+        found = check(settings)
+        if not found.ok:
+            raise ConfigError(f"dust: worker not started: {found.name}: {found.detail}")
 
 
 @worker_ready.connect
 def _main_process_ready(**_: Any) -> None:
     _freeze_startup_objects()
+    port = get_settings().metrics_port
+    if port:
+        from worker import metrics
+
+        metrics.serve(app, port)
+
+
+def _setup_json_logging(loglevel: Any = None, **_: Any) -> None:
+    """DUST_LOG_FORMAT=json: connected, this signal replaces Celery's logging setup."""
+    from worker.logs import configure_json
+
+    configure_json(loglevel or "INFO")
+
+
+def _no_banner(instance: Any = None, **_: Any) -> None:
+    """DUST_LOG_FORMAT=json: no startup banner, so that every line is a JSON object."""
+    if instance is not None:
+        instance.quiet = True
 
 
 def _freeze_startup_objects() -> None:
@@ -180,3 +248,14 @@ def _freeze_startup_objects() -> None:
 
 
 app = create_app()
+
+if get_settings().log_format == "json":
+    setup_logging.connect(_setup_json_logging, weak=False)
+    celeryd_after_setup.connect(_no_banner, weak=False)
+    # The earliest worker signal: warnings Celery gives before it sets up logging (its
+    # "running as root" check) come out as JSON lines too.
+    celeryd_init.connect(_setup_json_logging, weak=False)
+if get_settings().metrics_port:
+    from worker import metrics as _metrics
+
+    _metrics.connect_signals()

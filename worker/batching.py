@@ -33,6 +33,10 @@ from typing import Any
 from celery.worker.strategy import default as celery_strategy
 from kombu.utils.uuid import uuid
 
+from models.base import utcnow
+from worker import dead_letters
+from worker.task_events import BatchEvents
+
 log = logging.getLogger("dust.batching")
 
 #: Seconds before a message its batch could not settle (database and broker both out of
@@ -78,6 +82,7 @@ class Batcher:
         self.connection_errors = tuple(consumer.connection_errors)
         self.soft_timeout = app.conf.task_soft_time_limit
         self.timeout = app.conf.task_time_limit
+        self.events = BatchEvents(consumer, "dust.handle_event")
 
     @property
     def slots(self) -> int:
@@ -86,12 +91,18 @@ class Batcher:
         return max(1, getattr(pool, "num_processes", None) or pool.limit or 1)
 
     def take(self, message: Any, headers: dict[str, Any]) -> None:
+        if len(message.body or b"") > dead_letters.MAX_MESSAGE_BYTES:
+            reason = f"message larger than {dead_letters.MAX_MESSAGE_BYTES} bytes"
+            dead_letters.bury_message(message, reason)
+            return
         try:
             body = message.decode()
         except Exception as exc:  # not JSON, a forged signature, ...: recorded, acked
             self.consumer.on_decode_error(message, exc)
             return
-        self.buffer.append((message, body))
+        raw = message.body if isinstance(message.body, bytes) else None
+        self.buffer.append((message, refuse_deep(body, raw)))
+        self.events.received(message)
         if self.in_flight < self.slots:
             self.flush()
 
@@ -104,15 +115,23 @@ class Batcher:
         bodies = [body for _, body in batch]
         ids = [message.headers.get("id", "?") for message in messages]
         batch_id = uuid()
-        log.info("events batch %s: %d received %s", batch_id[:8], len(batch), " ".join(ids))
+        log.info(
+            "events batch %s: %d received %s",
+            batch_id[:8],
+            len(batch),
+            " ".join(ids),
+            extra={"batch_id": batch_id, "task_ids": ids},
+        )
         self.in_flight += 1
         started = time.monotonic()
+        self.events.started(messages)
         from tasks.events import handle_batch
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
             self.flush()  # the next batch first: its events have waited, these are done
-            self.settle(batch_id, messages, verdicts, started)
+            statuses = self.settle(batch_id, messages, verdicts, started)
+            self.events.finished(messages, statuses, started)
 
         def on_error(error: Any) -> None:
             # The pool process died (kill -9, OOM, hard time limit). What the batch
@@ -128,34 +147,55 @@ class Batcher:
             )
             for message in messages:
                 self.requeue(message)
+            self.events.lost(messages, getattr(error, "exception", error))
             self.flush()
 
         try:
             self.consumer.pool.apply_async(
                 handle_batch,
-                args=(bodies,),
+                args=(bodies, ids, batch_id),
                 callback=on_return,
                 error_callback=on_error,
                 soft_timeout=self.soft_timeout,
                 timeout=self.timeout,
                 correlation_id=batch_id,
             )
-        except Exception:
+        except self.connection_errors:
+            raise
+        except Exception as exc:
             self.in_flight -= 1
-            log.exception("events batch %s: could not reach the pool; requeued", batch_id[:8])
-            for message in messages:
-                self.requeue(message)
+            self.not_handed(batch, exc)
 
-    def settle(self, batch_id: str, messages: list[Any], verdicts: Any, started: float) -> None:
-        """Ack what the batch settled (committed, or handed to a later retry); put the
-        rest back on the queue for another delivery."""
+    def not_handed(self, batch: list[tuple[Any, Any]], exc: Exception) -> None:
+        """The pool refused a batch: something in it cannot be pickled (a body nested too
+        deep for the pickler, ...). Each message is sent again alone; one that still
+        cannot be is buried in the dead letters. Never requeued as is: it would be
+        refused again at once, in a hot loop, holding back the messages fetched with it."""
+        problem = f"could not be handed to the pool ({type(exc).__name__}: {str(exc)[:200]})"
+        if len(batch) == 1:
+            dead_letters.bury_message(batch[0][0], problem)
+            return
+        log.warning("events batch of %d %s; sending them one by one", len(batch), problem)
+        size, self.size = self.size, 1
+        try:
+            self.buffer.extendleft(reversed(batch))
+            for _ in batch:
+                self.flush()
+        finally:
+            self.size = size
+
+    def settle(
+        self, batch_id: str, messages: list[Any], verdicts: Any, started: float
+    ) -> list[str | None]:
+        """Ack what the batch settled (committed, or handed to a later retry: a status);
+        put the rest (None) back on the queue for another delivery."""
         if not isinstance(verdicts, list) or len(verdicts) != len(messages):
             log.error("events batch %s: unexpected result %.200r; requeued", batch_id[:8], verdicts)
-            verdicts = [False] * len(messages)
+            verdicts = [None] * len(messages)
         acked = 0
         with acks_together(messages):
             for message, settled in zip(messages, verdicts, strict=True):
-                if settled:
+                if settled is not None:
                     self.ack(message)
                     acked += 1
                 else:  # not even its failure could be recorded: try again a little later
@@ -166,7 +206,14 @@ class Batcher:
             acked,
             len(messages) - acked,
             (time.monotonic() - started) * 1000,
+            extra={
+                "batch_id": batch_id,
+                "acknowledged": acked,
+                "requeued": len(messages) - acked,
+                "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            },
         )
+        return verdicts
 
     def ack(self, message: Any) -> None:
         try:
@@ -179,6 +226,25 @@ class Batcher:
             message.reject_log_error(log, self.connection_errors, requeue=True)
         except Exception:  # the broker still holds it unacknowledged: redelivered later
             log.exception("could not requeue a message")
+
+
+def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
+    """``body`` as it is, or, when its envelope nests deeper than the inbox takes, the
+    inbox's verdict on it (flat, small): refused before it is batched, since pickling it
+    for the pool could exhaust the recursion limit (a RecursionError for the whole batch)."""
+    from tasks import inbox
+
+    # Fewer brackets in the text than the limit: cannot be that deep (the usual case,
+    # counted at C speed; the walk is for the rest).
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= inbox.MAX_DEPTH + 2:
+        return body
+    if not inbox.too_deep(body, inbox.MAX_DEPTH + 2):  # [args, kwargs, embed] + args
+        return body
+    from tasks.events import _envelope_of
+    from tasks.inbox import parse_envelope
+
+    parsed = parse_envelope(_envelope_of(body), utcnow())
+    return [[parsed], {}, {}]
 
 
 @contextmanager

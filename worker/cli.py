@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
+from worker import display
 from worker.settings import ConfigError, get_settings
 
 app = typer.Typer(
@@ -28,8 +27,19 @@ events_app = typer.Typer(help="Inspect recorded events.", invoke_without_command
 app.add_typer(db_app, name="db")
 app.add_typer(events_app, name="events")
 
-console = Console()
+console = display.console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+#: What ``dust events --status`` takes: the statuses an event is recorded with
+#: (``dust_events.status``) and ``conflict``, the refused duplicates of an id.
+EVENT_STATUSES = (
+    "processed",
+    "ignored",
+    "rejected",
+    "needs_attention",
+    "failed",
+    "resolved",
+    "conflict",
+)
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -52,10 +62,13 @@ def actor_option(actor: str | None) -> str:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the schema (Alembic)."""
-    from models.schema import upgrade
+    from models.schema import UnknownRevision, upgrade
 
     url = get_settings().database
-    upgrade(url, revision)
+    try:
+        upgrade(url, revision)
+    except UnknownRevision:
+        raise fail(f"no migration {revision!r}: see `dust db history`") from None
     typer.echo(f"schema at {revision} on {_safe_url(url)}")
 
 
@@ -109,6 +122,8 @@ def publish(
             payload = json.loads(data or "{}")
         except json.JSONDecodeError as exc:
             raise fail(f"--data is not valid JSON ({exc.msg})") from None
+        if not isinstance(payload, dict):
+            raise fail(f"--data must be a JSON object ({{...}}), not {type(payload).__name__}")
         envelope: dict[str, Any] = {"name": name, "data": payload}
         if event_id:
             envelope["id"] = event_id
@@ -128,12 +143,15 @@ def balance(customer_id: str, as_json: JsonOption = False) -> None:
     from ledger import reports
     from worker.db import session_scope
 
-    with session_scope() as session:
-        result = reports.balance(session, customer_id)
+    redeem_values = get_settings().redeem_table()
+    with session_scope(read_only=True) as session:
+        result = reports.balance(session, customer_id, redeem_values)
     if as_json:
         print_json(result)
         return
-    table = Table("account", "code", "balance", "held", "pending", "available", title=customer_id)
+    table = display.table(
+        "account", "code", "balance", "held", "pending", "available", title=customer_id
+    )
     dust = result["dust"]
     table.add_row(
         "dust",
@@ -144,13 +162,14 @@ def balance(customer_id: str, as_json: JsonOption = False) -> None:
         str(dust["available"]),
     )
     for sc in result["store_credit"]:
+        currency = sc["currency_code"]
         table.add_row(
-            f"store credit {sc['currency_code']}",
+            f"store credit {currency}",
             sc["code"],
-            str(sc["balance"]),
-            str(sc["held"]),
+            display.money(sc["balance"], currency),
+            display.money(sc["held"], currency),
             "",
-            str(sc["available"]),
+            display.money(sc["available"], currency),
         )
     console.print(table)
 
@@ -170,15 +189,17 @@ def history(
     if as_json:
         print_json(rows)
         return
-    table = Table("when", "account", "amount", "balance", "reason", "reference", title=customer_id)
+    table = display.table(
+        "when", "account", "amount", "balance", "reason", "reference", title=customer_id
+    )
     for row in rows:
         sign = "+" if row["direction"] == "credit" else "-"
         account = row["kind"] + (f" {row['currency_code']}" if row["currency_code"] else "")
         table.add_row(
             row["created_at"][:19],
             account,
-            f"{sign}{row['amount']}",
-            str(row["balance_after"]),
+            sign + display.amount(row["amount"], row["kind"], row["currency_code"]),
+            display.amount(row["balance_after"], row["kind"], row["currency_code"]),
             row["reason"],
             f"{row['reference_type']}:{row['reference_id']}",
         )
@@ -195,11 +216,16 @@ def events(
     """List recorded events, newest first (or use a subcommand)."""
     if ctx.invoked_subcommand is not None:
         return
+    if status is not None and status not in EVENT_STATUSES:
+        raise fail(f"--status must be one of {', '.join(EVENT_STATUSES)}; got {status!r}")
     from sqlalchemy import select
 
     from models import Event
     from worker.db import session_scope
 
+    if status == "conflict":
+        _list_conflicts(limit, as_json)
+        return
     stmt = select(Event).order_by(Event.received_at.desc()).limit(limit)
     if status:
         stmt = stmt.where(Event.status == status)
@@ -208,7 +234,7 @@ def events(
     if as_json:
         print_json(rows)
         return
-    table = Table("received", "id", "name", "status", "reason")
+    table = display.table("received", "id", "name", "status", "reason")
     for row in rows:
         table.add_row(
             str(row["received_at"])[:19],
@@ -220,10 +246,54 @@ def events(
     console.print(table)
 
 
+def _list_conflicts(limit: int, as_json: bool) -> None:
+    """Envelopes refused as ``conflict`` (an id already used by other content), newest
+    first: the id, its name, the digest of the content applied and of the one refused."""
+    from sqlalchemy import select
+
+    from models import Event, EventConflict
+    from worker.db import session_scope
+
+    stmt = (
+        select(EventConflict, Event)
+        .join(Event, Event.event_id == EventConflict.event_id)
+        .order_by(EventConflict.received_at.desc(), EventConflict.id.desc())
+        .limit(limit)
+    )
+    with session_scope() as session:
+        rows = [_conflict_json(conflict, event) for conflict, event in session.execute(stmt)]
+    if as_json:
+        print_json(rows)
+        return
+    table = display.table("received", "id", "name", "first content", "conflicting content")
+    for row in rows:
+        table.add_row(
+            row["received_at"][:19],
+            row["event_id"],
+            row["name"],
+            row["first_content_hash"][:16],
+            row["conflicting_content_hash"][:16],
+        )
+    console.print(table)
+
+
+def _conflict_json(conflict: Any, event: Any) -> dict[str, Any]:
+    return {
+        "event_id": conflict.event_id,
+        "name": event.name,
+        "status": "conflict",
+        "first_content_hash": event.content_hash,
+        "conflicting_content_hash": conflict.content_hash,
+        "received_at": conflict.received_at.isoformat(),
+    }
+
+
 @events_app.command("show")
 def events_show(event_id: str, as_json: JsonOption = False) -> None:
-    """One recorded event in full."""
-    from models import Event
+    """One recorded event in full, with the conflicting envelopes its id was sent with."""
+    from sqlalchemy import select
+
+    from models import Event, EventConflict, EventResolution
     from worker.db import session_scope
 
     with session_scope() as session:
@@ -231,6 +301,27 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
         if row is None:
             raise fail(f"no event with id {event_id}")
         result = _event_json(row, full=True)
+        result["content_hash"] = row.content_hash
+        conflicts = session.scalars(
+            select(EventConflict)
+            .where(EventConflict.event_id == event_id)
+            .order_by(EventConflict.received_at, EventConflict.id)
+        )
+        result["conflicts"] = [
+            {**_conflict_json(c, row), "envelope": _stored_envelope(c.envelope)} for c in conflicts
+        ]
+        if row.status == "resolved":
+            found = session.scalar(
+                select(EventResolution).where(EventResolution.event_id == event_id)
+            )
+            if found is not None:
+                result["resolution"] = {
+                    "previous_status": found.previous_status,
+                    "reason": found.reason,
+                    "actor": found.actor,
+                    "entry_id": found.entry_id,
+                    "resolved_at": found.resolved_at.isoformat(),
+                }
     print_json(result) if as_json else console.print_json(json.dumps(result, default=str))
 
 
@@ -246,10 +337,18 @@ def _event_json(event: Any, full: bool = False) -> dict[str, Any]:
     }
     if full:
         result["detail"] = json.loads(event.detail) if event.detail else None
-        result["envelope"] = (
-            json.loads(event.envelope) if event.envelope.startswith("{") else event.envelope
-        )
+        result["envelope"] = _stored_envelope(event.envelope)
     return result
+
+
+def _stored_envelope(text: str) -> Any:
+    """An envelope as stored: the JSON object, or the text when it is not one."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    return text
 
 
 # -- demo ------------------------------------------------------------------------------
@@ -272,7 +371,15 @@ def demo(
 
 
 # Commands of the jobs and admin modules register themselves on ``app`` when imported.
-from worker import cli_admin, cli_jobs, cli_rules  # noqa: E402,F401
+from worker import (  # noqa: E402,F401
+    cli_admin,
+    cli_db,
+    cli_dead_letters,
+    cli_events,
+    cli_health,
+    cli_jobs,
+    cli_rules,
+)
 
 
 def main() -> None:
@@ -294,6 +401,19 @@ def main() -> None:
         sys.exit(1)
 
 
+def _no_schema(exc: BaseException) -> bool:
+    """A missing table or column: the schema was never created, or is behind the code."""
+    from sqlalchemy.exc import DBAPIError
+
+    if not isinstance(exc, DBAPIError):
+        return False
+    sqlstate = getattr(exc.orig, "sqlstate", None)
+    if sqlstate in ("42P01", "42703"):  # PostgreSQL: undefined table, undefined column
+        return True
+    text = str(exc.orig)
+    return text.startswith("no such table") or text.startswith("no such column")
+
+
 def _unreachable(exc: BaseException) -> str | None:
     """One line for a database or broker that cannot be reached, its URL shown without
     the password (a traceback would be noise, and may quote a connection string)."""
@@ -306,6 +426,11 @@ def _unreachable(exc: BaseException) -> str | None:
 
     settings = get_settings()
     problem = f"{type(exc).__name__}: {safe_message(exc)}"
+    if _no_schema(exc):
+        return (
+            f"the database {_safe_url(settings.database)} has no Dust schema (or an older"
+            " one): run `dust db upgrade`"
+        )
     if isinstance(exc, DatabaseError) or (
         isinstance(exc, DBAPIError) and exc.connection_invalidated
     ):

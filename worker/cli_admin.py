@@ -26,8 +26,11 @@ from typing import IO, Annotated, Any
 
 import typer
 
+from ledger.currencies import problem as currency_problem
 from models.base import insert_for
+from worker import display
 from worker.cli import JsonOption, app, events_app, fail, print_json
+from worker.settings import get_settings
 
 
 def safe_message(exc: BaseException) -> str:
@@ -52,7 +55,6 @@ REPLAYABLE = ("failed", "needs_attention")
 REPLY_TIMEOUT = 60.0
 #: Largest amount an adjustment accepts (as for amounts in events).
 MAX_AMOUNT = 10**15
-CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 
 ActorOption = Annotated[
     str | None,
@@ -131,8 +133,9 @@ def _call(task: str, kwargs: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> 
         reply: dict[str, Any] = result.get(timeout=timeout, interval=0.05)
     except ReplyTimeout:
         raise fail(
-            f"no worker answered within {timeout:.0f}s (is `celery -A worker.app worker"
-            " --queues dust.events,dust.requests` running?); the request expires unapplied"
+            f"no worker answered within {timeout:.0f}s (is the Procfile's `requests` process,"
+            " `celery -A worker.app worker --queues dust.requests`, running?);"
+            " the request expires unapplied"
         ) from None
     except Exception as exc:
         raise fail(f"the worker failed: {type(exc).__name__}: {exc}") from None
@@ -180,8 +183,8 @@ def _adjust(
     if kind == "store_credit":
         if currency is None:
             raise fail("--currency is required for store_credit (e.g. --currency usd)")
-        if not CURRENCY.match(currency.strip()):
-            raise fail(f"--currency must be a three-letter code such as usd, got {currency!r}")
+        if (why := currency_problem(currency.strip(), get_settings().currencies)) is not None:
+            raise fail(f"--currency: {why}")
         currency = currency.strip().lower()
     elif currency is not None:
         raise fail("--currency is only for --kind store_credit (dust has no currency)")
@@ -384,8 +387,6 @@ def products_list(
     as_json: JsonOption = False,
 ) -> None:
     """Every product's dust settings."""
-    from rich.console import Console
-    from rich.table import Table
     from sqlalchemy import select
 
     from models import Product
@@ -399,7 +400,7 @@ def products_list(
     if as_json:
         print_json(rows)
         return
-    table = Table("product", "dust only", "dust price", "as of", "set by")
+    table = display.table("product", "dust only", "dust price", "as of", "set by")
     for row in rows:
         table.add_row(
             row["product_id"],
@@ -408,7 +409,7 @@ def products_list(
             row["occurred_at"][:19],
             row["set_by"] or "",
         )
-    Console().print(table)
+    display.console().print(table)
 
 
 # -- replays ---------------------------------------------------------------------------
@@ -463,6 +464,9 @@ def events_replay(
         summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) or "nothing to replay"
         typer.echo(f"replayed {len(outcomes)} event(s): {summary}")
     if errors:
+        raise typer.Exit(1)
+    # Still needs an admin after the replay: not done (resolve it, or fix and replay).
+    if any(o.get("outcome") in ("needs_attention", "failed") for o in outcomes):
         raise typer.Exit(1)
 
 

@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
+from worker import display
 from worker.cli import JsonOption, actor_option, app, console, fail, print_json
 
 
@@ -183,7 +183,7 @@ def _print_reconciliation(result: dict[str, Any]) -> None:
         console.print("ledger consistent")
         return
     found = result["discrepancies"]
-    table = Table("check", "account", "expected", "actual", "detail", title="Discrepancies")
+    table = display.table("check", "account", "expected", "actual", "detail", title="Discrepancies")
     for d in found:
         detail = ", ".join(
             f"{k} {v}"
@@ -220,7 +220,7 @@ def jobs(
     if as_json:
         print_json(rows)
         return
-    table = Table("id", "job", "period", "status", "started", "seconds", "counts")
+    table = display.table("id", "job", "period", "status", "started", "seconds", "counts")
     for row in rows:
         counts = " ".join(
             f"{k}={v}" for k, v in row["counts"].items() if k not in ("claimed_by", "chunks")

@@ -54,8 +54,10 @@ def _reason(reason: str | None) -> str:
 def _currency(currency: str | None) -> str | None:
     if currency is None:
         return None
-    if not cli_admin.CURRENCY.match(currency.strip()):
-        raise fail(f"--currency must be a three-letter code such as usd, got {currency!r}")
+    # The currencies a store takes: ISO 4217 and DUST_EXTRA_CURRENCIES, as everywhere.
+    why = cli_admin.currency_problem(currency.strip(), cli_admin.get_settings().currencies)
+    if why is not None:
+        raise fail(f"--currency: {why}")
     return currency.strip().lower()
 
 

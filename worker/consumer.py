@@ -6,7 +6,10 @@ Celery's consumer trusts a message's headers. A ``task`` header that is not a st
 again, forever. Any producer that can reach the broker could stop event processing with one
 message. Here such a message is refused (logged, and removed from the queue) and the
 worker goes on; so is a message whose body has the wrong shape (a ``KeyError``,
-``TypeError`` or ``ValueError`` while taking it in), instead of reaching the connection loop.
+``TypeError`` or ``ValueError`` while taking it in) or cannot be handed to the pool (a
+``RecursionError`` or pickling error), instead of reaching the connection loop. A refused
+message is moved, as received, to the dead letters (``worker/dead_letters.py``) with the
+reason, then acknowledged.
 
 A body that is not valid JSON is recorded in ``dust_events`` as ``rejected`` with the reason
 (docs/CONTRACT.md §4.1), then acknowledged as Celery does. Pickle and other content
@@ -16,10 +19,13 @@ types stay refused unread (``accept_content``).
 from __future__ import annotations
 
 import logging
+from pickle import PicklingError
 from typing import Any
 
 from celery.worker.consumer import Consumer
 from vine import promise
+
+from worker.dead_letters import bury_message
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +52,15 @@ def header_problem(headers: Any) -> str | None:
     return None
 
 
+def _bury_on_reject(message: Any, reason: str) -> None:
+    """Have Celery's reject of ``message`` bury it in the dead letters (and ack it)."""
+
+    def reject_log_error(*_: Any, **__: Any) -> None:
+        bury_message(message, reason)
+
+    message.reject_log_error = reject_log_error
+
+
 def _seconds_or_none(value: Any) -> bool:
     return value is None or (isinstance(value, int | float) and not isinstance(value, bool))
 
@@ -57,22 +72,45 @@ class DustConsumer(Consumer):
 
         def on_task_received(message: Any) -> Any:
             problem = header_problem(message.headers)
-            if problem is not None:
-                log.error("refused a message: %s (headers %.300r)", problem, message.headers)
-                message.reject_log_error(log, self.connection_errors)
+            if problem is not None:  # logged once, by the burial
+                bury_message(message, f"not a Celery task message: {problem}")
                 return None
             try:
                 return handle(message)
             except connection_errors:
                 raise
-            except (KeyError, TypeError, ValueError, AttributeError, IndexError):
+            except (
+                KeyError,
+                TypeError,
+                ValueError,
+                AttributeError,
+                IndexError,
+                RecursionError,
+                PicklingError,
+            ) as exc:
                 # a message of the wrong shape (a body that is not [args, kwargs, embed],
-                # ...); anything else still goes to Celery's connection handling
-                log.exception("refused a message that could not be taken in")
-                message.reject_log_error(log, self.connection_errors)
+                # ...) or that the pool cannot take; anything else still goes to Celery's
+                # connection handling
+                log.debug("a message could not be taken in", exc_info=True)
+                bury_message(message, f"could not be taken in ({type(exc).__name__}: {exc!s:.200})")
                 return None
 
         return on_task_received
+
+    # Celery rejects (drops) a message of a task no one registered, of an unknown format or
+    # that it finds invalid. On Dust's queues such a message is no Dust task: it goes to
+    # the dead letters as received, where an operator can see it, instead of vanishing.
+    def on_unknown_message(self, body: Any, message: Any) -> None:
+        _bury_on_reject(message, "not a Celery task message (unknown format)")
+        super().on_unknown_message(body, message)
+
+    def on_unknown_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _bury_on_reject(message, f"no such task: {exc!s:.200}")
+        super().on_unknown_task(body, message, exc)
+
+    def on_invalid_task(self, body: Any, message: Any, exc: Exception) -> None:
+        _bury_on_reject(message, f"invalid task message: {exc!s:.200}")
+        super().on_invalid_task(body, message, exc)
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         try:

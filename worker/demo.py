@@ -1,7 +1,7 @@
 """``dust demo``: the main job on whatever Dust is configured with (by default the embedded
 SQLite file and file broker, so a fresh machine needs no server).
 
-It migrates the schema, starts a real worker process (as the Procfile does), publishes a
+It migrates the schema, starts the Procfile's processes (``worker.procfile``), publishes a
 simulated stream — products, customers, orders, checkout reservations through
 ``dust.reserve``, refunds (one before its order), cancels (one before its order),
 redelivered duplicates, a conflicting duplicate, malformed events and an event nobody
@@ -20,11 +20,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import Counter
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -32,7 +30,6 @@ from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -40,9 +37,11 @@ from ledger.reconcile import reconcile
 from models import Event, EventConflict, JobRun
 from models.schema import upgrade
 from tasks.inbox import parse_envelope
+from worker import display
 from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
 from worker.beat import JOBS
 from worker.db import session_scope
+from worker.procfile import BEAT_READY, Process, command
 from worker.publisher import publish_envelopes
 from worker.settings import get_settings
 
@@ -166,63 +165,28 @@ DEMO_SCHEDULES = {
 }
 
 
-def procfile_command(process: str) -> list[str]:
-    """The Procfile's command for ``process`` (``worker`` or ``beat``), run with this
-    Python, so the demo starts Dust exactly as an operator does."""
-    procfile = Path(__file__).resolve().parent.parent / "Procfile"
-    for line in procfile.read_text().splitlines():
-        name, _, command = line.partition(":")
-        if name.strip() == process:
-            words = command.split()
-            assert words[0] == "celery", f"unexpected Procfile line: {line}"
-            return [sys.executable, "-m", "celery", *words[1:]]
-    raise RuntimeError(f"no {process}: line in the Procfile")
-
-
-class DemoProcess:
-    """A real Dust process (worker or scheduler) started from the Procfile, stopped with
-    SIGTERM as an operator would; its output goes to a log file."""
-
-    def __init__(self, name: str, command: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.command = command
-        self.log_path = log_path
-        self.env = env
-        self.process: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> DemoProcess:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("wb") as log:
-            self.process = subprocess.Popen(
-                self.command, stdout=log, stderr=subprocess.STDOUT, env=self.env
-            )
-        return self
-
-    def check(self) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            tail = self.log_path.read_text(errors="replace").splitlines()[-15:]
-            raise RuntimeError(f"the {self.name} stopped:\n" + "\n".join(tail))
-
-    def __exit__(self, *_: Any) -> None:
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)  # warm shutdown: finish what it has
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-
-
-def start_processes(tag: str, folder: Path) -> tuple[DemoProcess, DemoProcess]:
+def start_processes(tag: str, folder: Path) -> list[Process]:
+    """The Procfile's processes (events worker, requests worker, scheduler), each with a
+    node name and a log of this run; started when the demo's ``with`` block is entered."""
     env = {**os.environ, **DEMO_SCHEDULES}
-    worker = procfile_command("worker") + ["--concurrency", "2", "--hostname", f"{tag}@%h"]
-    worker += ["--loglevel", "WARNING"]
-    beat = procfile_command("beat") + ["--schedule", str(folder / f"{tag}-beat-schedule")]
-    return (
-        DemoProcess("worker", worker, folder / f"{tag}-worker.log", env),
-        DemoProcess("scheduler", beat, folder / f"{tag}-beat.log", env),
-    )
+    quiet = ["--loglevel", "WARNING"]
+    return [
+        Process(
+            name,
+            command(name, "--concurrency", "2", "--hostname", f"{tag}-{name}@%h", *quiet),
+            folder / f"{tag}-{name}.log",
+            env=env,
+        )
+        for name in ("worker", "requests")
+    ] + [
+        Process(
+            "scheduler",
+            command("beat", "--schedule", str(folder / f"{tag}-beat-schedule")),
+            folder / f"{tag}-beat.log",
+            env=env,
+            ready=BEAT_READY,
+        )
+    ]
 
 
 def _recorded(ids: set[str]) -> int:
@@ -259,11 +223,16 @@ def _queue_size() -> int:
 
 
 def _wait(
-    worker: DemoProcess, progress: Progress, task: Any, ids: set[str], conflict_ids: set[str]
+    processes: list[Process],
+    progress: Progress,
+    task: Any,
+    ids: set[str],
+    conflict_ids: set[str],
 ) -> None:
     done, last_change, last_done = 0, time.monotonic(), -1
     while True:
-        worker.check()
+        for process in processes:
+            process.check()
         with session_scope(read_only=True) as session:
             conflicts = _conflicts(session, conflict_ids)
         done = _recorded(ids) + min(conflicts, len(conflict_ids))
@@ -301,7 +270,7 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         f"[bold]Dust demo[/] run [cyan]{tag}[/] — database {settings.database.split('://')[0]},"
         f" broker {settings.broker.split('://')[0]}"
     )
-    worker, scheduler = start_processes(tag, settings.embedded_dir)
+    processes = start_processes(tag, settings.embedded_dir)
     started = datetime.now(UTC)
     reservations: Counter[str] = Counter()
     columns = (
@@ -310,7 +279,10 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
     )
-    with worker, scheduler, Progress(*columns, console=console, transient=as_json) as progress:
+    with ExitStack() as stack:
+        for process in processes:
+            stack.enter_context(process)
+        progress = stack.enter_context(Progress(*columns, console=console, transient=as_json))
         # Phase 1: catalogue, customers and first orders, which earn dust (two days ago:
         # their pending day is over), the first ones in a campaign.
         first = stream.setup(customers)
@@ -323,7 +295,7 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         task = progress.add_task(
             "earning: customers and first orders", total=len(_expected_ids(first))
         )
-        _wait(worker, progress, task, _expected_ids(first), set())
+        _wait(processes, progress, task, _expected_ids(first), set())
 
         # Phase 2: checkouts that reserve dust, refunds, cancels and bad input, today: the
         # dust these orders earn is pending.
@@ -339,10 +311,10 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
         }
         publish_envelopes(second)
         task = progress.add_task("checkouts, refunds, cancels, bad input", total=len(ids))
-        _wait(worker, progress, task, ids - conflict_ids, conflict_ids)
+        _wait(processes, progress, task, ids - conflict_ids, conflict_ids)
         balances = [_balance(c) for c in stream.customers]
         task = progress.add_task("scheduler: every job runs once more", total=len(JOBS))
-        _wait_for_jobs(worker, scheduler, progress, task, datetime.now(UTC))
+        _wait_for_jobs(processes, progress, task, datetime.now(UTC))
     rules["released"] = _release_tomorrow()
     rules.update(_rules_outcome(stream))
     return _report(stream, balances, reservations, _job_runs(started), rules, as_json)
@@ -430,13 +402,13 @@ def _job_runs(since: datetime) -> dict[str, dict[str, int]]:
 
 
 def _wait_for_jobs(
-    worker: DemoProcess, scheduler: DemoProcess, progress: Progress, task: Any, since: datetime
+    processes: list[Process], progress: Progress, task: Any, since: datetime
 ) -> None:
     """Wait until each scheduled job has finished a run that started after ``since``."""
     deadline = time.monotonic() + STALL_SECONDS
     while time.monotonic() < deadline:
-        worker.check()
-        scheduler.check()
+        for process in processes:
+            process.check()
         runs = _job_runs(since)
         done = sum(1 for job in JOBS if runs[job].get("succeeded"))
         progress.update(task, completed=done)
@@ -612,12 +584,15 @@ def _report(
     if as_json:
         print(json.dumps(summary, indent=2, default=str))
         return adds_up and ledger_ok
-    out = Console()
-    table = Table(
+    out = display.console()
+    table = display.table(
         "customer", "dust", "held", "pending", "available", "store credit", title="Balances"
     )
     for b in balances:
-        credit = ", ".join(f"{s['balance']} {s['currency_code']}" for s in b["store_credit"]) or "-"
+        credit = (
+            ", ".join(display.money(s["balance"], s["currency_code"]) for s in b["store_credit"])
+            or "-"
+        )
         d = b["dust"]
         table.add_row(
             b["customer_id"],
@@ -665,6 +640,11 @@ def _report(
     out.print(f"  conflicting duplicates refused: {conflicts}; reservations: {dict(reservations)}")
     for item in attention:
         out.print(f"  needs attention: {item['event_id']}: {item['reason']}")
+    if attention:
+        out.print(
+            "  once looked at, close each: dust events resolve EVENT_ID --reason TEXT"
+            " (optionally --debit/--credit N --kind ...); reconciliation then counts it no more"
+        )
     ran = ", ".join(
         f"{job} {sum(by_status.values())}x"
         + (f" ({by_status.get('failed', 0)} failed)" if by_status.get("failed") else "")

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from time import monotonic, time
@@ -39,9 +40,11 @@ from typing import Any
 from kombu.exceptions import ChannelError
 from kombu.transport import redis as kombu_redis
 from kombu.transport import virtual
-from kombu.utils.json import loads
+from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 from redis.exceptions import NoScriptError
+
+from worker import dead_letters
 
 try:  # kombu >= 5.3
     from kombu.utils.encoding import bytes_to_str
@@ -51,41 +54,68 @@ except ImportError:  # pragma: no cover
 Empty = kombu_redis.Empty
 log = logging.getLogger(__name__)
 
-#: KEYS[1] unacked hash, KEYS[2] unacked_index sorted set, KEYS[3..] the queues in the
-#: order BRPOP would try them; ARGV[1] the delivery time (client clock, as kombu's),
-#: ARGV[2] the most messages to take. Returns ``{queue, message, queue, message, ...}``,
+#: KEYS[1] unacked hash, KEYS[2] unacked_index sorted set, KEYS[3] the dead letters'
+#: records, KEYS[4] their items, KEYS[5] their count (worker/dead_letters.py), KEYS[6..] the
+#: queues in the order BRPOP would try them; ARGV[1] the delivery time (client clock, as
+#: kombu's), ARGV[2] the most messages to take, ARGV[3] the time as ISO 8601 text.
+#: Returns ``{{queue, message, recorded, ...}, {dead id, queue, reason, ...}}``, messages
 #: oldest first, or false. Each message is parsed *before* it is popped: a script error
-#: after a write is not rolled back. A message without properties.delivery_tag (not
-#: kombu's) is popped and returned unrecorded, exactly as BRPOP would have.
+#: after a write is not rolled back. An item that is JSON but not a kombu message (not an
+#: object, no properties.delivery_tag and delivery_info) is moved to the dead letters as
+#: it was, with the reason, in the same atomic step as its pop: it cannot stop the worker,
+#: come back after the visibility timeout, or be lost. An item Redis's JSON parser refuses
+#: (not JSON, or JSON it does not take, such as an escaped lone surrogate, which Python's
+#: does) is returned unrecorded (``recorded`` 0) for the worker to judge (``_taken``).
 FETCH_SCRIPT = """
 local found = {}
+local dead = {}
 local most = tonumber(ARGV[2])
-for i = 3, #KEYS do
-  while #found < 2 * most do
+for i = 6, #KEYS do
+  while #found < 3 * most do
     local item = redis.call('LINDEX', KEYS[i], -1)
     if not item then break end
     local ok, payload = pcall(cjson.decode, item)
-    local tag, info
-    if ok and type(payload) == 'table' and type(payload['properties']) == 'table' then
-      tag = payload['properties']['delivery_tag']
-      info = payload['properties']['delivery_info']
+    local tag, info, why
+    if ok then
+      if type(payload) ~= 'table' or type(payload['properties']) ~= 'table' then
+        why = 'not a kombu message: not an object with properties'
+      else
+        tag = payload['properties']['delivery_tag']
+        info = payload['properties']['delivery_info']
+        if type(tag) ~= 'string' or type(info) ~= 'table' then
+          why = 'not a kombu message: no properties.delivery_tag and delivery_info'
+        end
+      end
     end
     redis.call('RPOP', KEYS[i])
-    if type(tag) == 'string' and type(info) == 'table' then
-      local ex = info['exchange']
-      local rk = info['routing_key']
-      if type(ex) ~= 'string' then ex = '' end
-      if type(rk) ~= 'string' then rk = '' end
-      redis.call('ZADD', KEYS[2], ARGV[1], tag)
-      redis.call('HSET', KEYS[1], tag,
-        '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+    if why then
+      local id = 'dl-' .. redis.call('INCR', KEYS[5])
+      redis.call('HSET', KEYS[3], id, cjson.encode({id = id, list = KEYS[i], reason = why,
+        at = ARGV[3], size = string.len(item)}))
+      redis.call('HSET', KEYS[4], id, item)
+      dead[#dead + 1] = id
+      dead[#dead + 1] = KEYS[i]
+      dead[#dead + 1] = why
+    else
+      local recorded = 0
+      if ok then
+        local ex = info['exchange']
+        local rk = info['routing_key']
+        if type(ex) ~= 'string' then ex = '' end
+        if type(rk) ~= 'string' then rk = '' end
+        redis.call('ZADD', KEYS[2], ARGV[1], tag)
+        redis.call('HSET', KEYS[1], tag,
+          '[' .. item .. ', ' .. cjson.encode(ex) .. ', ' .. cjson.encode(rk) .. ']')
+        recorded = 1
+      end
+      found[#found + 1] = KEYS[i]
+      found[#found + 1] = item
+      found[#found + 1] = recorded
     end
-    found[#found + 1] = KEYS[i]
-    found[#found + 1] = item
   end
 end
-if #found == 0 then return false end
-return found
+if #found == 0 and #dead == 0 then return false end
+return {found, dead}
 """
 FETCH_SHA = hashlib.sha1(FETCH_SCRIPT.encode()).hexdigest()
 
@@ -171,7 +201,8 @@ class Channel(kombu_redis.Channel):
         return FETCH_SCRIPT
 
     def _fetch_keys(self, queues: list[str]) -> list[str]:
-        return [self.unacked_key, self.unacked_index_key] + [
+        dead = [dead_letters.KEY, dead_letters.ITEMS_KEY, dead_letters.COUNT_KEY]
+        return [self.unacked_key, self.unacked_index_key, *dead] + [
             self._q_for_pri(queue, pri) for pri in self.priority_steps for queue in queues
         ]
 
@@ -218,12 +249,14 @@ class Channel(kombu_redis.Channel):
         self._in_poll = self.client.connection
         self._brpop_sent_at = monotonic()
         command, script = ("EVALSHA", FETCH_SHA) if self._script_cached else ("EVAL", FETCH_SCRIPT)
-        self.client.connection.send_command(command, script, len(keys), *keys, time(), self._most())
+        self.client.connection.send_command(
+            command, script, len(keys), *keys, time(), self._most(), dead_letters.now_iso()
+        )
 
     def _brpop_read(self, **options: Any) -> bool:
         try:
             try:
-                found = self.client.parse_response(self.client.connection, "EVAL", **options)
+                result = self.client.parse_response(self.client.connection, "EVAL", **options)
             except NoScriptError:  # Redis restarted (its script cache is empty): nothing ran
                 self._script_cached = False
                 raise Empty() from None
@@ -231,19 +264,58 @@ class Channel(kombu_redis.Channel):
                 self.client.connection.disconnect()
                 raise
             self._script_cached = True
-            if found:
+            if result:
+                found, dead = result
+                for at in range(0, len(dead), 3):
+                    dead_letters.logged(*(bytes_to_str(value) for value in dead[at : at + 3]))
+                if not found:
+                    raise Empty()  # not a pause: more may be waiting behind what was buried
                 self._empty_at = None
                 self._backoff = 0.0
-                self._queue_cycle.rotate(self._queue_of(found[-2]))
-                for at in range(0, len(found), 2):
-                    message = loads(bytes_to_str(found[at + 1]))
-                    self.connection._deliver(message, self._queue_of(found[at]))
+                self._queue_cycle.rotate(self._queue_of(found[-3]))
+                for at in range(0, len(found), 3):
+                    message = self._taken(found[at], found[at + 1], found[at + 2])
+                    if message is not None:
+                        self.connection._deliver(message, self._queue_of(found[at]))
                 return True
             self._found_nothing()
             raise Empty()
         finally:
             self._in_poll = None
             self._flush_brpop_reauth()
+
+    def _taken(self, key: bytes, item: bytes, recorded: int) -> dict[str, Any] | None:
+        """The fetched ``item`` as the message kombu delivers; None when it is none (not
+        JSON, a body that does not decode, ...): then it is buried in the dead letters
+        (its unacked record removed) and the messages fetched with it go on. A message the
+        script could not parse but Python can is recorded as unacknowledged here, as the
+        script does for the others (a worker killed just before loses it, as with BRPOP)."""
+        try:
+            message = loads(bytes_to_str(item))
+            built = self.Message(message, channel=self)  # what delivery builds: must not raise
+        except Exception as exc:
+            reason = f"not a kombu message ({type(exc).__name__}: {str(exc)[:200]})"
+        else:
+            if not recorded:
+                info = built.delivery_info or {}
+                entry = dumps([message, info.get("exchange") or "", info.get("routing_key") or ""])
+                with self.conn_or_acquire() as client:
+                    pipe = client.pipeline()
+                    pipe.zadd(self.unacked_index_key, {built.delivery_tag: time()})
+                    pipe.hset(self.unacked_key, built.delivery_tag, entry)
+                    pipe.execute()
+            return dict(message)
+        tag = _tag_of(item) if recorded else ""
+        try:
+            with self.conn_or_acquire() as client:
+                unacked = (self.unacked_key, self.unacked_index_key)
+                dead_letters.RedisDeadLetters(client, unacked).bury(
+                    bytes_to_str(key), item, reason, tag=tag
+                )
+        except self.connection_errors:
+            # still recorded as unacknowledged: the visibility sweep brings it back
+            log.exception("could not dead-letter a message (%s)", reason)
+        return None
 
     def _queue_of(self, key: bytes) -> str:
         return bytes_to_str(key).rsplit(self.sep, 1)[0]
@@ -252,11 +324,13 @@ class Channel(kombu_redis.Channel):
     def _get(self, queue: str) -> dict[str, Any]:
         keys = self._fetch_keys([queue])
         with self.conn_or_acquire() as client:
-            found = client.eval(FETCH_SCRIPT, len(keys), *keys, time(), 1)
+            result = client.eval(FETCH_SCRIPT, len(keys), *keys, time(), 1, dead_letters.now_iso())
             self._maybe_update_queues_expire(client, queue)
-        if not found:
+        found = result[0] if result else None
+        message = self._taken(found[0], found[1], found[2]) if found else None
+        if message is None:
             raise Empty()
-        return loads(bytes_to_str(found[1]))
+        return message
 
 
 class MultiChannelPoller(kombu_redis.MultiChannelPoller):
@@ -279,6 +353,20 @@ class Transport(kombu_redis.Transport):
         # Each empty fetch sets a timer on this loop for the end of its pause; the loop's
         # tick then sends the next fetch.
         self.cycle.loop = loop
+
+
+#: The delivery tag in a message Python cannot decode (bytes that are not UTF-8, ...).
+TAG = re.compile(rb'"delivery_tag"\s*:\s*"([^"\\]+)"')
+
+
+def _tag_of(item: bytes) -> str:
+    """The delivery tag the fetch script recorded ``item`` under (it decoded it as JSON)."""
+    try:
+        tag = loads(bytes_to_str(item))["properties"]["delivery_tag"]
+    except Exception:
+        found = TAG.search(item if isinstance(item, bytes) else str(item).encode())
+        return found.group(1).decode("utf-8", "replace") if found else ""
+    return tag if isinstance(tag, str) else ""
 
 
 def _noop() -> None:

@@ -7,19 +7,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import pytest
 import redis
 from celery import Celery
 from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
+
+from worker import procfile
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -41,21 +41,7 @@ def _admin_url() -> str:
 
 
 def unreachable() -> str | None:
-    if urlsplit(BROKER_URL).path.strip("/") in ("", "0", "15"):
-        return f"refusing to use Redis database of {BROKER_URL} (0 and 15 are not for tests)"
-    problems = []
-    try:
-        engine = create_engine(_admin_url(), connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:  # any failure to connect means "not available"
-        problems.append(f"PostgreSQL ({_admin_url()}): {type(exc).__name__}: {exc}".strip())
-    try:
-        redis.Redis.from_url(BROKER_URL, socket_connect_timeout=3, socket_timeout=3).ping()
-    except Exception as exc:
-        problems.append(f"Redis ({BROKER_URL}): {type(exc).__name__}: {exc}")
-    return "; ".join(problems) or None
+    return procfile.unreachable(DATABASE_URL, BROKER_URL)
 
 
 def prepare_database() -> None:
@@ -85,6 +71,10 @@ def prepare_database() -> None:
         pytest.fail(f"dust db upgrade failed:\n{done.stdout}\n{done.stderr}", pytrace=False)
 
 
+#: Money value of one dust per currency in the workers (the default stays "1").
+REDEEM_VALUES = '{"jpy": "0.5", "kwd": "12.5"}'
+
+
 def worker_env(**overrides: str) -> dict[str, str]:
     """The environment of a worker: this process's, minus any DUST_*, plus ours."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
@@ -93,141 +83,47 @@ def worker_env(**overrides: str) -> dict[str, str]:
         DUST_BROKER_URL=BROKER_URL,
         DUST_RESULT_BACKEND=BROKER_URL,
         DUST_VISIBILITY_TIMEOUT_SECONDS=str(VISIBILITY_TIMEOUT),
+        DUST_REDEEM_VALUES=REDEEM_VALUES,
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)
     return env
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...; comm may contain spaces, so split after the ")".
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
-
-
-class WorkerProcess:
-    """One ``celery worker`` process (and its prefork pool), in its own process group."""
+class WorkerProcess(procfile.Process):
+    """One ``celery worker`` process (and its prefork pool), in its own process group,
+    consuming events and requests together (one process of each kind in one)."""
 
     def __init__(
         self, name: str, log_path: Path, concurrency: int = 2, env: dict[str, str] | None = None
     ) -> None:
-        self.name = name
-        self.log_path = log_path
-        self.concurrency = concurrency
-        self.env = env or {}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    @property
-    def command(self) -> list[str]:
-        # The Procfile's command, with a fixed pool size and a node name of its own.
-        return [
-            str(BIN / "celery"),
-            "-A",
-            "worker.app",
-            "worker",
-            "--queues",
-            f"{EVENTS_QUEUE},{REQUESTS_QUEUE}",
-            "--loglevel",
-            "INFO",
+        # The Procfile's workers' command, with a fixed pool size and a node name of its own.
+        command = procfile.worker_command(
+            [EVENTS_QUEUE, REQUESTS_QUEUE],
             "--concurrency",
-            str(self.concurrency),
+            str(concurrency),
             "--pool",
             "prefork",
             "-n",
-            f"{self.name}@%h",
-        ]
+            f"{name}@%h",
+        )
+        super().__init__(name, command, log_path, env=worker_env(**(env or {})), cwd=ROOT)
+        self.concurrency = concurrency
 
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
-
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def start(self) -> None:
+    def start(self) -> WorkerProcess:
         assert not self.running(), f"{self.name} already running"
-        self.starts += 1
-        with self.log_path.open("ab") as log:
-            log.write(f"\n===== start #{self.starts} of {self.name} =====\n".encode())
-            offset = log.tell()
-            self.proc = subprocess.Popen(
-                self.command,
-                cwd=ROOT,
-                env=worker_env(**self.env),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self._ready_from = offset
+        super().start()
+        return self
 
-    def wait_ready(self, timeout: float = 40) -> None:
-        deadline = time.monotonic() + timeout
-        marker = f"{self.name}@"
-        while time.monotonic() < deadline:
-            tail = self.log_path.read_bytes()[self._ready_from :].decode("utf-8", "replace")
-            if any(marker in line and line.endswith(" ready.") for line in tail.splitlines()):
-                return
-            if not self.running():
-                pytest.fail(f"worker {self.name} exited at start-up:\n{self.log()}", pytrace=False)
-            time.sleep(0.1)
-        pytest.fail(f"worker {self.name} not ready after {timeout}s:\n{self.log()}", pytrace=False)
+    def wait_ready(self, timeout: float = 40) -> WorkerProcess:
+        try:
+            super().wait_ready(timeout)
+        except procfile.ProcessFailed as exc:
+            pytest.fail(str(exc), pytrace=False)
+        return self
 
     def pool_children(self) -> list[int]:
-        return _children(self.pid) if self.running() else []
-
-    def kill_hard(self) -> None:
-        """SIGKILL the whole worker (parent and pool), as a machine crash would."""
-        assert self.proc is not None
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-
-    def stop(self, timeout: float = 20) -> None:
-        """Warm shutdown (SIGTERM), then SIGKILL whatever is left of the group."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            pass
-
-    def log_size(self) -> int:
-        return self.log_path.stat().st_size if self.log_path.exists() else 0
-
-    def log_since(self, offset: int) -> str:
-        return self.log_path.read_bytes()[offset:].decode("utf-8", "replace")
-
-    def log(self, last_lines: int = 300) -> str:
-        try:
-            lines = self.log_path.read_text("utf-8", "replace").splitlines()
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(lines[-last_lines:])
+        return self.children()
 
 
 class Cluster:
@@ -244,11 +140,7 @@ class Cluster:
             worker.wait_ready()
 
     def stop(self) -> None:
-        for worker in self.workers:
-            if worker.running():
-                worker.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        for worker in self.workers:
-            worker.stop()
+        procfile.stop_all(self.workers, timeout=20)
 
     def logs(self) -> str:
         return "\n".join(

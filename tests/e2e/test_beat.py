@@ -19,8 +19,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -34,6 +32,8 @@ import pytest
 import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+from worker import procfile
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -61,74 +61,34 @@ def env() -> dict[str, str]:
     return values
 
 
-def procfile_command(name: str) -> list[str]:
-    """The Procfile's line ``name:``, with ``celery`` from this virtualenv."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            words = shlex.split(line.split(":", 1)[1])
-            assert words[0] == "celery", line
-            return [str(BIN / "celery"), *words[1:]]
-    raise AssertionError(f"no {name}: line in the Procfile")
+class Process(procfile.Process):
+    """A process of the Procfile, started at once; ``wait_for`` a pattern in its log."""
 
-
-class Process:
     def __init__(self, name: str, command: list[str], cwd: Path, log: Path) -> None:
-        self.name, self.log = name, log
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                command,
-                cwd=cwd,
-                env=env(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        super().__init__(name, command, log, env=env(), cwd=cwd)
+        self.start()
 
     def text(self) -> str:
-        return self.log.read_text("utf-8", "replace")
+        return self.log_since(self.log_offset)
 
     def wait_for(self, pattern: str, timeout: float = 40) -> None:
         deadline = time.monotonic() + timeout
         while not re.search(pattern, self.text()):
-            if self.proc.poll() is not None:
+            if not self.running():
                 pytest.fail(f"{self.name} exited:\n{self.text()[-5000:]}", pytrace=False)
             if time.monotonic() > deadline:
                 pytest.fail(f"{self.name}: no {pattern!r}:\n{self.text()[-5000:]}", pytrace=False)
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
+    def stop(self, timeout: float = 20) -> None:
+        super().stop(timeout)
 
 
 # -- services ------------------------------------------------------------------------------
 
 
 def _unavailable() -> str | None:
-    admin = make_url(DATABASE_URL).set(database="postgres")
-    problems = []
-    try:
-        engine = create_engine(admin, connect_args={"connect_timeout": 3})
-        with engine.connect() as connection:
-            connection.execute(text("SELECT 1"))
-        engine.dispose()
-    except Exception as exc:
-        problems.append(f"PostgreSQL: {type(exc).__name__}: {exc}")
-    try:
-        redis.Redis.from_url(BROKER_URL, socket_connect_timeout=3).ping()
-    except Exception as exc:
-        problems.append(f"Redis: {type(exc).__name__}: {exc}")
-    return "; ".join(problems) or None
+    return procfile.unreachable(DATABASE_URL, BROKER_URL)
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +122,7 @@ def engine() -> Iterator[Engine]:
 @pytest.fixture(scope="module")
 def worker(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     logs = tmp_path_factory.mktemp("beat-e2e")
-    command = [*procfile_command("worker"), "-n", "beat-e2e@%h", "--concurrency", "2"]
+    command = [*procfile.command("worker"), "-n", "beat-e2e@%h", "--concurrency", "2"]
     process = Process("worker", command, ROOT, logs / "worker.log")
     try:
         process.wait_for(r"beat-e2e@\S+ ready\.")
@@ -174,7 +134,7 @@ def worker(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 def start_beat(name: str, tmp_path: Path) -> Process:
     home = tmp_path / name  # its own working directory: its own .dust/celerybeat-schedule
     home.mkdir()
-    process = Process(name, procfile_command("beat"), home, tmp_path / f"{name}.log")
+    process = Process(name, procfile.command("beat"), home, tmp_path / f"{name}.log")
     process.wait_for(r"beat: Starting")
     return process
 

@@ -131,8 +131,8 @@ def test_refund_before_its_order_converges(dust, envelope, uid):
     (row,) = dust.apply(envelope("refund.created", refund(uid))).values()
     assert row["status"] == "processed", row
     assert row["detail"].get("waiting_for_order") is True
-    # The refund names its customer: the store credit is theirs already; no dust yet.
-    assert dust.store_credit(customer) == {"usd": 5000}
+    # Nothing is credited before its order: only the order tells what it may refund.
+    assert dust.store_credit(customer) == {}
     assert dust.dust(customer)["balance"] == 0
 
     (row,) = dust.apply(envelope("order.placed", order(uid))).values()

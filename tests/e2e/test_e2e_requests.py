@@ -4,9 +4,14 @@ result backend."""
 from __future__ import annotations
 
 import itertools
+import json
+import subprocess
 import time
+from typing import Any
 
 import pytest
+
+from .support import BIN, worker_env
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -43,8 +48,8 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
     reserved = dust.request(
         "reserve", cart_id=f"cart_{uid}_a", customer_id=customer, amount=30, kind="dust"
     )
-    assert set(reserved) == {"status", "hold_id", "amount", "available"}
-    assert reserved["status"] == "reserved"
+    assert set(reserved) == {"status", "hold_id", "amount", "available", "redeem_value"}
+    assert reserved["status"] == "reserved" and reserved["redeem_value"] == "1"
     assert is_int(reserved["hold_id"]) and reserved["amount"] == 30
     assert reserved["available"] == 70
 
@@ -64,7 +69,12 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
     refused = dust.request(
         "reserve", cart_id=f"cart_{uid}_b", customer_id=customer, amount=51, kind="dust"
     )
-    assert refused == {"status": "rejected", "reason": "insufficient_funds", "available": 50}
+    assert refused == {
+        "status": "rejected",
+        "reason": "insufficient_funds",
+        "available": 50,
+        "redeem_value": "1",
+    }
 
     no_credit = dust.request(
         "reserve",
@@ -77,7 +87,8 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
     assert no_credit == {"status": "rejected", "reason": "insufficient_funds", "available": 0}
 
     balance = dust.request("balance", customer_id=customer)
-    assert set(balance) == {"customer_id", "dust", "store_credit"}
+    assert set(balance) == {"customer_id", "dust", "store_credit", "redeem_values"}
+    assert balance["redeem_values"] == {"default": "1", "jpy": "0.5", "kwd": "12.5"}
     assert balance["customer_id"] == customer
     assert balance["dust"] == {"balance": 100, "held": 50, "pending": 0, "available": 50}
     for account in balance["store_credit"]:
@@ -99,6 +110,7 @@ def test_reserve_release_balance_replies(dust, envelope, uid):
         "customer_id": f"nobody_{uid}",
         "dust": {"balance": 0, "held": 0, "pending": 0, "available": 0},
         "store_credit": [],
+        "redeem_values": {"default": "1", "jpy": "0.5", "kwd": "12.5"},
     }
     # A malformed request is answered (not retried, not crashing the worker).
     bad = dust.request("reserve", cart_id="c", customer_id=customer, amount="10", kind="dust")
@@ -166,3 +178,138 @@ def test_two_workers_racing_reserves_never_overdraw(dust, workers, envelope, uid
     for worker in workers.workers:
         assert "Task dust.reserve[" in worker.log_since(marks[worker.name]), worker.name
     assert dust.journal_disagreements() == []
+
+
+def dust_cli(*args: str) -> Any:
+    """``dust ARGS --json`` against the e2e database, as an operator runs it."""
+    done = subprocess.run(
+        [str(BIN / "dust"), *args, "--json"],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+def test_history_pages_newest_first_in_the_cli_shape(dust, envelope, uid):
+    customer = f"cus_{uid}"
+    earn(dust, envelope, customer, 100)
+    for n in range(3):  # three store-credit refunds in two currencies
+        currency = "usd" if n < 2 else "eur"
+        order = {"id": f"o_{uid}_{n}", "customer_id": customer, "currency_code": currency}
+        refund = {
+            "id": f"r_{uid}_{n}",
+            "order_id": order["id"],
+            "amount": 500 + n,
+            "currency_code": currency,
+            "to_store_credit": True,
+        }
+        rows = dust.apply(
+            envelope("order.placed", {**order, "total": 1000}), envelope("refund.created", refund)
+        )
+        assert {r["status"] for r in rows.values()} == {"processed"}, rows
+    everything = dust_cli("history", customer)
+
+    pages, cursor = [], None
+    while True:
+        kwargs = {"customer_id": customer, "kind": "store_credit", "limit": 2}
+        reply = dust.request("history", **kwargs, **({"before": cursor} if cursor else {}))
+        assert set(reply) == {"entries", "next"}
+        pages.append(reply["entries"])
+        cursor = reply["next"]
+        if cursor is None:
+            break
+    assert [len(p) for p in pages] == [2, 1]
+    credits = [e for e in everything if e["kind"] == "store_credit"]
+    assert [e for page in pages for e in page] == credits  # same objects, newest first
+    assert [(e["currency_code"], e["amount"]) for e in credits] == [
+        ("eur", 502),
+        ("usd", 501),
+        ("usd", 500),
+    ]
+
+    usd = dust.request("history", customer_id=customer, kind="store_credit", currency_code="USD")
+    assert usd == {"entries": credits[1:], "next": None}
+    dust_page = dust.request("history", customer_id=customer, kind="dust", limit=100)
+    assert dust_page["next"] is None
+    assert dust_page["entries"] == [e for e in everything if e["kind"] == "dust"]
+    assert {e["kind"] for e in dust_page["entries"]} == {"dust"}
+    assert (
+        dust_page["entries"][-1]["reason"] == "earn" and dust_page["entries"][-1]["amount"] == 100
+    )
+
+    for bad in (
+        {"kind": "points"},
+        {"kind": "dust", "limit": 0},
+        {"kind": "dust", "limit": 101},
+        {"kind": "dust", "limit": "20"},
+        {"kind": "dust", "before": "not-a-cursor"},
+        {"kind": "dust", "before": 17},
+        {},
+    ):
+        reply = dust.request("history", customer_id=customer, **bad)
+        assert reply["status"] == "rejected" and reply["reason"] == "invalid_request", bad
+        assert reply["detail"].startswith("invalid payload: "), reply
+    assert dust.request("history", kind="dust")["status"] == "rejected"
+
+
+def test_redeem_values_per_currency(dust, envelope, uid):
+    customer = f"cus_{uid}"
+    earn(dust, envelope, customer, 100)
+    values = dust.request("balance", customer_id=customer)["redeem_values"]
+    assert values == {"default": "1", "jpy": "0.5", "kwd": "12.5"}
+    assert dust_cli("balance", customer) == dust.request("balance", customer_id=customer)
+    for currency, value in (("JPY", "0.5"), ("kwd", "12.5"), ("usd", "1"), (None, "1")):
+        kwargs = {"currency_code": currency} if currency else {}
+        reply = dust.request(
+            "reserve", cart_id=f"cart_{uid}", customer_id=customer, amount=10, kind="dust", **kwargs
+        )
+        assert reply["status"] == "reserved" and reply["redeem_value"] == value, reply
+    credit = dust.request(
+        "reserve",
+        cart_id=f"cart_{uid}",
+        customer_id=customer,
+        amount=10,
+        kind="store_credit",
+        currency_code="usd",
+    )
+    assert "redeem_value" not in credit  # store credit is money already
+
+
+def test_order_refunds_give_a_guest_refund_its_claim_code(dust, envelope, uid):
+    order = f"o_{uid}"
+    refund = {"order_id": order, "currency_code": "usd", "to_store_credit": True}
+    early = envelope("refund.created", {**refund, "id": f"r_{uid}_1", "amount": 400})
+    assert dust.apply(early)[early["id"]]["status"] == "processed"
+    waiting = dust.request("order_refunds", order_id=order)
+    assert waiting["order_id"] == order
+    assert [(r["refund_id"], r["status"], r["code"]) for r in waiting["refunds"]] == [
+        (f"r_{uid}_1", "waiting_for_order", None)
+    ]
+
+    placed = {"id": order, "customer_id": None, "currency_code": "usd", "total": 1000}
+    dust.apply(envelope("order.placed", placed))
+    over = envelope("refund.created", {**refund, "id": f"r_{uid}_2", "amount": 601})
+    assert dust.apply(over)[over["id"]]["status"] == "needs_attention"
+
+    reply = dust.request("order_refunds", order_id=order)
+    first, second = reply["refunds"]
+    assert first["status"] == "applied" and first["store_credit"] == 400
+    assert first["code"].startswith("SC-")
+    assert (second["status"], second["code"], second["store_credit"]) == (
+        "needs_attention",
+        None,
+        0,
+    )
+    assert "1001" in second["reason"]
+    # the code is the anonymous account's: its balance is the refund
+    assert (
+        dust.scalar(
+            "SELECT balance FROM dust_accounts WHERE code = :c AND customer_id IS NULL",
+            c=first["code"],
+        )
+        == 400
+    )
+    assert dust.request("order_refunds", order_id=" ")["status"] == "rejected"

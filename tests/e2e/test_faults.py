@@ -1,7 +1,8 @@
 """The fault harness's short form (bench/faults.py --short) as a test.
 
-About 400 events with duplicates and shuffled orders, published to two workers while a
-worker's main process and a pool child are killed with SIGKILL, the harness's own Redis is
+About 400 events with duplicates and shuffled orders, published to two events workers
+beside a requests worker that answers admin credits and cart holds, while a worker's main
+process, a pool child and the requests process are killed with SIGKILL, the harness's own Redis is
 killed and restarted, and the workers' database connections are terminated. Every event
 must be applied exactly once in effect, every balance must equal the independent model,
 and reconciliation must be clean. About a minute.
@@ -59,3 +60,8 @@ def test_short_fault_run_loses_nothing_and_matches_the_model():
     faults = summary["faults"]
     assert faults.get("kill_worker_main", 0) >= 1 and faults.get("kill_pool_child", 0) >= 1
     assert faults.get("redis_restart") == 1 and faults.get("db_connections_terminated") == 1
+    # The requests process (the Procfile's requests line) was killed too, and every admin
+    # credit and cart hold it answered is there exactly once.
+    assert faults.get("kills_of_a_requests_process", 0) >= 1, output
+    assert summary["request_mismatches"] == 0 and not summary["request_errors"], output
+    assert summary["requests_answered"].get("dust.admin.adjust", 0) > 0, output

@@ -1,10 +1,10 @@
 """earn rules, customer groups, pending dust
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01 06:20:00
 
-Additive only (new tables, new columns with defaults or nullable), so the code of 0002
+Additive only (new tables, new columns with defaults or nullable), so the code of 0004
 keeps running against it during a deploy: it never writes the new columns, whose
 defaults mean "no multiplier" and "nothing pending".
 """
@@ -12,8 +12,8 @@ defaults mean "no multiplier" and "nothing pending".
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

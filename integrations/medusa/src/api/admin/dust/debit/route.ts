@@ -1,0 +1,5 @@
+import type { AuthenticatedMedusaRequest, MedusaResponse } from "@medusajs/framework/http"
+import type { AdminAdjustType } from "../../../validators"
+import { adjust } from "../adjust"
+
+export const POST = (req: AuthenticatedMedusaRequest<AdminAdjustType>, res: MedusaResponse) => adjust("debit", req, res)
