@@ -27,7 +27,7 @@ from pydantic import StringConstraints, ValidationError, model_validator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ledger import adjustments
+from ledger import adjustments, reports
 from ledger.errors import LedgerError
 from models import Account, Backfill, BackfillBatch, Entry, Event, Product
 from models.base import insert_for, utcnow
@@ -105,21 +105,8 @@ def customer_known(session: Session, customer_id: str) -> bool:
 
 
 def entry_json(entry: Entry, account: Account) -> dict[str, Any]:
-    return {
-        "id": entry.id,
-        "created_at": entry.created_at.isoformat(),
-        "customer_id": account.customer_id,
-        "kind": account.kind,
-        "currency_code": account.currency_code,
-        "direction": entry.direction,
-        "amount": entry.amount,
-        "balance_after": entry.balance_after,
-        "reason": entry.reason,
-        "reference_type": entry.reference_type,
-        "reference_id": entry.reference_id,
-        "actor": entry.actor,
-        "memo": entry.memo,
-    }
+    """The entry an admin task posted: the history shape, with the account's owner."""
+    return {**reports.entry_json(entry, account), "customer_id": account.customer_id}
 
 
 def account_json(account: Account) -> dict[str, Any]:
