@@ -33,7 +33,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from worker import procfile
+from dust.worker import procfile
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -159,9 +159,9 @@ def wait_idle(engine: Engine, timeout: float = 30) -> None:
 
 def seed(engine: Engine) -> None:
     """A customer with a lot that expired yesterday, a live lot, and a hold due in 1 s."""
-    from ledger import holds, journal
-    from ledger.accounts import ensure_account, lock_accounts
-    from worker.db import make_engine, session_scope
+    from dust.ledger import holds, journal
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.worker.db import make_engine, session_scope
 
     ledger_engine = make_engine(DATABASE_URL)
     try:
