@@ -22,8 +22,8 @@ One command, one printed report (BENCHMARKS.md explains the figures):
    ignores; it only makes each envelope's content hash unique); latency = ``processed_at``
    minus ``published_at``.
 5. **direct ceiling**: the worker is stopped; N ``order.placed`` are applied with
-   ``dust.tasks.inbox.process_batch`` in batches of ``DUST_EVENT_BATCH_SIZE`` (what a pool
-   process runs for a batch; ``dust.tasks.inbox.process`` one at a time when it is 1) in 2 OS
+   ``dust.inbox.process_batch`` in batches of ``DUST_EVENT_BATCH_SIZE`` (what a pool
+   process runs for a batch; ``dust.inbox.process`` one at a time when it is 1) in 2 OS
    processes (the worker's default pool on 2 cores, events interleaved between them), no
    Celery.
 
@@ -471,7 +471,7 @@ def _direct_child(
 ) -> None:
     os.environ["DUST_DATABASE_URL"] = database_url
     sys.path.insert(0, str(ROOT))
-    from dust.tasks import inbox
+    from dust import inbox
 
     inbox.process({"id": f"warm_{os.getpid()}", "name": "bench.warm-up", "data": {}})
     ready.wait()
@@ -596,11 +596,7 @@ def main() -> None:
         results["direct"] = res = run_direct(
             engine, args.database_url, n, customers, args.direct_processes, args.timeout, batch
         )
-        how = (
-            "dust.tasks.inbox.process"
-            if batch <= 1
-            else f"dust.tasks.inbox.process_batch ({batch} each)"
-        )
+        how = "dust.inbox.process" if batch <= 1 else f"dust.inbox.process_batch ({batch} each)"
         print(
             f"direct ceiling: {n} order.placed via {how} in "
             f"{args.direct_processes} processes, no Celery: {res['rate']:.1f} events/s "

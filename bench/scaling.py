@@ -8,9 +8,9 @@ Data is loaded with ``bench/expiry_reconcile.py``'s loaders (``INSERT … SELECT
 generate_series``, then ``VACUUM ANALYZE`` and ``CHECKPOINT``) into the database
 ``dust_perf_scale`` (``DUST_PERF_SCALE_DATABASE_URL``), rebuilt for every size.
 
-- **expiry**: ``dust.tasks.runs.run_now('expire_lots')`` over ``n`` due lots (``n / 2`` accounts),
+- **expiry**: ``dust.runs.run_now('expire_lots')`` over ``n`` due lots (``n / 2`` accounts),
   the scheduler's code; the ledger is reconciled afterwards (the result must be right).
-- **reconciliation**: ``dust.tasks.runs.run_now('reconcile')`` (chunked, as the scheduler runs it)
+- **reconciliation**: ``dust.runs.run_now('reconcile')`` (chunked, as the scheduler runs it)
   and the one-shot ``dust.ledger.reconcile.reconcile`` over ``n`` entries (``n / 10`` accounts),
   next to the **bare aggregate**: the one query that checks cached balances against the
   journal, ``SELECT … SUM(CASE direction …) FROM dust_entries GROUP BY account_id`` joined
@@ -85,7 +85,7 @@ def growth(rows: list[dict[str, float]], size: str, key: str) -> str:
 
 
 def expiry(sizes: list[int]) -> None:
-    print("\nlot expiry, dust.tasks.runs.run_now('expire_lots')")
+    print("\nlot expiry, dust.runs.run_now('expire_lots')")
     rows: list[dict[str, float]] = []
     for lots in sizes:
         row = er.bench_expiry(lots)

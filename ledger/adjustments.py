@@ -1,12 +1,20 @@
-"""Admin corrections and claims: new entries with a reason and an actor, never rewrites."""
+"""Admin corrections and claims: new entries with a reason and an actor, never rewrites.
+
+The rules of an operator's adjustment (``dust credit`` / ``dust debit``): one idempotency
+key posts once, and reused for another adjustment it is refused; a debit, or a credit not
+asked to ``create``, needs a customer Dust knows; credited dust expires like earned dust,
+``DUST_POINTS_TTL_DAYS`` after the credit (``earning.lot_expiry``)."""
 
 from __future__ import annotations
+
+from datetime import datetime
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from dust.ledger import journal
 from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.earning import lot_expiry
 from dust.ledger.errors import LedgerError, UnknownAccount
 from dust.ledger.journal import Ref
 from dust.models import Account, Entry
@@ -45,6 +53,91 @@ def adjust(
     if direction == "credit":
         return journal.credit(session, account, amount, ref, expires_at=expires_at)  # type: ignore[arg-type]
     return journal.debit(session, account, amount, ref)
+
+
+class UnknownCustomer(LedgerError):
+    def __init__(self, customer_id: str, *, can_create: bool = True) -> None:
+        hint = "; --create opens one" if can_create else ""
+        super().__init__(f"unknown customer {customer_id} (no accounts{hint})")
+
+
+def customer_known(session: Session, customer_id: str) -> bool:
+    """A customer is known once any of their accounts exists (events open them)."""
+    found = session.scalar(select(Account.id).where(Account.customer_id == customer_id).limit(1))
+    return found is not None
+
+
+def operator_adjust(
+    session: Session,
+    *,
+    customer_id: str,
+    direction: str,
+    amount: int,
+    kind: str,
+    currency: str | None,
+    memo: str,
+    actor: str,
+    key: str,
+    create: bool,
+    ttl_days: int,
+    now: datetime,
+) -> tuple[Entry, Account, bool]:
+    """An operator's credit or debit under idempotency key ``key``: the entry, its account,
+    and whether it was posted before (the same adjustment sent again)."""
+    done = session.scalar(select(Entry).where(Entry.idempotency_key == f"admin:{key}"))
+    if done is not None:
+        account = session.get(Account, done.account_id)
+        assert account is not None
+        same = (
+            done.direction == direction
+            and done.amount == amount
+            and account.customer_id == customer_id
+            and account.kind == kind
+            and account.currency_code == (currency if kind != DUST else None)
+        )
+        if not same:
+            raise LedgerError(
+                f"idempotency key {key} was already used for another adjustment"
+                f" (entry {done.id}: {done.direction} {done.amount} {label(account)}"
+                f" for {account.customer_id})"
+            )
+        return done, account, True
+    if (direction == "debit" or not create) and not customer_known(session, customer_id):
+        raise UnknownCustomer(customer_id, can_create=direction == "credit")
+    expires_at = lot_expiry(now, ttl_days) if kind == DUST and direction == "credit" else None
+    entry = adjust(
+        session,
+        customer_id=customer_id,
+        direction=direction,
+        amount=amount,
+        kind=kind,
+        currency=currency,
+        memo=memo,
+        actor=actor,
+        idempotency_key=key,
+        expires_at=expires_at,
+    )
+    account = session.get(Account, entry.account_id)
+    assert account is not None
+    return entry, account, False
+
+
+def operator_claim(
+    session: Session, code: str, customer_id: str, actor: str, *, create: bool
+) -> tuple[Entry, Account]:
+    """An operator's claim (:func:`claim`) for a customer Dust knows (or ``create``)."""
+    if not create and not customer_known(session, customer_id):
+        raise UnknownCustomer(customer_id)
+    entry = claim(session, code, customer_id, actor)
+    if entry is None:
+        raise LedgerError(f"account {code} has nothing to claim")
+    account = session.get(Account, entry.account_id)
+    assert account is not None
+    return entry, account
+
+
+def label(account: Account) -> str:
+    return "dust" if account.kind == DUST else f"store credit {account.currency_code}"
 
 
 def claim(session: Session, code: str, customer_id: str, actor: str) -> Entry | None:

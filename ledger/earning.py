@@ -19,6 +19,9 @@ refunds known then. Earn rules change the rate only: ``rate`` is the configured 
 the order's recorded, capped rules multiplier (``dust.ledger.rules``; :func:`multiplied_rate`),
 so a clawback uses the multiplier the order earned with, not the rules in force later.
 
+Earned dust expires ``DUST_POINTS_TTL_DAYS`` after the order's ``occurred_at``, dust an
+operator credits that long after the credit (:func:`lot_expiry`; never, with 0).
+
 The refund cap: the refunds of one order add up to at most what it was paid in money
 and store credit, ``floor(total − dust_total × redeem)`` (refunds are whole minor units,
 so comparing with the floor is the exact comparison), never below 0.
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal, localcontext
 
 
@@ -112,3 +116,13 @@ def refund_cap(order: PaidOrder, redeem: Decimal) -> int:
     """Most that the money refunds of the order may add up to (see the module doc)."""
     paid = Decimal(order.total) - Decimal(order.dust_total) * redeem
     return max(0, int(paid.to_integral_value(rounding=ROUND_FLOOR)))
+
+
+def lot_expiry(start: datetime | None, ttl_days: int) -> datetime | None:
+    """When dust credited at ``start`` expires: ``start`` + the TTL; None (never) when the
+    TTL is 0 or there is no start. The one rule for earned dust (``start`` is the order's
+    ``occurred_at``, one order at a time or set-based) and for an operator's credit
+    (``start`` is now)."""
+    if ttl_days == 0 or start is None:
+        return None
+    return start + timedelta(days=ttl_days)

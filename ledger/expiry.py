@@ -2,8 +2,8 @@
 
 ``journal`` writes entries one posting at a time; expiry writes one ``expiry`` debit per due
 account for a whole chunk of accounts in a handful of statements, whatever the chunk's size.
-"One place writes entries" stays true in spirit: the ledger package writes them, with the
-same invariants, and nothing outside it does.
+These two modules are the only writers of entries (tests/test_layers.py checks it), with
+the same invariants.
 
 For each dust account with due lots (``remaining > 0 AND expires_at <= as_of``)::
 

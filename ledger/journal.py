@@ -1,4 +1,8 @@
-"""The only code that writes entries and moves balances.
+"""Where entries are written and balances moved: one posting at a time (``credit``,
+``debit``) and many in one statement (``credit_many``, the set-based path of new orders).
+The one other writer is ``ledger/expiry.py``, the set-based expiry debits of a whole chunk
+of accounts, which keeps the same invariants; nothing outside these two modules writes an
+entry (tests/test_layers.py checks it).
 
 Invariants kept here (callers hold the account's row lock, see ``accounts.lock_accounts``):
 

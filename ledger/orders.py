@@ -27,6 +27,7 @@ from dust.ledger.accounts import (
     lock_dust_accounts,
     open_anonymous_account,
 )
+from dust.ledger.earning import lot_expiry
 from dust.ledger.journal import Ref
 from dust.models import Account, Entry, Hold, Lot, Order, Refund
 from dust.models.base import insert_for, utcnow
@@ -382,12 +383,6 @@ def clawback(
     order.forgiven += forgiven
     session.flush()
     return amount
-
-
-def lot_expiry(placed_at: datetime | None, ttl_days: int) -> datetime | None:
-    if ttl_days == 0 or placed_at is None:
-        return None
-    return placed_at + timedelta(days=ttl_days)
 
 
 def pending_until(placed_at: datetime | None, pending_days: int, now: datetime) -> datetime | None:

@@ -62,6 +62,24 @@ def entry_json(entry: Entry, account: Account) -> dict[str, Any]:
     }
 
 
+def posted_json(entry: Entry, account: Account) -> dict[str, Any]:
+    """The entry an admin task posted: the history shape, with the account's owner."""
+    return {**entry_json(entry, account), "customer_id": account.customer_id}
+
+
+def account_json(account: Account) -> dict[str, Any]:
+    """An account as an admin task's reply shows it, after the change."""
+    return {
+        "customer_id": account.customer_id,
+        "kind": account.kind,
+        "currency_code": account.currency_code,
+        "code": account.code,
+        "balance": account.balance,
+        "held": account.held,
+        "available": account.balance - account.held - account.pending,
+    }
+
+
 def history(
     session: Session,
     customer_id: str,

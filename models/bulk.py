@@ -1,4 +1,4 @@
-"""Many rows in one INSERT, for the set-based paths (``dust.tasks.inbox``'s bulk runs,
+"""Many rows in one INSERT, for the set-based paths (``dust.inbox``'s bulk runs,
 ``dust.ledger.orders.place_new``, ``dust.ledger.journal.credit_many``).
 
 On PostgreSQL the rows go as one JSON document, ``INSERT … SELECT … FROM

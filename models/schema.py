@@ -12,6 +12,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
+from dust.worker.db import make_engine
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
@@ -56,7 +58,6 @@ def _known(revision: str) -> bool:
 
 def current(url: str) -> set[str]:
     """The revisions the database is at (empty: no Dust schema)."""
-    from dust.worker.db import make_engine
 
     engine = make_engine(url)
     try:

@@ -1,6 +1,6 @@
 """One module per commerce event (docs/CONTRACT.md §3.3). ``SUBSCRIBERS`` maps event names to their
 handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
-whose events a batch may also apply many at a time, set-based (``dust.tasks.inbox``)."""
+whose events a batch may also apply many at a time, set-based (``dust.inbox``)."""
 
 from __future__ import annotations
 

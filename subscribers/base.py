@@ -25,11 +25,9 @@ from pydantic import (
 )
 from sqlalchemy.orm import Session
 
-from dust.ledger.currencies import problem as currency_problem
 from dust.ledger.orders import EarnPolicy
-
-#: Largest amount accepted in an event: far above any real order, far below BIGINT.
-MAX_AMOUNT = 10**15
+from dust.worker.currencies import problem as currency_problem
+from dust.worker.names import MAX_AMOUNT
 
 #: Ids are taken exactly as sent: never stripped or folded, since ``" cus_1 "`` made into
 #: ``cus_1`` would credit another customer. No control characters (PostgreSQL text cannot

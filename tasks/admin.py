@@ -1,15 +1,14 @@
 """Admin one-off tasks: adjustments, claims, product settings, replays, backfill batches.
 
-Each task takes primitive arguments (JSON), owns its transaction and returns a JSON-able
-reply: ``{"status": "ok", ...}`` or ``{"status": "error", "reason": "..."}``. A business
-error (a ``LedgerError`` or an invalid request) is a reply, never an exception, and its
-transaction is rolled back, so it changes nothing. Transient database errors are retried
-in place (``retry_conflicts``), then by Celery with a short backoff.
+Each task takes primitive arguments (JSON) and returns a JSON-able reply through its base
+class (``tasks/base.py``, ``AdminTask``): ``{"status": "ok", ...}`` or ``{"status":
+"error", "reason": "..."}``, its transaction and its retries of a transient error. The rules
+they apply live in the ledger (``ledger/adjustments.py``, ``ledger/products.py``).
 
-Task names are a wire format: ``dust.admin.*``. The interactive ones are routed to
-``dust.requests`` (an admin never waits behind an event backlog); backfill batches go to
-``dust.events``, since a historical load *is* an event backlog and must not hold up
-checkout requests.
+Task names are a wire format (``worker/names.py``): ``dust.admin.*``. The interactive ones
+are routed to ``dust.requests`` (an admin never waits behind an event backlog); backfill
+batches go to ``dust.events``, since a historical load *is* an event backlog and must not
+hold up checkout requests.
 """
 
 from __future__ import annotations
@@ -17,40 +16,28 @@ from __future__ import annotations
 import json
 import logging
 from collections import Counter
-from collections.abc import Callable
-from datetime import timedelta
 from typing import Annotated, Any, Literal
 
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 from pydantic import StringConstraints, ValidationError, model_validator
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dust.ledger import adjustments, reports
-from dust.ledger.errors import LedgerError
-from dust.models import Account, Backfill, BackfillBatch, Entry, Event, Product
-from dust.models.base import insert_for, utcnow
+from dust import inbox, runs
+from dust.inbox import request_context
+from dust.ledger import adjustments, products
+from dust.ledger.reports import account_json, posted_json
+from dust.models import Account, Backfill, BackfillBatch, Entry, Event
+from dust.models.base import utcnow
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.subscribers.base import Amount, Currency, Identifier, Payload, PositiveAmount
-from dust.tasks import inbox
-from dust.tasks.inbox import request_context
+from dust.tasks.base import AdminTask
 from dust.worker.app import app
-from dust.worker.db import session_scope
+from dust.worker.errors import safe_message
+from dust.worker.names import ADJUST, BACKFILL_BATCH, CLAIM, REPLAY, REPLAYABLE, SET_PRODUCT
 from dust.worker.settings import get_settings
 
 log = logging.getLogger(__name__)
-
-ADJUST = "dust.admin.adjust"
-CLAIM = "dust.admin.claim"
-SET_PRODUCT = "dust.admin.set_product"
-REPLAY = "dust.admin.replay"
-BACKFILL_BATCH = "dust.admin.backfill_batch"
-
-#: Celery retries (1, 2, 4 s) after the quick in-place retries of a transient error.
-MAX_RETRIES = 3
-#: Replays rerun these statuses (``failed`` always, ``needs_attention`` on request).
-REPLAYABLE = ("failed", "needs_attention")
 
 Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
 Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -60,65 +47,8 @@ Code = Annotated[
 ]
 
 
-class UnknownCustomer(LedgerError):
-    def __init__(self, customer_id: str, *, can_create: bool = True) -> None:
-        hint = "; --create opens one" if can_create else ""
-        super().__init__(f"unknown customer {customer_id} (no accounts{hint})")
-
-
-def error(reason: str, **extra: Any) -> dict[str, Any]:
-    return {"status": "error", "reason": reason, **extra}
-
-
-def invalid(exc: ValidationError) -> dict[str, Any]:
-    problems = []
-    for item in exc.errors()[:3]:
-        where = ".".join(str(p) for p in item["loc"])
-        message = item["msg"].removeprefix("Value error, ")
-        problems.append(f"{where}: {message}" if where else message)
-    return error("invalid request: " + "; ".join(problems))
-
-
-def _run(task: Task, work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """Run ``work`` (which opens its own transaction): business errors become replies,
-    transient errors are retried by Celery, then reported."""
-    try:
-        return retry_in_place(work)
-    except LedgerError as exc:
-        return error(str(exc))
-    except Exception as exc:
-        if not inbox.is_transient(exc):
-            raise
-        if task.request.retries < MAX_RETRIES:
-            raise task.retry(countdown=2**task.request.retries, max_retries=MAX_RETRIES) from None
-        return error(f"the database refused it, nothing changed: {inbox.safe_message(exc)}")
-
-
-def retry_in_place(work: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    return inbox.retry_conflicts(work)()
-
-
-def customer_known(session: Session, customer_id: str) -> bool:
-    """A customer is known once any of their accounts exists (events open them)."""
-    found = session.scalar(select(Account.id).where(Account.customer_id == customer_id).limit(1))
-    return found is not None
-
-
-def entry_json(entry: Entry, account: Account) -> dict[str, Any]:
-    """The entry an admin task posted: the history shape, with the account's owner."""
-    return {**reports.entry_json(entry, account), "customer_id": account.customer_id}
-
-
-def account_json(account: Account) -> dict[str, Any]:
-    return {
-        "customer_id": account.customer_id,
-        "kind": account.kind,
-        "currency_code": account.currency_code,
-        "code": account.code,
-        "balance": account.balance,
-        "held": account.held,
-        "available": account.balance - account.held - account.pending,
-    }
+def _posted(entry: Entry, account: Account) -> dict[str, Any]:
+    return {"entry": posted_json(entry, account), "account": account_json(account)}
 
 
 # -- adjustments -----------------------------------------------------------------------
@@ -145,8 +75,8 @@ class AdjustRequest(Payload):
         return self
 
 
-@app.task(name=ADJUST, bind=True)
-def adjust(self: Task, **kwargs: Any) -> dict[str, Any]:
+@app.task(name=ADJUST, base=AdminTask, bind=True)
+def adjust(self: AdminTask, **kwargs: Any) -> dict[str, Any]:
     """An admin credit or debit (``direction``), audited with the actor and the reason.
 
     Without an ``idempotency_key`` the Celery task id is used, so a message the broker
@@ -154,32 +84,12 @@ def adjust(self: Task, **kwargs: Any) -> dict[str, Any]:
     try:
         request = AdjustRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return invalid(exc)
+        return self.refuse(exc)
     key = request.idempotency_key or f"task:{self.request.id}"
-    return _run(self, lambda: _adjust(request, key))
+    ttl_days = get_settings().points_ttl_days
 
-
-def _adjust(request: AdjustRequest, key: str) -> dict[str, Any]:
-    with session_scope() as session:
-        done = session.scalar(select(Entry).where(Entry.idempotency_key == f"admin:{key}"))
-        if done is not None:
-            account = session.get(Account, done.account_id)
-            assert account is not None
-            if not _same_adjustment(done, account, request):
-                raise LedgerError(
-                    f"idempotency key {key} was already used for another adjustment"
-                    f" (entry {done.id}: {done.direction} {done.amount} {_label(account)}"
-                    f" for {account.customer_id})"
-                )
-            return {"status": "ok", "repeat": True, **_posted(done, account)}
-        if request.direction == "debit" or not request.create:
-            if not customer_known(session, request.customer_id):
-                raise UnknownCustomer(request.customer_id, can_create=request.direction == "credit")
-        expires_at = None
-        ttl = get_settings().points_ttl_days
-        if request.kind == DUST and request.direction == "credit" and ttl:
-            expires_at = utcnow() + timedelta(days=ttl)
-        entry = adjustments.adjust(
+    def work(session: Session) -> dict[str, Any]:
+        entry, account, repeat = adjustments.operator_adjust(
             session,
             customer_id=request.customer_id,
             direction=request.direction,
@@ -188,39 +98,24 @@ def _adjust(request: AdjustRequest, key: str) -> dict[str, Any]:
             currency=request.currency_code,
             memo=request.reason,
             actor=request.actor,
-            idempotency_key=key,
-            expires_at=expires_at,
+            key=key,
+            create=request.create,
+            ttl_days=ttl_days,
+            now=utcnow(),
         )
-        account = session.get(Account, entry.account_id)
-        assert account is not None
-        log.info(
-            "admin %s of %d %s for %s by %s: entry %d",
-            request.direction,
-            request.amount,
-            _label(account),
-            request.customer_id,
-            request.actor,
-            entry.id,
-        )
-        return {"status": "ok", "repeat": False, **_posted(entry, account)}
+        if not repeat:
+            log.info(
+                "admin %s of %d %s for %s by %s: entry %d",
+                request.direction,
+                request.amount,
+                adjustments.label(account),
+                request.customer_id,
+                request.actor,
+                entry.id,
+            )
+        return {"status": "ok", "repeat": repeat, **_posted(entry, account)}
 
-
-def _same_adjustment(entry: Entry, account: Account, request: AdjustRequest) -> bool:
-    return (
-        entry.direction == request.direction
-        and entry.amount == request.amount
-        and account.customer_id == request.customer_id
-        and account.kind == request.kind
-        and account.currency_code == (request.currency_code if request.kind != DUST else None)
-    )
-
-
-def _label(account: Account) -> str:
-    return "dust" if account.kind == DUST else f"store credit {account.currency_code}"
-
-
-def _posted(entry: Entry, account: Account) -> dict[str, Any]:
-    return {"entry": entry_json(entry, account), "account": account_json(account)}
+    return self.reply(work)
 
 
 # -- claims ----------------------------------------------------------------------------
@@ -233,25 +128,18 @@ class ClaimRequest(Payload):
     create: bool = False
 
 
-@app.task(name=CLAIM, bind=True)
-def claim(self: Task, **kwargs: Any) -> dict[str, Any]:
+@app.task(name=CLAIM, base=AdminTask, bind=True)
+def claim(self: AdminTask, **kwargs: Any) -> dict[str, Any]:
     """Move an anonymous store-credit account's balance to the customer, in one transaction."""
     try:
         request = ClaimRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return invalid(exc)
-    return _run(self, lambda: _claim(request))
+        return self.refuse(exc)
 
-
-def _claim(request: ClaimRequest) -> dict[str, Any]:
-    with session_scope() as session:
-        if not request.create and not customer_known(session, request.customer_id):
-            raise UnknownCustomer(request.customer_id)
-        entry = adjustments.claim(session, request.code, request.customer_id, request.actor)
-        if entry is None:
-            raise LedgerError(f"account {request.code} has nothing to claim")
-        account = session.get(Account, entry.account_id)
-        assert account is not None
+    def work(session: Session) -> dict[str, Any]:
+        entry, account = adjustments.operator_claim(
+            session, request.code, request.customer_id, request.actor, create=request.create
+        )
         log.info(
             "claim of %s (%d %s) by %s, actor %s",
             request.code,
@@ -266,6 +154,8 @@ def _claim(request: ClaimRequest) -> dict[str, Any]:
             "amount": entry.amount,
             **_posted(entry, account),
         }
+
+    return self.reply(work)
 
 
 # -- product settings ------------------------------------------------------------------
@@ -287,64 +177,47 @@ class ProductRequest(Payload):
         return self
 
 
-@app.task(name=SET_PRODUCT, bind=True)
-def set_product(self: Task, **kwargs: Any) -> dict[str, Any]:
+@app.task(name=SET_PRODUCT, base=AdminTask, bind=True)
+def set_product(self: AdminTask, **kwargs: Any) -> dict[str, Any]:
     """Set a product's dust settings. They count as of now: a ``product.updated`` that
     occurred later replaces them, an older one delivered late does not."""
     try:
         request = ProductRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return invalid(exc)
-    return _run(self, lambda: _set_product(request))
+        return self.refuse(exc)
 
+    def work(session: Session) -> dict[str, Any]:
+        row, created = products.set_by_operator(
+            session,
+            request.product_id,
+            actor=request.actor,
+            dust_only=request.dust_only,
+            dust_price=request.dust_price,
+            clear_dust_price=request.clear_dust_price,
+        )
+        return {"status": "ok", "created": created, "product": products.product_json(row)}
 
-def _set_product(request: ProductRequest) -> dict[str, Any]:
-    with session_scope() as session:
-        row = session.get(Product, request.product_id, with_for_update=True)
-        created = row is None
-        if row is None:
-            row = Product(product_id=request.product_id, dust_only=False, dust_price=None)
-            session.add(row)
-        if request.dust_only is not None:
-            row.dust_only = request.dust_only
-        if request.dust_price is not None:
-            row.dust_price = request.dust_price
-        if request.clear_dust_price:
-            row.dust_price = None
-        now = utcnow()
-        row.occurred_at = now
-        row.updated_at = now
-        # No event set these settings; record who did instead.
-        row.event_id = f"admin:{request.actor}"[:250]
-        session.flush()
-        return {"status": "ok", "created": created, "product": product_json(row)}
-
-
-def product_json(row: Product) -> dict[str, Any]:
-    return {
-        "product_id": row.product_id,
-        "dust_only": row.dust_only,
-        "dust_price": row.dust_price,
-        "occurred_at": row.occurred_at.isoformat(),
-        "set_by": row.event_id,
-        "updated_at": row.updated_at.isoformat(),
-    }
+    return self.reply(work)
 
 
 # -- replays ---------------------------------------------------------------------------
 
 
-@app.task(name=REPLAY, bind=True)
-def replay(self: Task, event_id: str, actor: str | None = None) -> dict[str, Any]:
+@app.task(name=REPLAY, base=AdminTask, bind=True)
+def replay(self: AdminTask, event_id: str, actor: str | None = None) -> dict[str, Any]:
     """Run a ``failed`` or ``needs_attention`` event again through the exactly-once path
     (``inbox.process(..., replay=True)``). Any other status is a no-op, reported as such."""
     if not isinstance(event_id, str) or not event_id:
-        return error("invalid request: event_id must be a non-empty string")
-    with session_scope(read_only=True) as session:
+        return self.error("invalid request: event_id must be a non-empty string")
+
+    def recorded(session: Session) -> tuple[str, str] | None:
         row = session.get(Event, event_id)
-        if row is None:
-            return error(f"no event with id {event_id}")
-        previous, envelope = row.status, row.envelope
+        return None if row is None else (row.status, row.envelope)
+
+    found = self.transaction(recorded, read_only=True)
+    if found is None:
+        return self.error(f"no event with id {event_id}")
+    previous, envelope = found
     if previous not in REPLAYABLE:
         return {
             "status": "ok",
@@ -356,16 +229,14 @@ def replay(self: Task, event_id: str, actor: str | None = None) -> dict[str, Any
     try:
         result = inbox.process(envelope, replay=True)
     except Exception as exc:
-        transient = inbox.is_transient(exc)
-        if transient and self.request.retries < MAX_RETRIES:
-            raise self.retry(countdown=2**self.request.retries, max_retries=MAX_RETRIES) from None
+        self.retry_if_transient(exc)
         log.exception("replay of %s failed", event_id)
         try:
             inbox.record_failed(envelope, exc)
         except Exception:  # the database is down: the row keeps its status
             log.exception("could not record the failed replay of %s", event_id)
-        return error(
-            f"replay of {event_id} failed again: {type(exc).__name__}: {inbox.safe_message(exc)}",
+        return self.error(
+            f"replay of {event_id} failed again: {type(exc).__name__}: {safe_message(exc)}",
             event_id=event_id,
         )
     outcome = "unchanged" if result.status == "duplicate" else result.status
@@ -383,9 +254,9 @@ def replay(self: Task, event_id: str, actor: str | None = None) -> dict[str, Any
 # -- backfill --------------------------------------------------------------------------
 
 
-@app.task(name=BACKFILL_BATCH, bind=True)
+@app.task(name=BACKFILL_BATCH, base=AdminTask, bind=True)
 def backfill_batch(
-    self: Task, backfill_id: int, first_line: int, line_count: int, lines: list[str]
+    self: AdminTask, backfill_id: int, first_line: int, line_count: int, lines: list[str]
 ) -> dict[str, Any]:
     """Apply the envelopes of one batch of a backfill file (lines ``first_line`` to
     ``first_line + line_count - 1``; blank lines are not sent) through the exactly-once
@@ -398,15 +269,21 @@ def backfill_batch(
         and isinstance(lines, list)
         and all(isinstance(line, str) for line in lines)
     ):
-        return error("invalid request: backfill_id, first_line, line_count, lines[str]")
-    with session_scope(read_only=True) as session:
+        return self.error("invalid request: backfill_id, first_line, line_count, lines[str]")
+
+    def known(session: Session) -> tuple[bool, str | None]:
         if session.get(Backfill, backfill_id) is None:
-            return error(f"no backfill with id {backfill_id}")
+            return False, None
         done = session.scalar(
             select(BackfillBatch.counts).where(
                 BackfillBatch.backfill_id == backfill_id, BackfillBatch.first_line == first_line
             )
         )
+        return True, done
+
+    exists, done = self.transaction(known, read_only=True)
+    if not exists:
+        return self.error(f"no backfill with id {backfill_id}")
     if done is not None:
         return {"status": "ok", "skipped": True, "counts": json.loads(done or "{}")}
     context = inbox.context_from(get_settings())
@@ -415,20 +292,17 @@ def backfill_batch(
         try:
             result = inbox.process(line, context=context)
         except SoftTimeLimitExceeded:
-            return error(
+            return self.error(
                 f"the batch at line {first_line} took too long (use a smaller --batch-size);"
                 f" {offset} of its envelopes were applied"
             )
         except Exception as exc:
-            if inbox.is_transient(exc) and self.request.retries < MAX_RETRIES:
-                # The envelopes applied so far come back as duplicates: no harm.
-                raise self.retry(
-                    countdown=2**self.request.retries, max_retries=MAX_RETRIES
-                ) from None
+            # The envelopes applied so far come back as duplicates: no harm.
+            self.retry_if_transient(exc)
             log.exception("backfill %d, batch at line %d", backfill_id, first_line)
-            return error(
+            return self.error(
                 f"the batch at line {first_line} stopped at its envelope {offset + 1}:"
-                f" {type(exc).__name__}: {inbox.safe_message(exc)}"
+                f" {type(exc).__name__}: {safe_message(exc)}"
             )
         if result.status == "duplicate":
             # Applied before (an earlier, interrupted run; or the file repeats an event):
@@ -437,29 +311,8 @@ def backfill_batch(
             counts[result.reason or "processed"] += 1
         else:
             counts[result.status] += 1
-    return _run(self, lambda: _record_batch(backfill_id, first_line, line_count, dict(counts)))
-
-
-def _record_batch(
-    backfill_id: int, first_line: int, line_count: int, counts: dict[str, int]
-) -> dict[str, Any]:
-    with session_scope() as session:
-        insert = insert_for(session)
-        inserted = session.execute(
-            insert(BackfillBatch)
-            .values(
-                backfill_id=backfill_id,
-                first_line=first_line,
-                line_count=line_count,
-                counts=json.dumps(counts, sort_keys=True),
-                done_at=utcnow(),
-            )
-            .on_conflict_do_nothing()
-        ).rowcount
-        if inserted:
-            session.execute(
-                update(Backfill)
-                .where(Backfill.id == backfill_id)
-                .values(lines_done=Backfill.lines_done + line_count)
-            )
-    return {"status": "ok", "skipped": not inserted, "counts": counts}
+    return self.reply(
+        lambda session: runs.record_backfill_batch(
+            session, backfill_id, first_line, line_count, dict(counts)
+        )
+    )

@@ -1,6 +1,6 @@
 """``dust.handle_event``: the entry point of every commerce event (queue ``dust.events``).
 
-The worker takes fresh messages of this task in batches (``worker/batching.py``), applied
+The worker takes fresh messages of this task in batches (``runtime/batching.py``), applied
 by :func:`handle_batch` in a few transactions; a retry of a single event runs the task itself.
 Both end the same way for an event that cannot be applied now (:func:`settle`): retried
 later with backoff, then recorded ``failed``; never dropped.
@@ -13,37 +13,31 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from dust import inbox
 from dust.models.base import utcnow
-from dust.tasks import inbox
-from dust.worker import metrics, task_events
+from dust.tasks.base import EventTask, backoff
+from dust.worker import metrics, names, task_events
 from dust.worker.app import app
+from dust.worker.errors import is_transient, safe_message
 
 log = logging.getLogger(__name__)
 
-#: Transient failures are retried this many times with backoff before ``failed``.
-MAX_RETRIES = 5
-
-
-def backoff(retries: int) -> int:
-    """2, 4, 8, 16, 32 seconds: short, since ETAs on Redis wait inside the worker."""
-    return min(2 ** (retries + 1), 60)
-
 
 @app.task(
-    name="dust.handle_event",
+    name=names.HANDLE_EVENT,
+    base=EventTask,
     bind=True,
     ignore_result=True,
     max_retries=None,
     # If even recording the failure is impossible (database down), leave the message
     # unacknowledged rather than drop it: the broker hands it out again.
     acks_on_failure_or_timeout=False,
-    # Fresh messages are buffered and applied many per transaction (worker/batching.py).
-    Strategy="dust.worker.batching:strategy",
+    # Fresh messages are buffered and applied many per transaction (runtime/batching.py).
+    Strategy="dust.runtime.batching:strategy",
 )
-def handle_event(self: Task, envelope: Any) -> str:
+def handle_event(self: EventTask, envelope: Any) -> str:
     def retry_later(countdown: int) -> None:
         raise self.retry(countdown=countdown)
 
@@ -64,28 +58,27 @@ def settle(
     except Exception as exc:
         if _out_of_time(exc):
             raise
-        transient = inbox.is_transient(exc)
-        if transient and retries < MAX_RETRIES:
+        if is_transient(exc) and retries < EventTask.transient_retries:
             log.warning(
                 "event delivery %s hit a transient error (%s); retry %d",
                 delivery,
-                inbox.safe_message(exc),
+                safe_message(exc),
                 retries + 1,
             )
             retry_later(backoff(retries))
             return _unsettled(envelope, "retry")
         # Retries ran out, or an unexpected error (a bug): record it as failed so an
         # operator sees it and can replay it once the cause is fixed; never lose it.
-        log.exception("event delivery %s failed: %s", delivery, inbox.safe_message(exc))
+        log.exception("event delivery %s failed: %s", delivery, safe_message(exc))
         try:
             inbox.record_failed(envelope, exc)
         except Exception as again:
-            if not inbox.is_transient(again):
+            if not is_transient(again):
                 raise
             retry_later(60)
             return _unsettled(envelope, "retry")
         failed = _unsettled(envelope, "failed")
-        failed.reason = f"{type(exc).__name__}: {inbox.safe_message(exc)}"
+        failed.reason = f"{type(exc).__name__}: {safe_message(exc)}"
         return failed
     return result
 
@@ -174,7 +167,7 @@ def handle_batch(
             log.warning(
                 "a batch of %d events could not commit (%s); applying them one by one",
                 len(bodies),
-                inbox.safe_message(exc),
+                safe_message(exc),
             )
             results = []
             for envelope in envelopes:
@@ -199,7 +192,7 @@ def _one_by_one(envelope: Any) -> inbox.Result | None:
     except Exception as exc:  # the retry could not be published, the failure not recorded
         if _out_of_time(exc):
             return None
-        log.error("event left unacknowledged for redelivery: %s", inbox.safe_message(exc))
+        log.error("event left unacknowledged for redelivery: %s", safe_message(exc))
         return None
 
 

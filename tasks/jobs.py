@@ -1,6 +1,6 @@
 """Scheduled jobs run by Celery beat: expire holds, expire lots, reconcile (queue ``dust.jobs``).
 
-Each task is one step of a run (``tasks/runs.py``):
+Each task is one step of a run (``runs/__init__.py``):
 
 1. Sent by beat (no ``run_id``): the period is the task's start time floored to the job's
    schedule (``DUST_SCHEDULE_<JOB>_SECONDS``), and the task claims (job, period) in
@@ -20,33 +20,31 @@ import logging
 import time
 from typing import Any
 
-from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
+from dust import runs
 from dust.models.base import utcnow
-from dust.tasks import runs
-from dust.tasks.inbox import is_transient, safe_message
+from dust.tasks.base import JobTask
 from dust.worker.app import app
-from dust.worker.beat import JOBS_QUEUE
+from dust.worker.errors import is_transient, safe_message
+from dust.worker.names import JOBS, JOBS_QUEUE
 from dust.worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-#: Transient failures of a step are retried this many times before the run fails.
-MAX_RETRIES = 5
 #: A task takes new chunks until it has used this fraction of its soft time limit.
 BUDGET_FRACTION = 1 / 3
 #: Period length for a job sent by hand while unscheduled (DUST_SCHEDULE_..._SECONDS=0).
 UNSCHEDULED_PERIOD_SECONDS = 60
 
 
-def budget_seconds(task: Task) -> float:
+def budget_seconds(task: JobTask) -> float:
     soft = task.soft_time_limit or app.conf.task_soft_time_limit or 60
     return float(soft) * BUDGET_FRACTION
 
 
 def run_step(
-    task: Task,
+    task: JobTask,
     job: str,
     run_id: int | None,
     chunk_size: int | None = None,
@@ -71,12 +69,11 @@ def run_step(
         log.error("%s run %s: a chunk outlasted the soft time limit", job, run_id)
         return "failed"
     except Exception as exc:
-        if is_transient(exc) and task.request.retries < MAX_RETRIES:
+        if is_transient(exc) and task.retries_left():
             log.warning("%s run %s: transient error (%s), retrying", job, run_id, safe_message(exc))
-            raise task.retry(
-                kwargs={"run_id": run_id, "chunk_size": chunk_size, "budget": budget},
-                countdown=min(2 ** (task.request.retries + 1), 60),
-            ) from None
+            task.retry_if_transient(
+                exc, kwargs={"run_id": run_id, "chunk_size": chunk_size, "budget": budget}
+            )
         runs.fail(run_id, f"{type(exc).__name__}: {safe_message(exc)}")
         log.exception("%s run %s failed", job, run_id)
         return "failed"
@@ -92,6 +89,7 @@ def run_step(
 
 
 _OPTIONS: dict[str, Any] = {
+    "base": JobTask,
     "bind": True,
     "ignore_result": True,
     "max_retries": None,
@@ -100,9 +98,9 @@ _OPTIONS: dict[str, Any] = {
 }
 
 
-@app.task(name="dust.expire_holds", **_OPTIONS)
+@app.task(name=JOBS["expire_holds"], **_OPTIONS)
 def expire_holds(
-    self: Task,
+    self: JobTask,
     run_id: int | None = None,
     chunk_size: int | None = None,
     budget: float | None = None,
@@ -111,9 +109,9 @@ def expire_holds(
     return run_step(self, "expire_holds", run_id, chunk_size, budget)
 
 
-@app.task(name="dust.expire_lots", **_OPTIONS)
+@app.task(name=JOBS["expire_lots"], **_OPTIONS)
 def expire_lots(
-    self: Task,
+    self: JobTask,
     run_id: int | None = None,
     chunk_size: int | None = None,
     budget: float | None = None,
@@ -122,9 +120,9 @@ def expire_lots(
     return run_step(self, "expire_lots", run_id, chunk_size, budget)
 
 
-@app.task(name="dust.reconcile", **_OPTIONS)
+@app.task(name=JOBS["reconcile"], **_OPTIONS)
 def reconcile(
-    self: Task,
+    self: JobTask,
     run_id: int | None = None,
     chunk_size: int | None = None,
     budget: float | None = None,

@@ -7,9 +7,11 @@ difference is what Dust itself costs per event. Nothing in Dust sends it.
 
 from __future__ import annotations
 
+from dust.tasks.base import DustTask
+from dust.worker import names
 from dust.worker.app import app
 
 
-@app.task(name="dust.noop", ignore_result=True)
+@app.task(name=names.NOOP, base=DustTask, ignore_result=True)
 def noop(*_args: object, **_kwargs: object) -> None:
     """Accept any arguments and do nothing (ignore_result, as ``dust.handle_event``)."""

@@ -5,14 +5,16 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
+from sqlalchemy.orm import Session
 
+from dust.inbox import request_context
 from dust.ledger import holds, orders, reports
 from dust.ledger.accounts import ensure_account, lock_accounts
 from dust.models.tables import DUST, STORE_CREDIT
-from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
-from dust.tasks.inbox import request_context, retry_conflicts
+from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount
+from dust.tasks.base import RequestTask
+from dust.worker import names
 from dust.worker.app import app
-from dust.worker.db import session_scope
 from dust.worker.settings import get_settings
 
 
@@ -57,83 +59,81 @@ class OrderRefundsRequest(Payload):
     order_id: Identifier
 
 
-def _invalid(exc: ValidationError) -> dict[str, Any]:
-    return {"status": "rejected", "reason": "invalid_request", "detail": describe(exc)}
+def reserve_hold(session: Session, request: ReserveRequest) -> dict[str, Any]:
+    currency = request.currency_code if request.kind == STORE_CREDIT else None
+    account_id = ensure_account(session, request.customer_id, request.kind, currency)
+    account = lock_accounts(session, [account_id])[account_id]
+    settings = get_settings()
+    reservation = holds.reserve(
+        session, account, request.cart_id, request.amount, settings.hold_ttl_seconds
+    )
+    reply = reservation.as_reply()
+    if request.kind == DUST:
+        reply["redeem_value"] = str(settings.redeem_for(request.currency_code))
+    return reply
 
 
-@retry_conflicts
-def reserve_hold(request: ReserveRequest) -> dict[str, Any]:
-    with session_scope() as session:
-        currency = request.currency_code if request.kind == STORE_CREDIT else None
-        account_id = ensure_account(session, request.customer_id, request.kind, currency)
-        account = lock_accounts(session, [account_id])[account_id]
-        settings = get_settings()
-        reservation = holds.reserve(
-            session, account, request.cart_id, request.amount, settings.hold_ttl_seconds
-        )
-        reply = reservation.as_reply()
-        if request.kind == DUST:
-            reply["redeem_value"] = str(settings.redeem_for(request.currency_code))
-        return reply
-
-
-@app.task(name="dust.reserve")
-def reserve(**kwargs: Any) -> dict[str, Any]:
+@app.task(name=names.RESERVE, base=RequestTask, bind=True)
+def reserve(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     try:
         request = ReserveRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return _invalid(exc)
-    return reserve_hold(request)
+        return self.refuse(exc)
+    return self.transaction(lambda session: reserve_hold(session, request))
 
 
-@retry_conflicts
-def release_cart(cart_id: str) -> dict[str, Any]:
-    with session_scope() as session:
-        return {"status": "released", "amount": holds.release_cart(session, cart_id)}
-
-
-@app.task(name="dust.release")
-def release(**kwargs: Any) -> dict[str, Any]:
+@app.task(name=names.RELEASE, base=RequestTask, bind=True)
+def release(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     try:
         request = ReleaseRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return _invalid(exc)
-    return release_cart(request.cart_id)
+        return self.refuse(exc)
+    return self.transaction(
+        lambda session: {
+            "status": "released",
+            "amount": holds.release_cart(session, request.cart_id),
+        }
+    )
 
 
-@app.task(name="dust.balance")
-def balance(**kwargs: Any) -> dict[str, Any]:
+@app.task(name=names.BALANCE, base=RequestTask, bind=True)
+def balance(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     try:
         request = BalanceRequest.model_validate(kwargs, context=request_context())
     except ValidationError as exc:
-        return _invalid(exc)
+        return self.refuse(exc)
     redeem_values = get_settings().redeem_table()
-    with session_scope(read_only=True) as session:
-        return reports.balance(session, request.customer_id, redeem_values)
+    return self.transaction(
+        lambda session: reports.balance(session, request.customer_id, redeem_values),
+        read_only=True,
+    )
 
 
-@app.task(name="dust.history")
-def history(**kwargs: Any) -> dict[str, Any]:
+@app.task(name=names.HISTORY, base=RequestTask, bind=True)
+def history(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     """One page of a customer's entries of one kind, newest first (docs/CONTRACT.md §5.1)."""
     try:
         request = HistoryRequest.model_validate(kwargs)
     except ValidationError as exc:
-        return _invalid(exc)
+        return self.refuse(exc)
     currency = request.currency_code if request.kind == STORE_CREDIT else None
-    with session_scope(read_only=True) as session:
-        return reports.history_page(
+    return self.transaction(
+        lambda session: reports.history_page(
             session, request.customer_id, request.kind, currency, request.limit, request.before
-        )
+        ),
+        read_only=True,
+    )
 
 
-@app.task(name="dust.order_refunds")
-def order_refunds(**kwargs: Any) -> dict[str, Any]:
+@app.task(name=names.ORDER_REFUNDS, base=RequestTask, bind=True)
+def order_refunds(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     """The refunds of an order and what each credited: a guest refund's claim code, for
     the platform to show the customer (docs/CONTRACT.md §5.1)."""
     try:
         request = OrderRefundsRequest.model_validate(kwargs)
     except ValidationError as exc:
-        return _invalid(exc)
-    with session_scope(read_only=True) as session:
-        refunds = orders.refunds_of(session, request.order_id)
+        return self.refuse(exc)
+    refunds = self.transaction(
+        lambda session: orders.refunds_of(session, request.order_id), read_only=True
+    )
     return {"order_id": request.order_id, "refunds": refunds}

@@ -6,20 +6,20 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
-from celery import Task
 from pydantic import ValidationError, model_validator
+from sqlalchemy.orm import Session
 
+from dust.ledger.reports import account_json, posted_json
 from dust.ledger.resolutions import Correction, resolve
 from dust.models import Account
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount
-from dust.tasks.admin import Actor, Reason, _run, account_json, entry_json, invalid
+from dust.tasks.admin import Actor, Reason
+from dust.tasks.base import AdminTask
 from dust.worker.app import app
-from dust.worker.db import session_scope
+from dust.worker.names import RESOLVE
 
 log = logging.getLogger(__name__)
-
-RESOLVE = "dust.admin.resolve"
 
 
 class ResolveRequest(Payload):
@@ -53,46 +53,45 @@ class ResolveRequest(Payload):
         )
 
 
-@app.task(name=RESOLVE, bind=True)
-def resolve_event(self: Task, **kwargs: Any) -> dict[str, Any]:
+@app.task(name=RESOLVE, base=AdminTask, bind=True)
+def resolve_event(self: AdminTask, **kwargs: Any) -> dict[str, Any]:
     """Resolve one event; a repeat of the same message finds it resolved and says so."""
     try:
         request = ResolveRequest.model_validate(kwargs)
     except ValidationError as exc:
-        return invalid(exc)
-    return _run(self, lambda: _resolve(request))
+        return self.refuse(exc)
+    return self.reply(lambda session: _resolve(session, request))
 
 
-def _resolve(request: ResolveRequest) -> dict[str, Any]:
-    with session_scope() as session:
-        resolution, entry = resolve(
-            session,
-            request.event_id,
-            reason=request.reason,
-            actor=request.actor,
-            correction=request.correction(),
-        )
-        reply: dict[str, Any] = {
-            "status": "ok",
-            "event_id": resolution.event_id,
-            "previous": resolution.previous_status,
-            "outcome": "resolved",
-            "reason": resolution.reason,
-            "actor": resolution.actor,
-            "resolved_at": resolution.resolved_at.isoformat(),
-            "entry": None,
-            "account": None,
-        }
-        if entry is not None:
-            account = session.get(Account, entry.account_id)
-            assert account is not None
-            reply["entry"] = entry_json(entry, account)
-            reply["account"] = account_json(account)
-        log.info(
-            "event %s resolved by %s (was %s)%s",
-            resolution.event_id,
-            resolution.actor,
-            resolution.previous_status,
-            f"; entry {entry.id}" if entry is not None else "",
-        )
-        return reply
+def _resolve(session: Session, request: ResolveRequest) -> dict[str, Any]:
+    resolution, entry = resolve(
+        session,
+        request.event_id,
+        reason=request.reason,
+        actor=request.actor,
+        correction=request.correction(),
+    )
+    reply: dict[str, Any] = {
+        "status": "ok",
+        "event_id": resolution.event_id,
+        "previous": resolution.previous_status,
+        "outcome": "resolved",
+        "reason": resolution.reason,
+        "actor": resolution.actor,
+        "resolved_at": resolution.resolved_at.isoformat(),
+        "entry": None,
+        "account": None,
+    }
+    if entry is not None:
+        account = session.get(Account, entry.account_id)
+        assert account is not None
+        reply["entry"] = posted_json(entry, account)
+        reply["account"] = account_json(account)
+    log.info(
+        "event %s resolved by %s (was %s)%s",
+        resolution.event_id,
+        resolution.actor,
+        resolution.previous_status,
+        f"; entry {entry.id}" if entry is not None else "",
+    )
+    return reply

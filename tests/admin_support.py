@@ -185,7 +185,7 @@ class Installation:
 
 def insert_failed_event(installation: Installation, envelope: dict[str, Any]) -> None:
     """Record ``envelope`` as ``failed``, as the worker does when its retries run out."""
-    from dust.tasks.inbox import canonical
+    from dust.inbox import canonical
 
     body = canonical(envelope)
     now = datetime.now(UTC)

@@ -5,7 +5,7 @@ and on PostgreSQL (database ``dust_test``, schema rebuilt once per session, tabl
 before each test). PostgreSQL being unreachable skips its half, except under ``CI=true``,
 where it fails: CI must never pass by skipping.
 
-The ``dust`` fixture drives the real entry point (``dust.tasks.inbox.process``) against the test
+The ``dust`` fixture drives the real entry point (``dust.inbox.process``) against the test
 database and reads the ledger back; the ``session`` fixture is for pure ledger tests.
 """
 
@@ -218,7 +218,7 @@ def session(db: str) -> Iterator[Session]:
 
 
 class Dust:
-    """Sends envelopes through ``dust.tasks.inbox.process`` and reads the ledger back."""
+    """Sends envelopes through ``dust.inbox.process`` and reads the ledger back."""
 
     def __init__(self) -> None:
         self._sequence = 0
@@ -234,7 +234,7 @@ class Dust:
         occurred_at: datetime | None = T0,
     ) -> Any:
         """Process one event; ``event_id`` defaults to a fresh unique id."""
-        from dust.tasks.inbox import process
+        from dust.inbox import process
 
         if event_id is None:
             self._sequence += 1
@@ -245,7 +245,7 @@ class Dust:
         return process(envelope)
 
     def process(self, raw: Any) -> Any:
-        from dust.tasks.inbox import process
+        from dust.inbox import process
 
         return process(raw)
 

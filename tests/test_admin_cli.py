@@ -162,13 +162,13 @@ def test_bad_input_never_reaches_the_ledger(
     sent. The same refusals through the real command are in the subprocess tests."""
     from typer.testing import CliRunner
 
-    from dust.worker import cli_admin
-    from dust.worker.cli import app
+    from dust.cli import common
+    from dust.cli.main import app
 
     def no_request(*_: object, **__: object) -> None:
         raise AssertionError("bad input reached the worker")
 
-    monkeypatch.setattr(cli_admin, "_call", no_request)
+    monkeypatch.setattr(common, "call", no_request)
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, (result.stdout, result.stderr)
@@ -418,11 +418,11 @@ def test_export_streams_entries_as_csv(embedded: Installation, tmp_path: Path) -
 
 
 def test_admin_tasks_are_registered_and_worker_survived(embedded: Installation) -> None:
-    from dust.worker import cli_admin
+    from dust.worker import names as task_names
 
     names = [
-        cli_admin.ADJUST, cli_admin.CLAIM, cli_admin.SET_PRODUCT,
-        cli_admin.REPLAY, cli_admin.BACKFILL_BATCH,
+        task_names.ADJUST, task_names.CLAIM, task_names.SET_PRODUCT,
+        task_names.REPLAY, task_names.BACKFILL_BATCH,
     ]  # fmt: skip
     log = embedded.worker_log()
     for name in names:

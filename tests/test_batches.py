@@ -1,4 +1,4 @@
-"""Many events per transaction (``dust.tasks.events.handle_batch``, ``dust.tasks.inbox.process_batch``):
+"""Many events per transaction (``dust.tasks.events.handle_batch``, ``dust.inbox.process_batch``):
 the same ledger as one at a time, duplicates inside a batch, one bad event never holding
 back the others, and every message settled or left for redelivery, never dropped."""
 
@@ -96,7 +96,7 @@ def test_a_batch_gives_the_ledger_of_one_event_at_a_time(dust: Any) -> None:
 def test_a_batch_past_its_time_budget_commits_in_several_transactions(
     dust: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dust.tasks import inbox
+    from dust import inbox
 
     for envelope in workload("a_", seed=11):
         dust.process(envelope)
@@ -121,7 +121,7 @@ def test_a_batch_past_its_time_budget_commits_in_several_transactions(
 
 
 def test_duplicates_inside_one_batch_and_across_batches_apply_once(dust: Any) -> None:
-    from dust.tasks.inbox import process_batch
+    from dust.inbox import process_batch
 
     order = {
         "id": "evt_o",
@@ -146,7 +146,7 @@ def test_a_bug_in_one_event_holds_back_none_of_the_others(
 ) -> None:
     # budget 0: the events before the bug have committed when it strikes; applied again
     # one by one, they are duplicates, applied once.
-    from dust.tasks import inbox
+    from dust import inbox
 
     monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", budget)
     from dust.ledger.accounts import ensure_account, lock_accounts
@@ -205,7 +205,8 @@ def test_a_message_of_the_wrong_shape_is_recorded_rejected(dust: Any, raw: Any, 
 def test_a_batch_that_cannot_commit_is_retried_one_event_at_a_time(
     dust: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from dust.tasks import events, inbox
+    from dust import inbox
+    from dust.tasks import events
 
     lost = OperationalError("COMMIT", {}, Exception("server closed the connection"))
 

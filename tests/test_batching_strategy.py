@@ -1,4 +1,4 @@
-"""The worker's main-process side of batching (``worker/batching.py``), with a fake pool:
+"""The worker's main-process side of batching (``runtime/batching.py``), with a fake pool:
 when a batch leaves, what is acknowledged, what goes back on the queue, and which
 messages are left to Celery's own per-message strategy. Real workers run it in tests/e2e."""
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from dust.worker import batching
+from dust.runtime import batching
 
 
 class FakeMessage:

@@ -150,7 +150,7 @@ def test_replaying_a_shortfall_charges_what_is_now_available(dust: Any) -> None:
         "data": {"id": "order_1", "customer_id": "cus_1", "currency_code": "usd", "total": 0}
         | {"dust_total": 500},
     }
-    from dust.tasks.inbox import process
+    from dust.inbox import process
 
     assert process(envelope).status == "needs_attention"
     assert process(envelope).status == "duplicate"  # a redelivery does not retry it

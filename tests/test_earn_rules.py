@@ -1,4 +1,4 @@
-"""Earn rules over the ledger (``dust.ledger.rules``), driven through ``dust.tasks.inbox.process``:
+"""Earn rules over the ledger (``dust.ledger.rules``), driven through ``dust.inbox.process``:
 group multipliers, campaigns (window edges by ``occurred_at``), the cap, a group change that
 arrives after the order it precedes, clawbacks with the order's recorded multiplier, the
 welcome bonus once, pending dust (not spendable, released by the lot job, clawed back from
@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
+from dust import runs
 from dust.ledger import reconcile, rules
 from dust.models import Account, EarnRule, EarnRuleChange, Lot, Order, Reconciliation
 from dust.models.base import utcnow
-from dust.tasks import runs
 from dust.worker import db as worker_db
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
@@ -388,7 +388,8 @@ def test_a_replay_and_a_backfill_give_the_same_ledger(dust: Any, configure: Any)
     """Live: events late and out of time order, in batches, one recorded ``failed`` and
     replayed at the end. Backfill: the same history in time order, one event at a time
     (what ``dust backfill`` runs). Both leave the same ledger; two backfills the same rows."""
-    from dust.tasks import admin, inbox
+    from dust import inbox
+    from dust.tasks import admin
 
     configure(DUST_PENDING_DAYS="14")
     now = utcnow().replace(microsecond=0)

@@ -1,4 +1,4 @@
-"""The exactly-once path, ``dust.tasks.inbox.process``: duplicates, conflicts, bad input and
+"""The exactly-once path, ``dust.inbox.process``: duplicates, conflicts, bad input and
 all-or-nothing application (docs/CONTRACT.md §3 "Events in", §4 "Bad input")."""
 
 from __future__ import annotations
@@ -248,7 +248,7 @@ def test_unknown_extra_fields_are_ignored(dust: Any) -> None:
 
 
 def test_a_failed_event_is_retried_on_redelivery(dust: Any) -> None:
-    from dust.tasks.inbox import record_failed
+    from dust.inbox import record_failed
 
     record_failed(ORDER, OperationalError("SELECT 1", {}, Exception("server closed")))
     failed = dust.event("evt_01")

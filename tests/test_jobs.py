@@ -23,9 +23,10 @@ from conftest import Dust
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
+from dust import runs
 from dust.models import JobRun
 from dust.models.base import utcnow
-from dust.tasks import jobs, runs
+from dust.tasks import jobs
 from dust.worker.beat import JOBS_QUEUE, build_schedule
 from dust.worker.db import session_scope
 from dust.worker.settings import ConfigError, Settings, get_settings
@@ -302,5 +303,6 @@ def test_dust_expire_refuses_a_bad_instant_in_one_line(db: str) -> None:
     done = dust_cli(db, "expire", "--as-of", "tomorrow")
     assert done.returncode != 0
     assert done.stderr.strip().splitlines() == [
-        "dust: --as-of must be an ISO 8601 instant, got 'tomorrow'"
+        "dust: --as-of: 'tomorrow' is not a date or an ISO 8601 instant"
+        " (e.g. 2026-11-20 or 2026-11-20T10:00:00Z)"
     ]

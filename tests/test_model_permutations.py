@@ -3,7 +3,7 @@ cards among them, items that claim more than the goods cost, shipping, tax, dust
 credit and gift cards paid, holds at checkout, refunds of random amounts to store credit or
 not and giving dust back or not, a cancel or not, a guest or a customer), every arrival
 order of its ``customer.created``, ``order.placed``, ``refund.created`` and
-``order.canceled`` events through ``dust.tasks.inbox.process`` leaves the same ledger: balances,
+``order.canceled`` events through ``dust.inbox.process`` leaves the same ledger: balances,
 held, open lots, refund credits and the order's net state. And that ledger is the one an
 independent formula gives: net earned = ``floor(max(0, base − refunded) × rate)`` (0 when
 canceled or a guest's), with the base of the contract's earn formula.

@@ -1,4 +1,4 @@
-"""``order.placed`` through the real entry point (``dust.tasks.inbox.process``): earning dust
+"""``order.placed`` through the real entry point (``dust.inbox.process``): earning dust
 (docs/CONTRACT.md §3.3.3, step 2 "Earn")."""
 
 from __future__ import annotations

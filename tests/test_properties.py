@@ -145,7 +145,7 @@ ORDER = {
 
 
 def test_concurrent_deliveries_of_one_event_apply_it_once(dust: Any) -> None:
-    from dust.tasks.inbox import process
+    from dust.inbox import process
 
     results = run_together(6, lambda _: process(ORDER))
 
@@ -156,7 +156,7 @@ def test_concurrent_deliveries_of_one_event_apply_it_once(dust: Any) -> None:
 
 
 def test_concurrent_events_of_one_order_converge(dust: Any) -> None:
-    from dust.tasks.inbox import process
+    from dust.inbox import process
 
     dust.grant("cus_1", 1000)
     events = [
@@ -198,7 +198,7 @@ def test_concurrent_spends_from_one_account_never_overdraw(dust: Any) -> None:
     dust.grant("cus_1", 100)
 
     def spend(i: int) -> str:
-        from dust.tasks.inbox import process
+        from dust.inbox import process
 
         data = {"id": f"order_{i}", "customer_id": "cus_1", "currency_code": "usd"}
         return process(

@@ -20,11 +20,11 @@ from typing import Any
 from conftest import Dust
 from sqlalchemy import select, text
 
+from dust import runs
 from dust.ledger import journal, reconcile
 from dust.ledger.accounts import lock_accounts
 from dust.models import JobRun, Reconciliation
 from dust.models.base import utcnow
-from dust.tasks import runs
 from dust.worker import db as worker_db
 from dust.worker.db import session_scope
 

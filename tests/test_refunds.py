@@ -220,7 +220,7 @@ def test_refunds_never_add_up_to_more_than_the_order_was_paid(dust: Any, configu
     assert dust.dust("cus_1") == 10 - 3 + 3  # floor((1001 - 2 - 600) * 0.01): no clawback for it
     assert dust.entries(reason="refund")[0].reference_id == "ref_1"
     # an explicit replay keeps it held; one that fits is applied
-    from dust.tasks.inbox import process
+    from dust.inbox import process
 
     envelope = json.loads(dust.event(held.event_id).envelope)
     replay = process(envelope, replay=True)

@@ -5,7 +5,7 @@
 * A worker whose broker needs a password processes events; a client without the password
   cannot publish. Its logs, and those of workers whose database or broker is down (URLs
   with a password), never show the password.
-* The reason recorded for a failed event (``dust.tasks.inbox.safe_message``) masks it too.
+* The reason recorded for a failed event (``dust.inbox.safe_message``) masks it too.
 
 (Pickle refused unread: ``tests/e2e/test_e2e_events.py`` and ``tests/e2e/test_fuzz_worker.py``;
 admin actors and reasons: ``tests/test_admin_cli.py``.)
@@ -29,7 +29,7 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from dust.tasks.inbox import record_failed, safe_message, scrub
+from dust.inbox import record_failed, safe_message, scrub
 from dust.worker import procfile
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -23,56 +23,24 @@ from celery.signals import (
     celeryd_after_setup,
     celeryd_init,
     setup_logging,
-    worker_init,
     worker_process_init,
     worker_ready,
 )
 from kombu import Exchange, Queue
 
-from dust.worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
-from dust.worker.beat import JOBS, JOBS_QUEUE, build_schedule
+from dust.worker import (
+    filebroker,  # noqa: F401  (atomic writes for the embedded broker)
+    metrics,
+    names,
+)
+from dust.worker.beat import build_schedule
+from dust.worker.broker import broker_options, broker_transport
 from dust.worker.db import dispose_engines, get_engine
-from dust.worker.settings import ConfigError, Settings, get_settings
+from dust.worker.logs import configure_json
+from dust.worker.names import EVENTS_QUEUE, JOBS, JOBS_QUEUE, REQUESTS_QUEUE
+from dust.worker.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
-
-EVENTS_QUEUE = "dust.events"
-REQUESTS_QUEUE = "dust.requests"
-
-
-def broker_options(settings: Settings) -> dict[str, Any]:
-    if settings.uses_embedded_broker:
-        folder = settings.embedded_dir / "broker"
-        (folder / "control").mkdir(parents=True, exist_ok=True)
-        (settings.embedded_dir / "results").mkdir(parents=True, exist_ok=True)
-        return {
-            "data_folder_in": str(folder),
-            "data_folder_out": str(folder),
-            "control_folder": str(folder / "control"),
-            # The file broker is polled; the default 1 s would dominate a demo's latency.
-            "polling_interval": 0.05,
-        }
-    # After a crash, Redis hands an unacknowledged message out again after this long.
-    visibility = settings.visibility_timeout_seconds
-    return {
-        "visibility_timeout": visibility,
-        # ... but only when a live worker sweeps for such messages. kombu sweeps every
-        # 10 s and scans on every 10th sweep only: ~100 s on top of the timeout (a 10 s
-        # timeout became ~110 s). Scan on every sweep, every tenth of the timeout (1-10 s).
-        "unacked_restore_interval": max(1, min(10, visibility // 10)),
-        "unacked_restore_throttle": 1,
-        # The sweep holds a lock in Redis (kombu's default: for 300 s). A worker killed
-        # while sweeping left it in place, and no message came back for those 5 minutes
-        # (found by bench/faults.py). A sweep takes milliseconds, and two sweeps at once
-        # are safe (each restore is a WATCH transaction), so the lock lives 2-30 s.
-        "unacked_mutex_expire": max(2, min(30, visibility // 5)),
-    }
-
-
-def broker_transport(settings: Settings) -> str | None:
-    if settings.broker.split("://", 1)[0] in ("redis", "rediss"):
-        return "dust.worker.redis_transport:Transport"
-    return None
 
 
 def create_app(settings: Settings | None = None) -> Celery:
@@ -93,6 +61,8 @@ def create_app(settings: Settings | None = None) -> Celery:
             "dust.tasks.admin",
             "dust.tasks.resolutions",
             "dust.tasks.noop",
+            # The worker process's own hooks: its checks at start, its metrics endpoint.
+            "dust.runtime.startup",
         ],
     )
     visibility = settings.visibility_timeout_seconds
@@ -112,7 +82,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         task_time_limit=max(10, visibility // 2),
         broker_transport_options=broker_options(settings),
         # Events are applied in batches of up to DUST_EVENT_BATCH_SIZE per pool process
-        # (worker/batching.py), acked after their commit: room for one batch running and
+        # (runtime/batching.py), acked after their commit: room for one batch running and
         # one filling per process. What a crash hands back for redelivery is bounded by it.
         worker_prefetch_multiplier=max(4, 2 * settings.event_batch_size),
         # Each queue on its own direct exchange, so a checkout never lands behind events.
@@ -124,21 +94,21 @@ def create_app(settings: Settings | None = None) -> Celery:
         ],
         task_default_queue=EVENTS_QUEUE,
         task_routes={
-            "dust.handle_event": {"queue": EVENTS_QUEUE},
+            names.HANDLE_EVENT: {"queue": EVENTS_QUEUE},
             # bench/e2e.py's no-op ceiling: same queue as the events it is compared with.
-            "dust.noop": {"queue": EVENTS_QUEUE},
-            "dust.reserve": {"queue": REQUESTS_QUEUE},
-            "dust.release": {"queue": REQUESTS_QUEUE},
-            "dust.balance": {"queue": REQUESTS_QUEUE},
+            names.NOOP: {"queue": EVENTS_QUEUE},
+            names.RESERVE: {"queue": REQUESTS_QUEUE},
+            names.RELEASE: {"queue": REQUESTS_QUEUE},
+            names.BALANCE: {"queue": REQUESTS_QUEUE},
             # Admin one-off tasks: an operator waits for the reply, never behind events.
-            "dust.admin.adjust": {"queue": REQUESTS_QUEUE},
-            "dust.admin.claim": {"queue": REQUESTS_QUEUE},
-            "dust.admin.set_product": {"queue": REQUESTS_QUEUE},
-            "dust.admin.replay": {"queue": REQUESTS_QUEUE},
-            "dust.admin.resolve": {"queue": REQUESTS_QUEUE},
+            names.ADJUST: {"queue": REQUESTS_QUEUE},
+            names.CLAIM: {"queue": REQUESTS_QUEUE},
+            names.SET_PRODUCT: {"queue": REQUESTS_QUEUE},
+            names.REPLAY: {"queue": REQUESTS_QUEUE},
+            names.RESOLVE: {"queue": REQUESTS_QUEUE},
             # A historical load is a backlog of events: it queues with them, so its
             # seconds-long batches never hold up a checkout on dust.requests.
-            "dust.admin.backfill_batch": {"queue": EVENTS_QUEUE},
+            names.BACKFILL_BATCH: {"queue": EVENTS_QUEUE},
             # Scheduled jobs and their continuations (worker/beat.py).
             **{task: {"queue": JOBS_QUEUE} for task in JOBS.values()},
         },
@@ -156,8 +126,8 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
         worker_hijack_root_logger=False,
         # A message with garbage headers is refused instead of stopping the worker; a body
-        # that is not JSON is recorded rejected (worker/consumer.py).
-        worker_consumer="dust.worker.consumer:DustConsumer",
+        # that is not JSON is recorded rejected (runtime/consumer.py).
+        worker_consumer="dust.runtime.consumer:DustConsumer",
         timezone="UTC",
         enable_utc=True,
     )
@@ -201,32 +171,13 @@ def _connect_ahead() -> None:
         log.debug("no database connection ahead of the first task: %s", type(exc).__name__)
 
 
-@worker_init.connect
-def _check_before_start(**_: Any) -> None:
-    """A worker that cannot reach its database, or finds its schema behind, stops at
-    start with one line, instead of saying "ready" and requeueing every event."""
-    from dust.worker import health
-
-    settings = get_settings()
-    for check in (health.database, health.schema):
-        found = check(settings)
-        if not found.ok:
-            raise ConfigError(f"dust: worker not started: {found.name}: {found.detail}")
-
-
 @worker_ready.connect
 def _main_process_ready(**_: Any) -> None:
     _freeze_startup_objects()
-    port = get_settings().metrics_port
-    if port:
-        from dust.worker import metrics
-
-        metrics.serve(app, port)
 
 
 def _setup_json_logging(loglevel: Any = None, **_: Any) -> None:
     """DUST_LOG_FORMAT=json: connected, this signal replaces Celery's logging setup."""
-    from dust.worker.logs import configure_json
 
     configure_json(loglevel or "INFO")
 
@@ -256,6 +207,4 @@ if get_settings().log_format == "json":
     # "running as root" check) come out as JSON lines too.
     celeryd_init.connect(_setup_json_logging, weak=False)
 if get_settings().metrics_port:
-    from dust.worker import metrics as _metrics
-
-    _metrics.connect_signals()
+    metrics.connect_signals()

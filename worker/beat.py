@@ -17,15 +17,10 @@ from typing import Any
 
 from celery.beat import PersistentScheduler
 
+from dust.worker.names import JOBS, JOBS_QUEUE
 from dust.worker.settings import Settings
 
 #: Scheduled jobs: name → Celery task name (stable: beat entries and messages use it).
-JOBS = {
-    "expire_holds": "dust.expire_holds",
-    "expire_lots": "dust.expire_lots",
-    "reconcile": "dust.reconcile",
-}
-JOBS_QUEUE = "dust.jobs"
 
 
 def build_schedule(settings: Settings) -> dict[str, dict[str, Any]]:

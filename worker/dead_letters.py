@@ -18,7 +18,7 @@ Where it lives follows the broker:
   (``.dust/broker/dead/``): ``<id>.json`` (the record), ``<id>.item`` (the bytes) and
   ``audit.jsonl`` (one JSON object per operator action).
 
-``dust dead-letters list|requeue|drop`` (``worker/cli_dead_letters.py``) read and act on
+``dust dead-letters list|requeue|drop`` (``cli/dead_letters.py``) read and act on
 it. Requeue puts the item back on its queue as it was; drop deletes it, keeping it in the
 audit record with the actor and the reason.
 """
@@ -34,6 +34,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from dust.worker.broker import broker_options
+from dust.worker.settings import get_settings
+
 log = logging.getLogger("dust.dead_letters")
 
 KEY = "dust.dead_letters"
@@ -43,7 +46,7 @@ AUDIT_KEY = "dust.dead_letters.audit"
 #: The folder of the file broker's dead letters, under its message folder.
 FOLDER = "dead"
 #: Largest message body handed to the pool (bytes). An envelope is at most 1 MB
-#: (tasks/inbox.py MAX_ENVELOPE_BYTES); escapes and encodings can make its message a few
+#: (inbox/__init__.py MAX_ENVELOPE_BYTES); escapes and encodings can make its message a few
 #: times larger, never this large.
 MAX_MESSAGE_BYTES = 8_000_000
 
@@ -272,12 +275,9 @@ def for_channel(channel: Any) -> DeadLetters:
 
 def for_settings() -> DeadLetters:
     """The dead letters of the configured broker, for the command line."""
-    from dust.worker.settings import get_settings
 
     settings = get_settings()
     if settings.uses_embedded_broker:
-        from dust.worker.app import broker_options
-
         folder = Path(broker_options(settings)["data_folder_in"])
         return FileDeadLetters(folder / FOLDER, _folder_put(folder))
     scheme = settings.broker.split("://", 1)[0]

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 import time
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -70,6 +70,8 @@ from prometheus_client import (  # noqa: E402  (after the directory is chosen)
 )
 from prometheus_client.core import GaugeMetricFamily  # noqa: E402
 from prometheus_client.multiprocess import MultiProcessCollector  # noqa: E402
+
+from dust.worker.errors import safe_message  # noqa: E402
 
 ENABLED = _enabled()
 
@@ -134,7 +136,7 @@ REQUEST_TASKS = {
 
 
 def events_settled(results: Iterable[Any], started: float) -> None:
-    """Count settled events (``dust.tasks.inbox.Result`` with ``name`` and ``occurred_at``)
+    """Count settled events (``dust.inbox.Result`` with ``name`` and ``occurred_at``)
     just after their commit; ``started`` is ``time.monotonic()`` when applying began.
 
     A batch's events are counted together: one increment per (name, status) and per
@@ -253,8 +255,11 @@ class SampledCollector:
     """Gauges sampled at scrape time (at most every ``SAMPLE_SECONDS``): messages per queue
     (waiting, unacknowledged), events needing attention, the last reconciliation."""
 
-    def __init__(self, app: Any) -> None:
+    def __init__(
+        self, app: Any, ledger_state: Callable[[], tuple[dict[str, int], bool | None]]
+    ) -> None:
         self.app = app
+        self.ledger_state = ledger_state
         self._cached: list[Any] = []
         self._at = 0.0
 
@@ -286,7 +291,7 @@ class SampledCollector:
         )
         failed = GaugeMetricFamily("dust_failed_events", "Events recorded failed (sampled).")
         try:
-            counts, last_ok = ledger_state()
+            counts, last_ok = self.ledger_state()
             attention.add_metric([], counts.get("needs_attention", 0))
             failed.add_metric([], counts.get("failed", 0))
             if last_ok is not None:
@@ -299,7 +304,6 @@ class SampledCollector:
 
 
 def _safe(exc: BaseException) -> str:
-    from dust.tasks.inbox import safe_message
 
     return f"{type(exc).__name__}: {safe_message(exc)}"
 
@@ -354,30 +358,18 @@ def _redis_depths(url: str, names: list[str]) -> list[tuple[str, int, int | None
         client.close()
 
 
-def ledger_state() -> tuple[dict[str, int], bool | None]:
-    """Counts of ``failed`` and ``needs_attention`` events, and whether the last stored
-    reconciliation was ok (None before the first)."""
-    from sqlalchemy import func, select
-
-    from dust.models import Event, Reconciliation
-    from dust.worker.db import session_scope
-
-    with session_scope() as session:
-        rows = session.execute(
-            select(Event.status, func.count())
-            .where(Event.status.in_(("failed", "needs_attention")))
-            .group_by(Event.status)
-        ).all()
-        last = session.scalar(select(Reconciliation.ok).order_by(Reconciliation.id.desc()).limit(1))
-    return {status: count for status, count in rows}, last
-
-
-def serve(app: Any, port: int, host: str = "") -> int:
+def serve(
+    app: Any,
+    port: int,
+    ledger_state: Callable[[], tuple[dict[str, int], bool | None]],
+    host: str = "",
+) -> int:
     """Serve the sum of this worker's processes at ``/metrics`` on ``port`` (or the next
-    free port above it). Returns the port taken."""
+    free port above it), with ``ledger_state`` sampled at scrape time. Returns the port
+    taken."""
     registry = CollectorRegistry()
     MultiProcessCollector(registry)
-    registry.register(SampledCollector(app))
+    registry.register(SampledCollector(app, ledger_state))
     last_error: OSError | None = None
     for candidate in range(port, min(port + PORT_RANGE, 65536)):
         try:

@@ -14,7 +14,7 @@ publish, scored by the time of delivery). kombu's ``restore_visible`` / ``restor
 / ack / reject work on it unchanged. A message is therefore either still in its queue or
 recorded as unacknowledged, at every instant. The script is sent whole once, then by its
 SHA1 (``EVALSHA``; sent whole again after a Redis restart empties Redis's script cache).
-``QoS.acks_together`` lets the worker's batches (``worker/batching.py``) acknowledge many
+``QoS.acks_together`` lets the worker's batches (``runtime/batching.py``) acknowledge many
 messages in one round trip.
 
 A script cannot block, so an empty fetch backs off before the next one: 1 ms after the

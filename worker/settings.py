@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from dust.ledger.currencies import ISO_4217
-from dust.ledger.currencies import problem as currency_problem
+from dust.worker.currencies import ISO_4217
+from dust.worker.currencies import problem as currency_problem
 
 CURRENCY_RE = re.compile(r"^[a-z]{3}$")
 #: Broker URL schemes: Redis in production (worker/redis_transport.py); the embedded
@@ -35,7 +35,7 @@ class ConfigError(SystemExit):
     """Invalid configuration; its message is the one line shown to the operator."""
 
 
-#: Highest earn rate accepted: with amounts capped at 10^15 (subscribers.base.MAX_AMOUNT),
+#: Highest earn rate accepted: with amounts capped at 10^15 (worker/names.py, MAX_AMOUNT),
 #: earned dust stays far inside a 64-bit integer.
 MAX_RATE = Decimal(1000)
 
@@ -95,12 +95,12 @@ class Settings(BaseSettings):
     pending_days: int = Field(default=0, ge=0, le=3650)
     #: Cap on the product of the earn rules' multipliers an order earns with.
     max_earn_multiplier: Annotated[Decimal, NoDecode] = Decimal(10)
-    #: Codes a store really takes beyond ISO 4217 (ledger/currencies.py): a comma-separated
+    #: Codes a store really takes beyond ISO 4217 (worker/currencies.py): a comma-separated
     #: list or a JSON array, e.g. ``xbt,xau``. Read before the fields that name currencies.
     extra_currencies: Annotated[frozenset[str], NoDecode] = frozenset()
     default_currency: str | None = None
     visibility_timeout_seconds: int = Field(default=300, ge=10, le=86400)
-    #: Most events a pool process takes as one batch (worker/batching.py); 1 = no batches.
+    #: Most events a pool process takes as one batch (runtime/batching.py); 1 = no batches.
     event_batch_size: int = Field(default=50, ge=1, le=1000)
     #: Beat schedules of the jobs (seconds between runs; 0 = not scheduled). Each run
     #: covers one period of this length (UNIQUE (job, period) in ``dust_job_runs``).

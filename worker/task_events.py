@@ -1,6 +1,6 @@
 """Batched events, seen by Celery's own tooling as if each message had run alone.
 
-``worker/batching.py`` hands ``dust.handle_event`` messages to the pool as batches, past
+``runtime/batching.py`` hands ``dust.handle_event`` messages to the pool as batches, past
 Celery's request machinery, which is what sends a task's events (Flower, ``celery
 events``, celery-exporter) and its signals (OpenTelemetry's and other integrations hook
 ``task_prerun`` / ``task_postrun`` / ``task_failure``). Here both are sent per message,
@@ -27,11 +27,12 @@ from typing import Any
 from celery import signals
 from celery.utils.saferepr import saferepr
 
+from dust.worker.metrics import own_receiver
+
 
 def listened() -> bool:
     """Whether anything besides Dust's own metrics (which count requests and jobs only)
     listens to the task signals: sending them per message costs ~0.1 ms, not spent for no one."""
-    from dust.worker.metrics import own_receiver
 
     return any(
         not own_receiver(key[0])

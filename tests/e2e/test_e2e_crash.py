@@ -38,7 +38,7 @@ pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
 def task_ids(log: str, what: str) -> set[str]:
     """Ids of the dust.handle_event messages the log says were ``received`` /
-    ``succeeded``: one at a time (Celery's lines) or in a batch (worker/batching.py)."""
+    ``succeeded``: one at a time (Celery's lines) or in a batch (runtime/batching.py)."""
     ids = set(re.findall(r"Task dust\.handle_event\[([0-9a-f-]+)\] " + what, log))
     batches = dict(re.findall(r"events batch (\w+): \d+ received ([0-9a-f -]+)", log))
     if what == "received":

@@ -130,7 +130,7 @@ def test_kill_between_fetch_and_record_loses_nothing(broker):
 def test_sweep_lock_is_short_lived_and_redis_urls_get_the_transport(visibility, lock):
     """kombu holds its restore sweep's lock in Redis for 300 s by default: a worker killed
     mid-sweep held back every redelivery that long (found by bench/faults.py)."""
-    from dust.worker.app import broker_options, broker_transport
+    from dust.worker.broker import broker_options, broker_transport
     from dust.worker.settings import Settings
 
     settings = Settings(

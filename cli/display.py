@@ -20,7 +20,10 @@ def money(amount: int, currency: str | None) -> str:
     ``-$5.00``. The currency's digits come from CLDR (ISO 4217's minor units)."""
     if not currency:
         return f"{amount:,}"
-    from babel.numbers import format_currency, get_currency_precision
+    from babel.numbers import (  # lazy: CLDR data, money columns only
+        format_currency,
+        get_currency_precision,
+    )
 
     code = currency.upper()
     digits = get_currency_precision(code)

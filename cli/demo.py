@@ -25,19 +25,24 @@ from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from dust import runs
+from dust.cli import display
+from dust.cli.common import JsonOption
+from dust.inbox import parse_envelope
+from dust.ledger import rules
 from dust.ledger.reconcile import reconcile
-from dust.models import Event, EventConflict, JobRun
+from dust.models import Event, EventConflict, JobRun, Order
 from dust.models.schema import upgrade
-from dust.tasks.inbox import parse_envelope
-from dust.worker import display
 from dust.worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
 from dust.worker.beat import JOBS
 from dust.worker.db import session_scope
@@ -323,9 +328,6 @@ def run_demo(customers: int, orders: int, seed: int, as_json: bool) -> bool:
 def _add_rules(stream: Stream) -> dict[str, Any]:
     """The run's earn rules: its vip group earns twice; a campaign earns 1.5 times on the
     orders of the next 15 minutes of the stream's clock."""
-    from decimal import Decimal
-
-    from dust.ledger import rules
 
     assert stream.customers_done is not None
     campaign_from = stream.customers_done
@@ -364,7 +366,6 @@ def _add_rules(stream: Stream) -> dict[str, Any]:
 def _release_tomorrow() -> dict[str, Any]:
     """What ``dust expire --as-of`` a day and an hour from now does to pending dust: the
     lot job releases it (and would expire lots due by then)."""
-    from dust.tasks import runs
 
     run = runs.run_now("expire_lots", datetime.now(UTC) + timedelta(days=1, hours=1))
     return {"as_of": run["as_of"], "released": run["counts"].get("released", 0)}
@@ -373,7 +374,6 @@ def _release_tomorrow() -> dict[str, Any]:
 def _rules_outcome(stream: Stream) -> dict[str, Any]:
     """How the run's orders earned: by multiplier, the late group update's effect, and the
     dust pending before the release."""
-    from dust.models import Order
 
     with session_scope(read_only=True) as session:
         rows = session.execute(
@@ -663,3 +663,20 @@ def _report(
         )
     )
     return adds_up and ledger_ok
+
+
+commands = typer.Typer()
+
+
+@commands.command()
+def demo(
+    customers: Annotated[int, typer.Option(min=1, max=10000, help="Simulated customers.")] = 12,
+    orders: Annotated[int, typer.Option(min=1, max=100000, help="Simulated orders.")] = 40,
+    seed: Annotated[int, typer.Option(help="Random seed of the simulation.")] = 7,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the whole system here: a real worker, a simulated stream of commerce events,
+    then balances and what happened."""
+    ok = run_demo(customers=customers, orders=orders, seed=seed, as_json=as_json)
+    if not ok:
+        raise typer.Exit(1)

@@ -14,7 +14,7 @@ every pool process is busy wait in the buffer and leave together when one is fre
 ``DUST_EVENT_BATCH_SIZE`` at a time. The broker's prefetch limit (``worker/app.py``)
 leaves room for two batches per pool process.
 
-Exactly-once in effect is the inbox's (``tasks/inbox.py``), unchanged: a batch commits or
+Exactly-once in effect is the inbox's (``inbox/__init__.py``), unchanged: a batch commits or
 rolls back as a whole, and a redelivered message is a duplicate there. Messages this
 strategy does not take are left to Celery's own (per-message) strategy: a retry (it carries
 ``retries`` and an ``eta``), any ``eta`` or ``expires``, and the old message protocol.
@@ -33,8 +33,12 @@ from typing import Any
 from celery.worker.strategy import default as celery_strategy
 from kombu.utils.uuid import uuid
 
+from dust import inbox
+from dust.inbox import parse_envelope
 from dust.models.base import utcnow
+from dust.tasks.events import _envelope_of, handle_batch
 from dust.worker import dead_letters
+from dust.worker.settings import get_settings
 from dust.worker.task_events import BatchEvents
 
 log = logging.getLogger("dust.batching")
@@ -47,7 +51,6 @@ REQUEUE_DELAY = 5
 def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:
     """Celery's hook (``Task.Strategy``): returns the handler of each received message."""
     fallback = celery_strategy(task, app, consumer, **options)
-    from dust.worker.settings import get_settings
 
     size = get_settings().event_batch_size
     if size <= 1:
@@ -125,7 +128,6 @@ class Batcher:
         self.in_flight += 1
         started = time.monotonic()
         self.events.started(messages)
-        from dust.tasks.events import handle_batch
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
@@ -232,7 +234,6 @@ def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
     """``body`` as it is, or, when its envelope nests deeper than the inbox takes, the
     inbox's verdict on it (flat, small): refused before it is batched, since pickling it
     for the pool could exhaust the recursion limit (a RecursionError for the whole batch)."""
-    from dust.tasks import inbox
 
     # Fewer brackets in the text than the limit: cannot be that deep (the usual case,
     # counted at C speed; the walk is for the rest).
@@ -240,8 +241,6 @@ def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
         return body
     if not inbox.too_deep(body, inbox.MAX_DEPTH + 2):  # [args, kwargs, embed] + args
         return body
-    from dust.tasks.events import _envelope_of
-    from dust.tasks.inbox import parse_envelope
 
     parsed = parse_envelope(_envelope_of(body), utcnow())
     return [[parsed], {}, {}]

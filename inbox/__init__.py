@@ -7,7 +7,7 @@ id runs its subscriber inside a savepoint and records the outcome on the row. A 
 that rejects the event has its writes rolled back to the savepoint, so bad input is never
 half-applied. A concurrent delivery of the same id waits on the uncommitted row, then finds
 it. ``process_batch(raws)`` does the same for many envelopes in few transactions (the
-worker's batches, ``worker/batching.py``); in it, consecutive envelopes of a subscriber in
+worker's batches, ``runtime/batching.py``); in it, consecutive envelopes of a subscriber in
 ``BULK_SUBSCRIBERS`` go together set-based (``_apply_bulk``): the subscriber's writes,
 then all their inbox rows in one ``INSERT … ON CONFLICT DO NOTHING``, in one savepoint
 rolled back whole if any id turns out to be there already; those envelopes then go one at
@@ -26,9 +26,7 @@ from time import monotonic
 from typing import Any
 
 from sqlalchemy import select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from dust.ledger.accounts import forget_locks
 from dust.ledger.orders import EarnPolicy
@@ -38,6 +36,7 @@ from dust.models.bulk import insert_rows
 from dust.subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
 from dust.subscribers.base import Context, Envelope, Outcome, Rejected
 from dust.worker.db import session_scope
+from dust.worker.errors import is_transient, retry_conflicts, safe_message, scrub  # noqa: F401
 from dust.worker.settings import Settings, get_settings
 
 MAX_ID = 250
@@ -96,7 +95,7 @@ def canonical(value: Any) -> str:
 def parse_envelope(raw: Any, received_at: datetime) -> Parsed:
     """Turn whatever arrived into a :class:`Parsed`; never raises for bad input. A
     :class:`Parsed` is taken as it is (the worker's verdict on an envelope it refused
-    before batching, ``worker/batching.py``)."""
+    before batching, ``runtime/batching.py``)."""
     if isinstance(raw, Parsed):
         return raw
     if isinstance(raw, Malformed):
@@ -258,26 +257,6 @@ def context_from(settings: Settings) -> Context:
 def request_context() -> dict[str, Any]:
     """The validation context of a request or admin task's arguments (known currencies)."""
     return {"currencies": get_settings().currencies}
-
-
-# -- transient failures ----------------------------------------------------------------
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Errors worth trying again: lost connections, serialization failures, deadlocks,
-    SQLite busy, and unique-key races between two workers."""
-    if isinstance(exc, OperationalError | IntegrityError):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-#: Quick retries inside one delivery, for conflicts between concurrent transactions.
-retry_conflicts = retry(
-    retry=retry_if_exception(is_transient),
-    stop=stop_after_attempt(6),
-    wait=wait_random_exponential(multiplier=0.02, max=1),
-    reraise=True,
-)
 
 
 # -- the exactly-once path -------------------------------------------------------------
@@ -547,19 +526,6 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
     with session_scope() as session:
         _insert_event(session, parsed, "rejected", reason=reason, processed_at=utcnow())
     return parsed.event_id
-
-
-def safe_message(error: BaseException) -> str:
-    """An error message with no connection string or parameters in it."""
-    source = error.orig if isinstance(error, DBAPIError) and error.orig is not None else error
-    lines = str(source).strip().splitlines()
-    text = lines[0].strip() if lines else type(error).__name__
-    return scrub(text)[:500]
-
-
-def scrub(text: str) -> str:
-    """``scheme://user:password@host`` with the credentials masked, wherever it appears."""
-    return re.sub(r"(\w+://)[^@\s/]*@", r"\1***@", text)
 
 
 def status_counts(session: Session) -> dict[str, int]:

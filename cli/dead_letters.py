@@ -11,14 +11,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from dust.worker.cli import JsonOption, actor_option, app, fail, print_json
+from dust.cli.common import JsonOption, actor_option, fail, print_json
+from dust.worker.dead_letters import NotFound, for_settings
 
 dead_letters_app = typer.Typer(
     help="Items the worker could not take (not Celery messages, too large, ...).",
     no_args_is_help=True,
 )
-app.add_typer(dead_letters_app, name="dead-letters")
 
 ActorOption = Annotated[
     str | None, typer.Option("--actor", help="Who acts (default: the operating-system user).")
@@ -26,7 +28,6 @@ ActorOption = Annotated[
 
 
 def _store() -> Any:
-    from dust.worker.dead_letters import for_settings
 
     try:
         return for_settings()
@@ -58,8 +59,6 @@ def list_dead_letters(
     if as_json:
         print_json({"dead_letters": rows, "count_ever": store.count()})
         return
-    from rich.console import Console
-    from rich.table import Table
 
     table = Table("at", "queue", "reason", "bytes")
     table.add_column("id", overflow="fold")  # whole: an operator copies it
@@ -72,7 +71,6 @@ def list_dead_letters(
 @dead_letters_app.command("show")
 def show_dead_letter(dead_id: str, as_json: JsonOption = False) -> None:
     """One dead letter with the item as received (bytes that are not UTF-8 escaped)."""
-    from dust.worker.dead_letters import NotFound
 
     store = _store()
     try:
@@ -88,7 +86,6 @@ def requeue_dead_letter(
     dead_id: str, actor: ActorOption = None, as_json: JsonOption = False
 ) -> None:
     """Put a dead letter back on its queue exactly as it was received (audited)."""
-    from dust.worker.dead_letters import NotFound
 
     try:
         entry = _store().requeue(dead_id, actor_option(actor))
@@ -105,7 +102,6 @@ def drop_dead_letter(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a dead letter for good; the item, who, why and when stay in the audit."""
-    from dust.worker.dead_letters import NotFound
 
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why it is dropped, it is kept in the audit")

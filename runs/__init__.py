@@ -1,6 +1,6 @@
 """Runs of the scheduled jobs: claim (job, period) once, work in chunks, record the outcome.
 
-No Celery here: ``tasks/jobs.py`` wraps it in the beat tasks and ``worker/cli_jobs.py``
+No Celery here: ``tasks/jobs.py`` wraps it in the beat tasks and ``cli/jobs.py``
 runs the same code in-process (``dust expire``, ``dust reconcile``).
 
 * **Once per period.** A run starts by inserting its ``dust_job_runs`` row; UNIQUE (job,
@@ -33,8 +33,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from dust.ledger import expiry, holds, reconcile
-from dust.models import Account, JobRun, Reconciliation
-from dust.models.base import utcnow
+from dust.models import Account, Backfill, BackfillBatch, JobRun, Reconciliation
+from dust.models.base import insert_for, utcnow
 from dust.worker.db import session_scope
 from dust.worker.settings import get_settings
 
@@ -366,3 +366,32 @@ STEPS: dict[str, Step] = {
     "expire_lots": _expire_lots,
     "reconcile": _reconcile,
 }
+
+
+# -- backfills ---------------------------------------------------------------------------
+
+
+def record_backfill_batch(
+    session: Session, backfill_id: int, first_line: int, line_count: int, counts: dict[str, int]
+) -> dict[str, Any]:
+    """Record one applied batch of a backfill (once: a batch sent again is ``skipped``)
+    and count its lines as done."""
+    insert = insert_for(session)
+    inserted = session.execute(
+        insert(BackfillBatch)
+        .values(
+            backfill_id=backfill_id,
+            first_line=first_line,
+            line_count=line_count,
+            counts=json.dumps(counts, sort_keys=True),
+            done_at=utcnow(),
+        )
+        .on_conflict_do_nothing()
+    ).rowcount
+    if inserted:
+        session.execute(
+            update(Backfill)
+            .where(Backfill.id == backfill_id)
+            .values(lines_done=Backfill.lines_done + line_count)
+        )
+    return {"status": "ok", "skipped": not inserted, "counts": counts}

@@ -1,6 +1,6 @@
 """``dust expire``, ``dust reconcile`` and ``dust jobs``: the scheduled jobs, run by hand.
 
-They run the same code as the beat tasks (``tasks/runs.py``) in this process, each as a
+They run the same code as the beat tasks (``runs/__init__.py``) in this process, each as a
 recorded run of its own (period ``cli:<start instant>``), so they never take a scheduled
 period from the scheduler.
 """
@@ -8,26 +8,25 @@ period from the scheduler.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
-from dust.worker import display
-from dust.worker.cli import JsonOption, actor_option, app, console, fail, print_json
+from dust import runs
+from dust.cli import common, display
+from dust.cli.common import JsonOption, actor_option, console, fail, print_json
+from dust.ledger.reconcile import REPAIRABLE, record_json, repair_caches
+from dust.models import Reconciliation
+from dust.models.base import utcnow
+from dust.worker.db import session_scope
+
+app = typer.Typer()
 
 
 def _as_of(value: str | None) -> datetime:
-    from dust.models.base import utcnow
-
-    if value is None:
-        return utcnow()
-    text = value.strip()
-    try:
-        instant = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
-    except ValueError:
-        raise fail(f"--as-of must be an ISO 8601 instant, got {value!r}") from None
-    return instant.replace(tzinfo=UTC) if instant.tzinfo is None else instant.astimezone(UTC)
+    return common.instant(value, "--as-of") or utcnow()
 
 
 def _database_error(exc: Exception) -> typer.Exit:
@@ -41,16 +40,14 @@ def expire(
         str | None,
         typer.Option(
             "--as-of",
-            help="Expire what is due by this ISO 8601 instant (default: now; no offset = UTC).",
+            help="Expire what is due by this instant: a date (midnight UTC) or ISO 8601 with"
+            " its offset (default: now).",
         ),
     ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Expire the holds and then the lots due by --as-of (what the scheduler runs).
     Running it twice for the same instant changes nothing."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from dust.tasks import runs
 
     instant = _as_of(as_of)
     result: dict[str, Any] = {"as_of": instant.isoformat()}
@@ -94,11 +91,6 @@ def reconcile_command(
 
     Each run is stored in dust_reconciliations. Every discrepancy is named: the check, the
     account, what was expected and what was found."""
-    from sqlalchemy.exc import SQLAlchemyError
-
-    from dust.ledger.reconcile import REPAIRABLE
-    from dust.models.base import utcnow
-    from dust.tasks import runs
 
     try:
         who = actor_option(actor.strip() if actor else None)
@@ -132,9 +124,6 @@ def reconcile_command(
 
 
 def _reconcile_once(run: dict[str, Any], found: list[dict[str, Any]]) -> dict[str, Any]:
-    from dust.ledger.reconcile import record_json
-    from dust.models import Reconciliation
-    from dust.worker.db import session_scope
 
     with session_scope(read_only=True) as session:
         record = session.get(Reconciliation, run["counts"]["reconciliation_id"])
@@ -151,9 +140,6 @@ def _reconcile_once(run: dict[str, Any], found: list[dict[str, Any]]) -> dict[st
 
 
 def _repair(reconciliation_id: int, accounts: set[int], actor: str) -> list[dict[str, Any]]:
-    from dust.ledger.reconcile import repair_caches
-    from dust.models import Reconciliation
-    from dust.worker.db import session_scope
 
     with session_scope() as session:
         changes = repair_caches(session, accounts)
@@ -210,8 +196,6 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """Recorded runs of the scheduled jobs, newest first."""
-    from dust.tasks import runs
-    from dust.worker.db import session_scope
 
     if job is not None and job not in runs.JOBS:
         raise fail(f"--job must be one of {', '.join(runs.JOBS)}, got {job!r}")

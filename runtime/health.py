@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from dust.models.schema import current, heads
+from dust.worker.errors import safe_message, scrub
 from dust.worker.settings import Settings
 
 #: Seconds a check waits for a server before it counts as down.
@@ -28,7 +30,6 @@ class Check:
 
 
 def _problem(exc: BaseException) -> str:
-    from dust.tasks.inbox import safe_message
 
     return f"{type(exc).__name__}: {safe_message(exc)}"
 
@@ -39,8 +40,6 @@ def safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # a broker URL SQLAlchemy cannot parse: scrub it by hand
-        from dust.tasks.inbox import scrub
-
         return scrub(url)
 
 
@@ -70,7 +69,6 @@ def _null_pool() -> Any:
 
 
 def schema(settings: Settings) -> Check:
-    from dust.models.schema import current, heads
 
     try:
         at, expected = current(settings.database), heads()

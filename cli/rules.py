@@ -14,14 +14,21 @@ from datetime import datetime
 from typing import Annotated, Any
 
 import typer
+from rich.console import Console
+from rich.table import Table
 
-from dust.worker import cli_admin  # its helpers, used at call time (it may be mid-import here)
-from dust.worker.cli import JsonOption, app, fail, print_json
+from dust.cli import common
+from dust.cli.common import JsonOption, fail, print_json
+from dust.ledger import rules
+from dust.ledger.rules import InvalidRule, parse_multiplier, rule_json
+from dust.models.base import utcnow
+from dust.worker.currencies import problem as currency_problem
+from dust.worker.db import session_scope
+from dust.worker.settings import get_settings
 
 rules_app = typer.Typer(help="Earn rules: group multipliers, campaigns, welcome bonus.")
 add_app = typer.Typer(help="Add an earn rule.", no_args_is_help=True)
 rules_app.add_typer(add_app, name="add")
-app.add_typer(rules_app, name="rules")
 
 ReasonOption = Annotated[
     str | None, typer.Option("--reason", help="Why (required; kept in the rule's history).")
@@ -55,24 +62,22 @@ def _currency(currency: str | None) -> str | None:
     if currency is None:
         return None
     # The currencies a store takes: ISO 4217 and DUST_EXTRA_CURRENCIES, as everywhere.
-    why = cli_admin.currency_problem(currency.strip(), cli_admin.get_settings().currencies)
+    why = currency_problem(currency.strip(), get_settings().currencies)
     if why is not None:
         raise fail(f"--currency: {why}")
     return currency.strip().lower()
 
 
 def _window(starts: str | None, ends: str | None) -> tuple[datetime, datetime | None]:
-    from dust.models.base import utcnow
 
-    start = cli_admin._instant(starts, "--starts") or utcnow()
-    end = cli_admin._instant(ends, "--ends")
+    start = common.instant(starts, "--starts") or utcnow()
+    end = common.instant(ends, "--ends")
     if end is not None and end <= start:
         raise fail(f"--ends ({end.isoformat()}) must be after --starts ({start.isoformat()})")
     return start, end
 
 
 def _multiplier(text: str) -> Any:
-    from dust.ledger.rules import InvalidRule, parse_multiplier
 
     try:
         return parse_multiplier(text)
@@ -82,8 +87,6 @@ def _multiplier(text: str) -> Any:
 
 def _write(work: Any) -> dict[str, Any]:
     """Run ``work(session)`` in one transaction; a refused rule changes nothing."""
-    from dust.ledger.rules import InvalidRule, rule_json
-    from dust.worker.db import session_scope
 
     try:
         with session_scope() as session:
@@ -125,14 +128,13 @@ def add_group_multiplier(
     as_json: JsonOption = False,
 ) -> None:
     """Customers in GROUP_ID earn MULTIPLIER times the rate on orders placed in the window."""
-    from dust.ledger import rules
 
     group = group_id.strip()
     if not group or len(group) > 200:
         raise fail("GROUP_ID must be 1 to 200 characters")
     value = _multiplier(multiplier)
     start, end = _window(starts, ends)
-    why, who, code = _reason(reason), cli_admin._actor(actor), _currency(currency)
+    why, who, code = _reason(reason), common.actor(actor), _currency(currency)
     rule = _write(
         lambda session: rules.add_rule(
             session,
@@ -161,7 +163,6 @@ def add_campaign(
     as_json: JsonOption = False,
 ) -> None:
     """Every customer earns MULTIPLIER times the rate on orders placed from --starts to --ends."""
-    from dust.ledger import rules
 
     value = _multiplier(multiplier)
     if starts is None or ends is None:
@@ -169,7 +170,7 @@ def add_campaign(
     start, end = _window(starts, ends)
     if name is not None and not 0 < len(name.strip()) <= 200:
         raise fail("--name must be 1 to 200 characters")
-    why, who, code = _reason(reason), cli_admin._actor(actor), _currency(currency)
+    why, who, code = _reason(reason), common.actor(actor), _currency(currency)
     rule = _write(
         lambda session: rules.add_rule(
             session,
@@ -196,11 +197,10 @@ def add_welcome_bonus(
     as_json: JsonOption = False,
 ) -> None:
     """Credit AMOUNT dust once to each customer created (customer.created) in the window."""
-    from dust.ledger import rules
 
-    number = cli_admin._whole(amount, "AMOUNT", minimum=1)
+    number = common.whole(amount, "AMOUNT", minimum=1)
     start, end = _window(starts, ends)
-    why, who = _reason(reason), cli_admin._actor(actor)
+    why, who = _reason(reason), common.actor(actor)
     rule = _write(
         lambda session: rules.add_rule(
             session,
@@ -227,12 +227,10 @@ def end(
     as_json: JsonOption = False,
 ) -> None:
     """End a rule (it stays, with its history). Orders already recorded keep what they earned."""
-    from dust.ledger import rules
-    from dust.models.base import utcnow
 
-    number = cli_admin._whole(rule_id, "RULE_ID", minimum=1)
-    instant = cli_admin._instant(at, "--at") or utcnow()
-    why, who = _reason(reason), cli_admin._actor(actor)
+    number = common.whole(rule_id, "RULE_ID", minimum=1)
+    instant = common.instant(at, "--at") or utcnow()
+    why, who = _reason(reason), common.actor(actor)
     rule = _write(lambda session: rules.end_rule(session, number, instant, actor=who, reason=why))
     if as_json:
         print_json(rule)
@@ -243,11 +241,6 @@ def end(
 @rules_app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """Every earn rule, ended ones too, with who added and ended it."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from dust.ledger import rules
-    from dust.worker.db import session_scope
 
     with session_scope(read_only=True) as session:
         found = rules.list_rules(session)

@@ -6,8 +6,12 @@ from typing import Annotated
 
 import typer
 
-from dust.worker.cli import JsonOption, app, print_json
+from dust.cli.common import JsonOption, print_json
+from dust.runtime import health as checks
+from dust.worker.app import app as celery_app
 from dust.worker.settings import get_settings
+
+app = typer.Typer()
 
 
 @app.command()
@@ -26,8 +30,6 @@ def health(
 ) -> None:
     """Database reachable, schema at head, broker reachable, every worker answering a
     ping. Exit 0 when all hold, 1 naming what failed."""
-    from dust.worker import health as checks
-    from dust.worker.app import app as celery_app
 
     settings = get_settings()
     found = checks.run_all(settings, celery_app, timeout)
