@@ -10,7 +10,7 @@ $(VENV)/.installed: pyproject.toml
 	$(VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
-.PHONY: install demo test test-medusa lint
+.PHONY: install demo test test-medusa test-wheel lint
 install: $(VENV)/.installed
 
 demo: $(VENV)/.installed
@@ -19,9 +19,14 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed
 	$(VENV)/bin/pytest
 
+# Build the wheel, install it into a fresh venv and run `dust demo` outside the checkout.
+test-wheel:
+	PYTHON=$(PYTHON) bash .ci/test-wheel
+
 test-medusa: $(VENV)/.installed
 	VENV=$(VENV) bash integrations/medusa/e2e/run.sh
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	VENV=$(VENV) bash .ci/typecheck

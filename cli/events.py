@@ -374,7 +374,7 @@ def events_resolve(
         return
     line = f"{reply['event_id']}: {reply['previous']} -> resolved by {reply['actor']}"
     entry, account = reply.get("entry"), reply.get("account")
-    if entry:
+    if entry and account:
         verb = "credited" if entry["direction"] == "credit" else "debited"
         what = common.amount_label(account["kind"], account["currency_code"])
         line += f"; {verb} {entry['amount']} {what} ({account['customer_id']}, entry {entry['id']})"

@@ -1,6 +1,6 @@
 """``dust expire``, ``dust reconcile`` and ``dust jobs``: the scheduled jobs, run by hand.
 
-They run the same code as the beat tasks (``runs/__init__.py``) in this process, each as a
+They run the same code as the beat tasks (``runs/``) in this process, each as a
 recorded run of its own (period ``cli:<start instant>``), so they never take a scheduled
 period from the scheduler.
 """

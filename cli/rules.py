@@ -252,10 +252,10 @@ def list_command(as_json: JsonOption = False) -> None:
         table.add_row(
             str(rule["id"]),
             str(rule["kind"]),
-            rule["group_id"] or "",
-            rule["multiplier"] or "",
+            str(rule["group_id"] or ""),
+            str(rule["multiplier"] or ""),
             "" if rule["amount"] is None else str(rule["amount"]),
-            rule["currency_code"] or "",
+            str(rule["currency_code"] or ""),
             str(rule["starts_at"])[:19],
             str(rule["ends_at"] or "")[:19],
             str(rule["actor"]),

@@ -234,7 +234,7 @@ def expire_lots(
     draws = select(new.c.id, ranked.c.lot_id, portion).join(
         new, new.c.account_id == ranked.c.account_id
     )
-    drawn = session.execute(
+    drawn = session.execute(  # type: ignore[attr-defined]  # a CursorResult: has rowcount
         insert(M).from_select(["entry_id", "lot_id", "amount"], draws.where(before < new.c.amount)),
         execution_options={"preserve_rowcount": True},
     ).rowcount

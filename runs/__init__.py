@@ -17,6 +17,9 @@ runs the same code in-process (``dust expire``, ``dust reconcile``).
   the chunk's transaction.
 * **Recorded.** ``started_at``, ``finished_at``, ``status`` (running → succeeded | failed),
   ``counts`` (JSON: what the run did, ``tasks`` it took, ``claimed_by``), ``error``.
+
+A backfill (``dust backfill``) is recorded the same way, batch by batch
+(:func:`record_backfill_batch`): a batch sent again is recorded once.
 """
 
 from __future__ import annotations
@@ -377,7 +380,7 @@ def record_backfill_batch(
     """Record one applied batch of a backfill (once: a batch sent again is ``skipped``)
     and count its lines as done."""
     insert = insert_for(session)
-    inserted = session.execute(
+    inserted = session.execute(  # type: ignore[attr-defined]  # a CursorResult: has rowcount
         insert(BackfillBatch)
         .values(
             backfill_id=backfill_id,

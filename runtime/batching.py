@@ -14,7 +14,7 @@ every pool process is busy wait in the buffer and leave together when one is fre
 ``DUST_EVENT_BATCH_SIZE`` at a time. The broker's prefetch limit (``worker/app.py``)
 leaves room for two batches per pool process.
 
-Exactly-once in effect is the inbox's (``inbox/__init__.py``), unchanged: a batch commits or
+Exactly-once in effect is the inbox's (``inbox/``), unchanged: a batch commits or
 rolls back as a whole, and a redelivered message is a duplicate there. Messages this
 strategy does not take are left to Celery's own (per-message) strategy: a retry (it carries
 ``retries`` and an ``eta``), any ``eta`` or ``expires``, and the old message protocol.

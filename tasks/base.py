@@ -44,7 +44,7 @@ def backoff(retries: int) -> int:
     return min(2 ** (retries + 1), MAX_BACKOFF)
 
 
-class DustTask(Task):  # type: ignore[misc]  # Celery's Task is untyped
+class DustTask(Task):
     """A Dust task. Subclasses choose the reply shape and ``transient_retries``."""
 
     #: Later deliveries a transient error gets after the quick retries in place.

@@ -145,7 +145,7 @@ def handle_batch(
     started = time.monotonic()
     metrics.batch_taken(len(bodies))
     envelopes = [_envelope_of(body) for body in bodies]
-    ids = task_ids or [None] * len(bodies)
+    ids: list[str | None] = list(task_ids) if task_ids else [None] * len(bodies)
     signals = task_events.BatchSignals(handle_event, ids, envelopes)
     signals.prerun()
     # Counted and logged as each transaction commits: an event committed before a later

@@ -1,6 +1,6 @@
 """Scheduled jobs run by Celery beat: expire holds, expire lots, reconcile (queue ``dust.jobs``).
 
-Each task is one step of a run (``runs/__init__.py``):
+Each task is one step of a run (``runs/``):
 
 1. Sent by beat (no ``run_id``): the period is the task's start time floored to the job's
    schedule (``DUST_SCHEDULE_<JOB>_SECONDS``), and the task claims (job, period) in

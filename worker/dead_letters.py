@@ -25,6 +25,7 @@ audit record with the actor and the reason.
 
 from __future__ import annotations
 
+import builtins
 import json
 import logging
 import os
@@ -46,7 +47,7 @@ AUDIT_KEY = "dust.dead_letters.audit"
 #: The folder of the file broker's dead letters, under its message folder.
 FOLDER = "dead"
 #: Largest message body handed to the pool (bytes). An envelope is at most 1 MB
-#: (inbox/__init__.py MAX_ENVELOPE_BYTES); escapes and encodings can make its message a few
+#: (dust.inbox.MAX_ENVELOPE_BYTES); escapes and encodings can make its message a few
 #: times larger, never this large.
 MAX_MESSAGE_BYTES = 8_000_000
 
@@ -86,11 +87,11 @@ class NotFound(LookupError):
 
 class DeadLetters(Protocol):
     def bury(self, queue: str, item: Any, reason: str, *, tag: str = "") -> str: ...
-    def list(self) -> list[dict[str, Any]]: ...
+    def list(self) -> builtins.list[dict[str, Any]]: ...
     def item(self, dead_id: str) -> bytes: ...
     def requeue(self, dead_id: str, actor: str) -> dict[str, Any]: ...
     def drop(self, dead_id: str, reason: str, actor: str) -> dict[str, Any]: ...
-    def audit(self) -> list[dict[str, Any]]: ...
+    def audit(self) -> builtins.list[dict[str, Any]]: ...
     def count(self) -> int: ...
 
 
@@ -106,14 +107,14 @@ class RedisDeadLetters:
         """Keep ``item`` (as received) with why; ``tag``: also drop its unacked record."""
         raw = as_bytes(item)
         dead_id = f"dl-{tag}" if tag else f"dl-{uuid.uuid4().hex}"
-        record = {"id": dead_id, "list": queue, "reason": reason, "at": now_iso()}
+        record: dict[str, Any] = {"id": dead_id, "list": queue, "reason": reason, "at": now_iso()}
         record["size"] = len(raw)
         keys = [KEY, ITEMS_KEY, COUNT_KEY, *self.unacked_keys]
         self._bury(keys=keys, args=[dead_id, json.dumps(record), raw, tag])
         logged(dead_id, queue, reason)
         return dead_id
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         records = [json.loads(value) for value in self.client.hvals(KEY)]
         return sorted(records, key=lambda record: (record["at"], record["id"]))
 
@@ -157,7 +158,7 @@ class RedisDeadLetters:
         )
         return entry
 
-    def audit(self) -> list[dict[str, Any]]:
+    def audit(self) -> builtins.list[dict[str, Any]]:
         return [json.loads(value) for value in self.client.lrange(AUDIT_KEY, 0, -1)]
 
     def count(self) -> int:
@@ -175,7 +176,7 @@ class FileDeadLetters:
     def bury(self, queue: str, item: Any, reason: str, *, tag: str = "") -> str:
         raw = as_bytes(item)
         dead_id = f"dl-{tag}" if tag else f"dl-{uuid.uuid4().hex}"
-        record = {"id": dead_id, "list": queue, "reason": reason, "at": now_iso()}
+        record: dict[str, Any] = {"id": dead_id, "list": queue, "reason": reason, "at": now_iso()}
         record["size"] = len(raw)
         self.folder.mkdir(parents=True, exist_ok=True)
         if not (self.folder / f"{dead_id}.json").exists():
@@ -185,7 +186,7 @@ class FileDeadLetters:
         logged(dead_id, queue, reason)
         return dead_id
 
-    def list(self) -> list[dict[str, Any]]:
+    def list(self) -> builtins.list[dict[str, Any]]:
         if not self.folder.is_dir():
             return []
         records = [json.loads(path.read_text()) for path in self.folder.glob("dl-*.json")]
@@ -225,7 +226,7 @@ class FileDeadLetters:
         self._path(dead_id, "settling").unlink(missing_ok=True)
         return entry
 
-    def audit(self) -> list[dict[str, Any]]:
+    def audit(self) -> builtins.list[dict[str, Any]]:
         path = self.folder / "audit.jsonl"
         if not path.is_file():
             return []

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import structlog
@@ -36,7 +37,9 @@ def json_formatter() -> logging.Formatter:
     )
 
 
-def _process_id(_logger: Any, _method: str, event: dict[str, Any]) -> dict[str, Any]:
+def _process_id(
+    _logger: Any, _method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     record = event.get("_record")
     if record is not None:
         event["pid"] = record.process

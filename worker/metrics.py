@@ -315,7 +315,7 @@ def queue_depths(app: Any) -> list[tuple[str, int, int | None]]:
     broker = app.conf.broker_url or ""
     if broker.split("://", 1)[0] in ("redis", "rediss"):
         return _redis_depths(broker, names)
-    depths = []
+    depths: list[tuple[str, int, int | None]] = []
     with app.connection_for_read() as connection:
         channel = connection.default_channel
         for name in names:
@@ -347,7 +347,7 @@ def _redis_depths(url: str, names: list[str]) -> list[tuple[str, int, int | None
                 continue
             if routing_key in unacked:
                 unacked[routing_key] += 1
-        depths = []
+        depths: list[tuple[str, int, int | None]] = []
         position = 0
         for name, keys in lists.items():
             waiting = sum(replies[position : position + len(keys)])

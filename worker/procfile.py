@@ -31,8 +31,9 @@ import redis
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-#: The Procfile beside the packages, as in a checkout.
-PROCFILE = Path(__file__).resolve().parent.parent / "Procfile"
+#: The Procfile shipped inside the package (so that ``dust demo`` runs from an installed
+#: wheel too); the repository's ``Procfile`` is the same file (tests/test_packaging.py).
+PROCFILE = Path(__file__).resolve().parent / "Procfile"
 #: Whatever a worker's log says once it consumes (Celery's ``<node> ready.``).
 WORKER_READY = " ready."
 #: The scheduler's first line once it runs.
