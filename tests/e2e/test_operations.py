@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import signal
 import socket
 import subprocess
@@ -28,7 +27,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from dust.worker.procfile import child_pids
+from dust.worker import procfile
 
 from .support import BIN, BROKER_URL, ROOT, bare_client, worker_env
 
@@ -52,18 +51,11 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def procfile_workers() -> list[list[str]]:
-    """The commands of the Procfile's worker processes (every line running a worker)."""
-    commands = []
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if ":" not in line or line.lstrip().startswith("#"):
-            continue
-        _, command = line.split(":", 1)
-        words = shlex.split(command)
-        if len(words) > 1 and Path(words[0]).name == "celery" and "worker" in words:
-            commands.append([str(BIN / "celery"), *words[1:]])
-    assert commands, "no worker in the Procfile"
-    return commands
+def procfile_workers() -> list[str]:
+    """The Procfile's processes that run a worker (every line running one)."""
+    names = [name for name, words in procfile.read().items() if "worker" in words]
+    assert names, "no worker in the Procfile"
+    return names
 
 
 class OpsWorkers:
@@ -78,32 +70,23 @@ class OpsWorkers:
             DUST_METRICS_PORT=str(metrics_port),
         )
         self.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        self.procs = [
+            procfile.Process(
+                name,
+                procfile.command(
+                    name, "--concurrency", "2", "-n", f"ops{n}-{uuid.uuid4().hex[:6]}@%h"
+                ),
+                log_dir / f"ops{n}.log",
+                env=self.env,
+                cwd=ROOT,
+            )
+            for n, name in enumerate(procfile_workers())
+        ]
+        self.logs = [proc.log_path for proc in self.procs]
 
     def start(self) -> None:
-        for n, command in enumerate(procfile_workers()):
-            log = self.log_dir / f"ops{n}.log"
-            self.logs.append(log)
-            full = [*command, "--concurrency", "2", "-n", f"ops{n}-{uuid.uuid4().hex[:6]}@%h"]
-            with log.open("ab") as out:
-                self.procs.append(
-                    subprocess.Popen(
-                        full,
-                        cwd=ROOT,
-                        env=self.env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                        start_new_session=True,
-                    )
-                )
+        procfile.start_all(self.procs)
         deadline = time.monotonic() + 60
-        for proc, log in zip(self.procs, self.logs, strict=True):
-            while not re.search(r" ready\.$", log.read_text("utf-8", "replace"), re.M):
-                assert proc.poll() is None, f"worker exited:\n{self.text()}"
-                assert time.monotonic() < deadline, f"worker not ready:\n{self.text()}"
-                time.sleep(0.1)
         while len(self.ports()) < len(self.procs):
             assert time.monotonic() < deadline, f"metrics not served:\n{self.text()}"
             time.sleep(0.1)
@@ -117,21 +100,10 @@ class OpsWorkers:
         return "\n".join(log.read_text("utf-8", "replace")[-20000:] for log in self.logs)
 
     def pool_children(self) -> list[int]:
-        return [child for proc in self.procs for child in child_pids(proc.pid)]
+        return [child for proc in self.procs for child in proc.children()]
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                pass
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        procfile.stop_all(self.procs, timeout=20)
 
 
 @pytest.fixture(scope="module")
