@@ -255,8 +255,12 @@ def test_two_beats_still_run_each_job_once_per_period(
         # every task either ran its period or found it claimed: nothing ran twice
         assert job_runs + job_skipped == job_sent, context
         assert job_skipped >= 1, context
-        # the number of runs is what one scheduler would have done
-        assert job_runs <= 13 // SCHEDULE[job] + 2, context
+        # the number of runs is what one scheduler would have done: each beat's sends are
+        # periods of their own, and the two overlap except at the edges (one beat started
+        # 0.9 s later and stops later). Counted from the beats' own logs, not from the wall
+        # clock, which a loaded machine stretches.
+        most = max(sent[("beat-a", job)], sent[("beat-b", job)])
+        assert job_runs <= most + 2, context
     assert all(n == 1 for n in periods.values()), context
     assert set(claimed) == set(periods), context
     assert set(skipped) <= set(periods), context
