@@ -12,7 +12,7 @@ from dust.cli.common import ActorOption, JsonOption, console, fail, print_json
 from dust.ledger import reports
 from dust.worker.currencies import problem as currency_problem
 from dust.worker.db import session_scope
-from dust.worker.names import ADJUST, CLAIM
+from dust.worker.names import ADJUST, CLAIM, MAX_KEY, MAX_REASON
 from dust.worker.settings import get_settings
 
 app = typer.Typer()
@@ -118,10 +118,10 @@ def _adjust(
         raise fail("--currency is only for --kind store_credit (dust has no currency)")
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why, it is kept with the entry")
-    if len(reason.strip()) > 2000:
-        raise fail("--reason is longer than 2000 characters")
-    if idempotency_key is not None and not (0 < len(idempotency_key.strip()) <= 250):
-        raise fail("--idempotency-key must be 1 to 250 characters")
+    if len(reason.strip()) > MAX_REASON:
+        raise fail(f"--reason is longer than {MAX_REASON} characters")
+    if idempotency_key is not None and not (0 < len(idempotency_key.strip()) <= MAX_KEY):
+        raise fail(f"--idempotency-key must be 1 to {MAX_KEY} characters")
     reply = common.call(
         ADJUST,
         {

@@ -18,7 +18,7 @@ from dust.worker.app import REQUESTS_QUEUE
 from dust.worker.app import app as celery
 from dust.worker.errors import safe_message, scrub
 from dust.worker.instants import NotAnInstant, parse_instant
-from dust.worker.names import MAX_AMOUNT
+from dust.worker.names import MAX_ACTOR, MAX_AMOUNT, MAX_ID
 
 console = display.console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -62,8 +62,8 @@ def actor(actor: str | None) -> str:
     if actor is not None:
         if not actor.strip():
             raise fail("--actor must not be empty")
-        if len(actor.strip()) > 200:
-            raise fail("--actor is longer than 200 characters")
+        if len(actor.strip()) > MAX_ACTOR:
+            raise fail(f"--actor is longer than {MAX_ACTOR} characters")
         return actor.strip()
     try:
         return getpass.getuser()
@@ -85,8 +85,8 @@ def whole(value: str, what: str, *, minimum: int) -> int:
 
 def customer(customer_id: str) -> str:
     text = customer_id.strip()
-    if not text or len(text) > 200:
-        raise fail("CUSTOMER_ID must be 1 to 200 characters")
+    if not text or len(text) > MAX_ID:
+        raise fail(f"CUSTOMER_ID must be 1 to {MAX_ID} characters")
     return text
 
 

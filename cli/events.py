@@ -22,7 +22,7 @@ from dust.models import (
 )
 from dust.worker.currencies import problem as currency_problem
 from dust.worker.db import session_scope
-from dust.worker.names import REPLAY, REPLAYABLE, RESOLVE
+from dust.worker.names import MAX_REASON, REPLAY, REPLAYABLE, RESOLVE
 from dust.worker.publisher import publish_envelopes
 from dust.worker.settings import get_settings
 
@@ -353,8 +353,8 @@ def events_resolve(
     longer counts it. The event's record and the resolution are kept."""
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why the event is closed, it is kept")
-    if len(reason.strip()) > 2000:
-        raise fail("--reason is longer than 2000 characters")
+    if len(reason.strip()) > MAX_REASON:
+        raise fail(f"--reason is longer than {MAX_REASON} characters")
     request: dict[str, Any] = {
         "event_id": event_id,
         "reason": reason.strip(),

@@ -21,6 +21,7 @@ from dust.ledger.reconcile import REPAIRABLE, record_json, repair_caches
 from dust.models import Reconciliation
 from dust.models.base import utcnow
 from dust.worker.db import session_scope
+from dust.worker.names import MAX_ACTOR
 
 app = typer.Typer()
 
@@ -96,8 +97,8 @@ def reconcile_command(
         who = actor_option(actor.strip() if actor else None)
     except Exception:  # no user name in this environment (e.g. a bare container uid)
         raise fail("cannot tell which user is running this; give --actor NAME") from None
-    if len(who) > 200:
-        raise fail("--actor is longer than 200 characters")
+    if len(who) > MAX_ACTOR:
+        raise fail(f"--actor is longer than {MAX_ACTOR} characters")
     try:
         found: list[dict[str, Any]] = []
         result = _reconcile_once(runs.run_now("reconcile", utcnow(), actor=who, sink=found), found)

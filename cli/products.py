@@ -14,7 +14,7 @@ from dust.models import (
     Product,
 )
 from dust.worker.db import session_scope
-from dust.worker.names import SET_PRODUCT
+from dust.worker.names import MAX_ID, SET_PRODUCT
 
 app = typer.Typer(help="Product dust settings.", no_args_is_help=True)
 
@@ -40,8 +40,8 @@ def products_set(
 ) -> None:
     """Set a product's dust settings (what is not given stays as it is)."""
     product = product_id.strip()
-    if not product or len(product) > 200:
-        raise fail("PRODUCT_ID must be 1 to 200 characters")
+    if not product or len(product) > MAX_ID:
+        raise fail(f"PRODUCT_ID must be 1 to {MAX_ID} characters")
     price = common.whole(dust_price, "--dust-price", minimum=0) if dust_price is not None else None
     if price is not None and clear_dust_price:
         raise fail("give --dust-price or --clear-dust-price, not both")

@@ -24,6 +24,7 @@ from dust.ledger.rules import InvalidRule, parse_multiplier, rule_json
 from dust.models.base import utcnow
 from dust.worker.currencies import problem as currency_problem
 from dust.worker.db import session_scope
+from dust.worker.names import MAX_ID, MAX_REASON
 from dust.worker.settings import get_settings
 
 rules_app = typer.Typer(help="Earn rules: group multipliers, campaigns, welcome bonus.")
@@ -53,8 +54,8 @@ CurrencyOption = Annotated[
 def _reason(reason: str | None) -> str:
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why, it is kept with the rule")
-    if len(reason.strip()) > 2000:
-        raise fail("--reason is longer than 2000 characters")
+    if len(reason.strip()) > MAX_REASON:
+        raise fail(f"--reason is longer than {MAX_REASON} characters")
     return reason.strip()
 
 
@@ -130,8 +131,8 @@ def add_group_multiplier(
     """Customers in GROUP_ID earn MULTIPLIER times the rate on orders placed in the window."""
 
     group = group_id.strip()
-    if not group or len(group) > 200:
-        raise fail("GROUP_ID must be 1 to 200 characters")
+    if not group or len(group) > MAX_ID:
+        raise fail(f"GROUP_ID must be 1 to {MAX_ID} characters")
     value = _multiplier(multiplier)
     start, end = _window(starts, ends)
     why, who, code = _reason(reason), common.actor(actor), _currency(currency)

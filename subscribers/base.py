@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 
 from dust.ledger.orders import EarnPolicy
 from dust.worker.currencies import problem as currency_problem
-from dust.worker.names import MAX_AMOUNT
+from dust.worker.names import MAX_AMOUNT, MAX_ID
 
 #: Ids are taken exactly as sent: never stripped or folded, since ``" cus_1 "`` made into
 #: ``cus_1`` would credit another customer. No control characters (PostgreSQL text cannot
@@ -46,7 +46,7 @@ def _taken_as_sent(value: str) -> str:
 
 
 Identifier = Annotated[
-    str, StringConstraints(min_length=1, max_length=200), AfterValidator(_taken_as_sent)
+    str, StringConstraints(min_length=1, max_length=MAX_ID), AfterValidator(_taken_as_sent)
 ]
 Amount = Annotated[int, Field(strict=True, ge=0, le=MAX_AMOUNT)]
 PositiveAmount = Annotated[int, Field(strict=True, gt=0, le=MAX_AMOUNT)]

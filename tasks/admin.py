@@ -34,14 +34,26 @@ from dust.subscribers.base import Amount, Currency, Identifier, Payload, Positiv
 from dust.tasks.base import AdminTask
 from dust.worker.app import app
 from dust.worker.errors import safe_message
-from dust.worker.names import ADJUST, BACKFILL_BATCH, CLAIM, REPLAY, REPLAYABLE, SET_PRODUCT
+from dust.worker.names import (
+    ADJUST,
+    BACKFILL_BATCH,
+    CLAIM,
+    MAX_ACTOR,
+    MAX_KEY,
+    MAX_REASON,
+    REPLAY,
+    REPLAYABLE,
+    SET_PRODUCT,
+)
 from dust.worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 
-Reason = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)]
-Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=250)]
+Reason = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_REASON)
+]
+Actor = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ACTOR)]
+Key = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_KEY)]
 Code = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=40, to_upper=True)
 ]

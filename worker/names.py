@@ -45,3 +45,11 @@ MAX_AMOUNT = 10**15
 
 #: The statuses ``dust events replay`` (``dust.admin.replay``) takes an event from.
 REPLAYABLE = ("failed", "needs_attention")
+
+#: Longest id (customer, product, group, ...) an event, a request or a command accepts.
+MAX_ID = 200
+#: Longest actor (who did it) and reason (why) of an operator's change.
+MAX_ACTOR = 200
+MAX_REASON = 2000
+#: Longest idempotency key of an adjustment.
+MAX_KEY = 250
