@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from time import monotonic
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from dust.ledger.accounts import forget_locks
@@ -529,7 +529,5 @@ def record_undecodable(body: Any, content_type: str | None, error: BaseException
 
 
 def status_counts(session: Session) -> dict[str, int]:
-    from sqlalchemy import func
-
     rows = session.execute(select(Event.status, func.count()).group_by(Event.status)).all()
     return {status: count for status, count in rows}

@@ -11,6 +11,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import NullPool
+
 from dust.models.schema import current, heads
 from dust.worker.errors import safe_message, scrub
 from dust.worker.settings import Settings
@@ -35,7 +39,6 @@ def _problem(exc: BaseException) -> str:
 
 
 def safe_url(url: str) -> str:
-    from sqlalchemy.engine import make_url
 
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -44,8 +47,6 @@ def safe_url(url: str) -> str:
 
 
 def database(settings: Settings) -> Check:
-    from sqlalchemy import create_engine, text
-    from sqlalchemy.engine import make_url
 
     url = settings.database
     args: dict[str, Any] = {}
@@ -63,7 +64,6 @@ def database(settings: Settings) -> Check:
 
 
 def _null_pool() -> Any:
-    from sqlalchemy.pool import NullPool
 
     return NullPool
 

@@ -33,7 +33,11 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from time import monotonic
 from typing import Any, Protocol
+
+import redis
+from kombu.utils.json import dumps
 
 from dust.worker.broker import broker_options
 from dust.worker.settings import get_settings
@@ -284,7 +288,6 @@ def for_settings() -> DeadLetters:
     scheme = settings.broker.split("://", 1)[0]
     if scheme not in ("redis", "rediss"):
         raise RuntimeError(f"dead letters are kept for Redis and the embedded broker, not {scheme}")
-    import redis
 
     return RedisDeadLetters(redis.Redis.from_url(settings.broker))
 
@@ -295,7 +298,6 @@ def _file_put(channel: Any) -> Callable[[str, bytes], None]:
 
 def _folder_put(folder: Path) -> Callable[[str, bytes], None]:
     def put(queue: str, item: bytes) -> None:
-        from time import monotonic
 
         name = f"{int(round(monotonic() * 1000))}_{uuid.uuid4()}.{queue}.msg"
         _write(folder / name, item)
@@ -307,7 +309,6 @@ def bury_message(message: Any, reason: str) -> str | None:
     """Bury a message the worker received (a kombu message, delivered and unacknowledged)
     as it was received, then acknowledge it. None when even that failed (it stays
     unacknowledged: the broker hands it out again)."""
-    from kombu.utils.json import dumps
 
     queue = (message.delivery_info or {}).get("routing_key") or "?"
     try:

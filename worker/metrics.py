@@ -22,6 +22,7 @@ the main process.
 from __future__ import annotations
 
 import atexit
+import json
 import logging
 import os
 import shutil
@@ -31,6 +32,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
+
+import redis
+from celery.signals import task_postrun, task_prerun
 
 log = logging.getLogger("dust.metrics")
 
@@ -242,7 +246,6 @@ def connect_signals() -> None:
     """Count requests and jobs (every process of a worker; no-op when metrics are off)."""
     if not ENABLED:
         return
-    from celery.signals import task_postrun, task_prerun
 
     task_prerun.connect(_on_prerun, weak=False)
     task_postrun.connect(_on_postrun, weak=False)
@@ -325,9 +328,6 @@ def queue_depths(app: Any) -> list[tuple[str, int, int | None]]:
 
 
 def _redis_depths(url: str, names: list[str]) -> list[tuple[str, int, int | None]]:
-    import json
-
-    import redis
 
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:

@@ -7,6 +7,7 @@ start-up with one line naming the variable (:func:`load_settings`).
 
 from __future__ import annotations
 
+import glob
 import json
 import re
 from decimal import Decimal, InvalidOperation
@@ -16,6 +17,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from dust.worker.currencies import ISO_4217
 from dust.worker.currencies import problem as currency_problem
@@ -136,7 +139,6 @@ class Settings(BaseSettings):
                     "message signing needs DUST_SIGNING_KEY_FILE, DUST_SIGNING_CERT_FILE"
                     " and DUST_SIGNING_CERT_STORE together"
                 )
-            import glob
 
             pattern = str(Path(value) / "*") if Path(value).is_dir() else value
             if not glob.glob(pattern):
@@ -232,8 +234,6 @@ class Settings(BaseSettings):
     def _database_url(cls, value: str) -> str:
         if not value:
             return value
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
 
         try:
             backend = make_url(value).get_backend_name()
