@@ -29,4 +29,4 @@ def test_one_installed_name() -> None:
     for name, folder in setuptools["package-dir"].items():
         assert (ROOT / folder).is_dir(), name
     assert "Procfile" in setuptools["package-data"]["dust.worker"]
-    assert config["project"]["scripts"]["dust"] == "dust.cli.main:main"
+    assert config["project"]["scripts"]["dust"] == "dust.cli:main"
