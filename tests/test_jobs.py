@@ -27,6 +27,7 @@ from dust import runs
 from dust.models import JobRun
 from dust.models.base import utcnow
 from dust.tasks import jobs
+from dust.tasks.base import JobTask
 from dust.worker.beat import JOBS_QUEUE, build_schedule
 from dust.worker.db import session_scope
 from dust.worker.settings import ConfigError, Settings, get_settings
@@ -36,9 +37,12 @@ DUST_BIN = Path(sys.executable).parent / "dust"
 
 
 class FakeTask:
-    """What ``run_step`` uses of a bound Celery task."""
+    """What ``run_step`` uses of a bound Celery task (the retry policy: its base class's)."""
 
     soft_time_limit = 30
+    transient_retries = JobTask.transient_retries
+    retries_left = JobTask.retries_left
+    retry_if_transient = JobTask.retry_if_transient
 
     def __init__(self, task_id: str = "task-1", retries: int = 0) -> None:
         self.request = SimpleNamespace(id=task_id, retries=retries)
