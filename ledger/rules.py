@@ -12,7 +12,11 @@ arrival order of events changes nothing:
 
 Both read under the customer's dust-account row lock, taken before the groups (order
 placement) or the orders (group record) are read, so two concurrent transactions cannot
-each miss the other's row.
+each miss the other's row. The account row carries a copy of the customer's latest group
+record (``groups_at``, ``groups_event_id``, ``group_ids``), updated by :func:`record_groups`
+under that lock: an order placed at or after it takes its groups from the row it has just
+locked (in its latest committed version), so the set-based path makes no statement of its
+own for the groups; an order placed before it reads the history.
 
 * **Multiplier**: the product of the multipliers of the group-multiplier rules (for a
   group the customer is in) and campaigns in force at ``placed_at`` (``starts_at`` ≤ t <
