@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from dust.models.base import Base, BigId, UTCDateTime, utcnow
 
 DUST = "dust"
 STORE_CREDIT = "store_credit"
@@ -56,7 +56,7 @@ class Account(Base):
     pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: A copy of the customer's latest group record (``dust_customer_groups``, the last in
-    #: ``(occurred_at, event_id)`` order), kept by ``ledger.rules.record_groups`` under
+    #: ``(occurred_at, event_id)`` order), kept by ``dust.ledger.rules.record_groups`` under
     #: this row's lock; null: no group record. An order placed at or after ``groups_at``
     #: reads its groups here, with the lock it takes anyway; only an earlier one reads the
     #: history. Dust accounts only.
@@ -291,7 +291,7 @@ class Order(Base):
     currency_code: Mapped[str | None] = mapped_column(String(3))
     placed_event_id: Mapped[str | None] = mapped_column(String(250))
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: The earning base before refunds (``ledger.earning.earn_base``; may be negative,
+    #: The earning base before refunds (``dust.ledger.earning.earn_base``; may be negative,
     #: floored when used).
     earn_base: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Rate in force when the order was placed (decimal string), reused by clawbacks.
@@ -314,7 +314,7 @@ class Order(Base):
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why a placed order earned nothing (guest, zero base, canceled), for reconciliation.
     no_earn_reason: Mapped[str | None] = mapped_column(String(100))
-    #: Most its money refunds may add up to (``ledger.earning.refund_cap``); null until
+    #: Most its money refunds may add up to (``dust.ledger.earning.refund_cap``); null until
     #: placed, and for orders placed before the cap was recorded (no cap known).
     refund_cap: Mapped[int | None] = mapped_column(BigInteger)
     #: Charged dust given back by refunds (returns of items paid with dust).

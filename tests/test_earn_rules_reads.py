@@ -21,11 +21,11 @@ from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from ledger import rules
-from models import Account, Order
-from models.schema import upgrade
-from tasks.inbox import process_batch
-from worker import db as worker_db
+from dust.ledger import rules
+from dust.models import Account, Order
+from dust.models.schema import upgrade
+from dust.tasks.inbox import process_batch
+from dust.worker import db as worker_db
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)

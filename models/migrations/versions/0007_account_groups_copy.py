@@ -29,7 +29,7 @@ GROUPS_COPY = (
     " AND group_ids IS NOT NULL)"
 )
 
-#: The customer's latest record, in the order ``ledger.rules.group_histories`` reads them.
+#: The customer's latest record, in the order ``dust.ledger.rules.group_histories`` reads them.
 LATEST = (
     "SELECT g.{column} FROM dust_customer_groups g"
     " WHERE g.customer_id = dust_accounts.customer_id"
