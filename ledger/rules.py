@@ -105,6 +105,7 @@ class Earning:
 
 
 NO_RULES = Earning(ONE, ())
+NO_GROUPS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -260,18 +261,6 @@ def parse_rule_ids(text: str) -> tuple[int, ...]:
     return tuple(json.loads(text))
 
 
-def latest_groups(account: Account, instant: datetime) -> frozenset[str] | None:
-    """The customer's groups at ``instant`` from the copy of their latest group record on
-    their locked dust account: every record is at or before ``groups_at``, so from it on
-    the latest one is in force. None before it (the history decides)."""
-    if account.groups_at is None:
-        return frozenset()
-    if instant < account.groups_at:
-        return None
-    assert account.group_ids is not None
-    return parse_groups(account.group_ids)
-
-
 @dataclass(frozen=True)
 class Placement:
     """What the rules need to know of an order: who, when, in which currency."""
@@ -295,36 +284,42 @@ def earnings(
         book.multiplying(p.placed_at, p.currency_code) if p.customer_id is not None else []
         for p in placements
     ]
-    grouped = [
-        p
-        for p, rules_ in zip(placements, in_force, strict=True)
-        if any(r.kind == GROUP_MULTIPLIER for r in rules_)
-    ]
-    accounts: dict[str, Account] = {}
+    # None: not needed (no group rule in force for the order), or read from the history
+    groups: list[frozenset[str] | None] = [None] * len(placements)
     histories: dict[str, GroupHistory] = {}
-    if grouped:
+    needed = [
+        i for i, rules_ in enumerate(in_force) if any(r.kind == GROUP_MULTIPLIER for r in rules_)
+    ]
+    if needed:
         accounts = lock_dust_accounts(session, [p.customer_id for p in placements if p.customer_id])
-        earlier = [
-            p.customer_id
-            for p in grouped
-            if p.customer_id is not None
-            and latest_groups(accounts[p.customer_id], p.placed_at) is None
-        ]
+        copies: dict[str, tuple[datetime | None, str | None]] = {}
+        earlier: list[str] = []
+        for i in needed:
+            customer_id = placements[i].customer_id
+            assert customer_id is not None
+            copy = copies.get(customer_id)
+            if copy is None:
+                account = accounts[customer_id]
+                copy = copies[customer_id] = (account.groups_at, account.group_ids)
+            groups_at, group_ids = copy
+            if groups_at is None:
+                groups[i] = NO_GROUPS
+            elif placements[i].placed_at < groups_at:  # before the latest record
+                earlier.append(customer_id)
+            else:
+                assert group_ids is not None
+                groups[i] = parse_groups(group_ids)
         if earlier:
             histories = group_histories(session, earlier)
-    results = []
+            for i in needed:
+                if groups[i] is None:
+                    p = placements[i]
+                    groups[i] = histories[p.customer_id].at(p.placed_at)  # type: ignore[index]
     cap = policy.max_multiplier
-    for p, rules_ in zip(placements, in_force, strict=True):
-        if not rules_:
-            results.append(NO_RULES)
-            continue
-        groups: frozenset[str] | None = frozenset()  # no group rule in force: not needed
-        if p.customer_id in histories:
-            groups = histories[p.customer_id].at(p.placed_at)
-        elif p.customer_id in accounts:
-            groups = latest_groups(accounts[p.customer_id], p.placed_at) or frozenset()
-        results.append(book.earning_of(rules_, groups, cap))
-    return results
+    return [
+        book.earning_of(rules_, found or NO_GROUPS, cap) if rules_ else NO_RULES
+        for rules_, found in zip(in_force, groups, strict=True)
+    ]
 
 
 def apply_to_order(session: Session, order: Order, book: RuleBook, policy: EarnPolicy) -> bool:
