@@ -1,0 +1,279 @@
+"""A PostgreSQL cluster of the benchmark's own, configured as a production server would be.
+
+A shared development server usually runs PostgreSQL's defaults (``max_wal_size`` 1 GB,
+``checkpoint_timeout`` 5 min, ``shared_buffers`` 128 MB), which a production server does not:
+there a drain of a few hundred thousand events starts checkpoints by WAL volume, one after
+another, and every page written after each one is written whole to the WAL again. A
+benchmark that measures latency beside a drain can run against a cluster of its own instead:
+
+    with production_cluster() as url:        # a SQLAlchemy URL, database "dust_bench"
+        ...                                  # the cluster is stopped and removed on exit
+
+    .venv/bin/python bench/pg_cluster.py     # prints the URL, runs until Ctrl-C / SIGTERM
+    .venv/bin/python bench/pg_cluster.py --set max_wal_size=16GB --port 9115
+
+``initdb`` into a temporary folder with the newest ``/usr/lib/postgresql/*/bin`` (or
+``DUST_PG_BIN``), listening on 127.0.0.1 only at ``--port`` (default
+``DUST_PG_CLUSTER_PORT``, else a free port), trust authentication for user ``postgres``.
+Run as root, the server runs as the ``postgres`` user (PostgreSQL refuses root).
+
+Durability is never traded for speed here: ``fsync``, ``synchronous_commit`` and
+``full_page_writes`` stay on, and overriding them is refused. README, *Running in
+production*, says which of these settings Dust needs and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+#: What a production server for Dust on a small machine (2 cores, a few GB for PostgreSQL)
+#: would set. The reasons are in README, *Running in production*.
+PRODUCTION_SETTINGS: dict[str, str] = {
+    # Memory: the hot set (accounts, open holds, recent events and entries) stays cached.
+    "shared_buffers": "512MB",
+    "effective_cache_size": "2GB",
+    "work_mem": "16MB",
+    "maintenance_work_mem": "256MB",
+    # WAL and checkpoints: a drain writes a lot of WAL; checkpoints come by time, spread
+    # over most of the interval, not one after another by WAL volume.
+    "wal_buffers": "16MB",
+    "max_wal_size": "8GB",
+    "min_wal_size": "1GB",
+    "checkpoint_timeout": "15min",
+    "checkpoint_completion_target": "0.9",
+    "wal_compression": "on",
+    # Storage: an SSD.
+    "effective_io_concurrency": "200",
+    "random_page_cost": "1.1",
+    # Background writer: dirty buffers written ahead of the backends needing them.
+    "bgwriter_delay": "50ms",
+    "bgwriter_lru_maxpages": "400",
+    # Vacuum keeps the hot tables small (dust_holds, dust_accounts are updated in place).
+    "autovacuum": "on",
+    "autovacuum_naptime": "15s",
+    "autovacuum_vacuum_cost_limit": "1000",
+    # Connections: see README (each Procfile process's pool, plus the CLI and the bench).
+    "max_connections": "100",
+    # What an operator looks at when a request stalls.
+    "log_checkpoints": "on",
+    "log_lock_waits": "on",
+    "log_autovacuum_min_duration": "0",
+    "log_line_prefix": "%m [%p] %q%a ",
+    # Durability: on, always (stated so that nobody reads them as an oversight).
+    "fsync": "on",
+    "synchronous_commit": "on",
+    "full_page_writes": "on",
+}
+
+#: Settings that would make a benchmark's figures those of a server that loses commits.
+DURABILITY = {"fsync": "on", "synchronous_commit": "on", "full_page_writes": "on"}
+
+
+def postgres_bin() -> Path:
+    """The newest installed PostgreSQL's bin folder (``DUST_PG_BIN`` wins)."""
+    if os.environ.get("DUST_PG_BIN"):
+        return Path(os.environ["DUST_PG_BIN"])
+    found = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/initdb"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    if initdb:
+        return Path(initdb).parent
+    raise RuntimeError("no initdb found: install PostgreSQL's server or set DUST_PG_BIN")
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def merged_settings(overrides: Mapping[str, str] | None) -> dict[str, str]:
+    settings = dict(PRODUCTION_SETTINGS)
+    for name, value in (overrides or {}).items():
+        if name in DURABILITY and str(value).lower() not in ("on", "true", "1", "yes"):
+            raise ValueError(f"{name}={value} refused: a benchmark runs with {name} on")
+        settings[name] = str(value)
+    return settings
+
+
+class _Runner:
+    """Runs the server's programs as the ``postgres`` user when we are root."""
+
+    def __init__(self) -> None:
+        self.user = None
+        if os.geteuid() == 0:
+            try:
+                self.user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise RuntimeError("running as root needs a postgres user") from None
+
+    def own(self, path: Path) -> None:
+        if self.user is not None:
+            os.chown(path, self.user.pw_uid, self.user.pw_gid)
+
+    def _demote(self) -> None:
+        assert self.user is not None
+        os.setgid(self.user.pw_gid)
+        os.setgroups([])
+        os.setuid(self.user.pw_uid)
+
+    def run(self, args: list[str], **kwargs: object) -> subprocess.CompletedProcess:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        env["LC_ALL"] = env.get("LC_ALL", "C.UTF-8")
+        if self.user is not None:
+            env["HOME"] = self.user.pw_dir
+        return subprocess.run(
+            args,
+            env=env,
+            preexec_fn=self._demote if self.user is not None else None,  # noqa: PLW1509
+            check=True,
+            capture_output=True,
+            text=True,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+
+@contextlib.contextmanager
+def production_cluster(
+    *,
+    port: int | None = None,
+    database: str = "dust_bench",
+    settings: Mapping[str, str] | None = None,
+    log: Path | None = None,
+) -> Iterator[str]:
+    """Start a fresh cluster with ``PRODUCTION_SETTINGS`` (plus ``settings``), create
+    ``database``, yield its SQLAlchemy URL; on exit stop the server and remove its folder
+    (its server log copied to ``log`` first, when given)."""
+    wanted = merged_settings(settings)
+    port = port or int(os.environ.get("DUST_PG_CLUSTER_PORT") or 0) or free_port()
+    if not port_free(port):
+        raise RuntimeError(f"port {port} is taken: pass another one")
+    binaries = postgres_bin()
+    runner = _Runner()
+    folder = Path(tempfile.mkdtemp(prefix="dust-pg-"))
+    data = folder / "data"
+    server_log = folder / "server.log"
+    runner.own(folder)
+    started = False
+    try:
+        runner.run(
+            [
+                str(binaries / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ]
+        )
+        lines = [f"{name} = '{value}'" for name, value in wanted.items()]
+        lines += [
+            "listen_addresses = '127.0.0.1'",
+            f"port = {port}",
+            f"unix_socket_directories = '{folder}'",
+        ]
+        with (data / "postgresql.auto.conf").open("a") as conf:
+            conf.write("\n".join(lines) + "\n")
+        runner.run(
+            [str(binaries / "pg_ctl"), "-D", str(data), "-l", str(server_log), "-w", "start"],
+            timeout=120,
+        )
+        started = True
+        _create_database(port, database)
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+    finally:
+        if started:
+            with contextlib.suppress(subprocess.SubprocessError):
+                runner.run(
+                    [str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
+                    timeout=120,
+                )
+        if log is not None and server_log.exists():
+            shutil.copyfile(server_log, log)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _create_database(port: int, database: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            connection = psycopg.connect(
+                host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+            )
+            break
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    with connection:
+        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=None)
+    parser.add_argument("--database", default="dust_bench")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="another setting (repeatable); fsync/synchronous_commit/full_page_writes stay on",
+    )
+    parser.add_argument("--log", type=Path, help="copy the server log here when stopping")
+    args = parser.parse_args()
+    overrides = dict(item.split("=", 1) for item in args.set)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    with production_cluster(
+        port=args.port, database=args.database, settings=overrides, log=args.log
+    ) as url:
+        print(url, flush=True)
+        for name, value in merged_settings(overrides).items():
+            print(f"  {name} = {value}", file=sys.stderr)
+        while not stop:
+            time.sleep(0.2)
+    print("stopped and removed", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
