@@ -170,8 +170,9 @@ def production_cluster(
     log: Path | None = None,
 ) -> Iterator[str]:
     """Start a fresh cluster with ``PRODUCTION_SETTINGS`` (plus ``settings``), create
-    ``database``, yield its SQLAlchemy URL; on exit stop the server and remove its folder
-    (its server log copied to ``log`` first, when given)."""
+    ``database``, yield its SQLAlchemy URL; on exit stop the server and remove its folder.
+    The server writes its log to ``log`` when given (it stays: a file in a folder the
+    ``postgres`` user can reach, when run as root), else into that folder."""
     wanted = merged_settings(settings)
     port = port or int(os.environ.get("DUST_PG_CLUSTER_PORT") or 0) or free_port()
     if not port_free(port):
@@ -180,8 +181,11 @@ def production_cluster(
     runner = _Runner()
     folder = Path(tempfile.mkdtemp(prefix="dust-pg-"))
     data = folder / "data"
-    server_log = folder / "server.log"
+    server_log = log or folder / "server.log"
     runner.own(folder)
+    if log is not None:
+        log.touch()
+        runner.own(log)
     started = False
     try:
         runner.run(
@@ -218,8 +222,6 @@ def production_cluster(
                     [str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop"],
                     timeout=120,
                 )
-        if log is not None and server_log.exists():
-            shutil.copyfile(server_log, log)
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -253,7 +255,7 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="another setting (repeatable); fsync/synchronous_commit/full_page_writes stay on",
     )
-    parser.add_argument("--log", type=Path, help="copy the server log here when stopping")
+    parser.add_argument("--log", type=Path, help="the server's log (kept after the stop)")
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     stop = False
