@@ -63,8 +63,6 @@ PRODUCTION_SETTINGS: dict[str, str] = {
     "bgwriter_lru_maxpages": "400",
     # Vacuum keeps the hot tables small (dust_holds, dust_accounts are updated in place).
     "autovacuum": "on",
-    "autovacuum_naptime": "15s",
-    "autovacuum_vacuum_cost_limit": "1000",
     # Connections: see README (each Procfile process's pool, plus the CLI and the bench).
     "max_connections": "100",
     # What an operator looks at when a request stalls.
@@ -168,11 +166,17 @@ def production_cluster(
     database: str = "dust_bench",
     settings: Mapping[str, str] | None = None,
     log: Path | None = None,
+    preallocate_wal: bool = True,
 ) -> Iterator[str]:
     """Start a fresh cluster with ``PRODUCTION_SETTINGS`` (plus ``settings``), create
     ``database``, yield its SQLAlchemy URL; on exit stop the server and remove its folder.
     The server writes its log to ``log`` when given (it stays: a file in a folder the
-    ``postgres`` user can reach, when run as root), else into that folder."""
+    ``postgres`` user can reach, when run as root), else into that folder.
+
+    ``preallocate_wal`` leaves ``min_wal_size`` of WAL segments ready to be reused, as on a
+    server that has been running: in a new cluster every 16 MB of WAL is a new segment that
+    the backend needing it fills with zeros while holding the WAL write lock, and every
+    commit of every backend waits meanwhile (``IO:WALInitWrite``, ``LWLock:WALWrite``)."""
     wanted = merged_settings(settings)
     port = port or int(os.environ.get("DUST_PG_CLUSTER_PORT") or 0) or free_port()
     if not port_free(port):
@@ -214,6 +218,8 @@ def production_cluster(
         )
         started = True
         _create_database(port, database)
+        if preallocate_wal:
+            _preallocate_wal(port, wanted["min_wal_size"])
         yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
     finally:
         if started:
@@ -244,6 +250,29 @@ def _create_database(port: int, database: str) -> None:
         connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(database)))
 
 
+def _size_mb(value: str) -> int:
+    units = {"kB": 1 / 1024, "MB": 1, "GB": 1024, "TB": 1024 * 1024}
+    for unit, factor in units.items():
+        if value.endswith(unit):
+            return int(float(value[: -len(unit)]) * factor)
+    return int(value)  # plain numbers are MB for min_wal_size
+
+
+def _preallocate_wal(port: int, min_wal_size: str) -> None:
+    """Write ``min_wal_size`` of WAL segment by segment, then checkpoint: the segments are
+    recycled (renamed, kept filled) for the WAL to come instead of being created then."""
+    import psycopg
+
+    segments = max(1, _size_mb(min_wal_size) // 16)
+    with psycopg.connect(
+        host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+    ) as connection:
+        for _ in range(segments):
+            connection.execute("SELECT txid_current()")  # something to switch away from
+            connection.execute("SELECT pg_switch_wal()")
+        connection.execute("CHECKPOINT")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=None)
@@ -256,6 +285,11 @@ def main() -> None:
         help="another setting (repeatable); fsync/synchronous_commit/full_page_writes stay on",
     )
     parser.add_argument("--log", type=Path, help="the server's log (kept after the stop)")
+    parser.add_argument(
+        "--no-preallocate-wal",
+        action="store_true",
+        help="start with no WAL segment to reuse, as a brand new server",
+    )
     args = parser.parse_args()
     overrides = dict(item.split("=", 1) for item in args.set)
     stop = False
@@ -267,7 +301,11 @@ def main() -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     with production_cluster(
-        port=args.port, database=args.database, settings=overrides, log=args.log
+        port=args.port,
+        database=args.database,
+        settings=overrides,
+        log=args.log,
+        preallocate_wal=not args.no_preallocate_wal,
     ) as url:
         print(url, flush=True)
         for name, value in merged_settings(overrides).items():

@@ -36,6 +36,7 @@ prints numbers.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -282,6 +283,16 @@ def cli_credit(args: argparse.Namespace, customer: str) -> float:
     return time.perf_counter() - started
 
 
+def freeze_garbage() -> None:
+    """Keep this benchmark's own objects out of its garbage collector's full collections
+    from here on (as Dust's workers do with theirs at start, ``dust.worker.app``). A full
+    collection walked every object the client had made (Celery, Redis, SQLAlchemy, the
+    replies so far) and stopped its threads for up to 350 ms in the middle of a drain,
+    which the round trips timed as if Dust had been slow (BENCHMARKS.md)."""
+    gc.collect()
+    gc.freeze()
+
+
 # -- the events ---------------------------------------------------------------------------
 
 
@@ -472,6 +483,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         checkout = Checkout(app, args.shop_customers)
         for _ in range(20):  # warm-up: connections, first queries
             checkout.reserve()
+        freeze_garbage()
         idle = [checkout.reserve() for _ in range(args.idle)]
         idle_median = percentile(idle, 50)
         print(f"\nidle [{load_average()}]")
@@ -488,6 +500,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             print(f"  dust credit command: {', '.join(ms(x) for x in idle_cli)}")
 
         def drain(tag: str, n: int, started: float, cli: bool) -> None:
+            freeze_garbage()
             first_sent = len(SENT)
             wal_before = wal_position(engine)
             sampler = None
