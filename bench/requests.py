@@ -92,7 +92,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=40000, help="0 skips the burst phase")
     parser.add_argument("--idle", type=int, default=200, help="idle reserves (default 200)")
     parser.add_argument("--shop-customers", type=int, default=50)
-    parser.add_argument("--claims", type=int, default=200, help="anonymous accounts to claim")
+    parser.add_argument(
+        "--claims", type=int, default=1000, help="anonymous accounts to claim (default 1000)"
+    )
     parser.add_argument("--orders-per-customer", type=int, default=5)
     parser.add_argument("--procfile", type=Path, default=procfile.PROCFILE)
     parser.add_argument("--cli", action="store_true", help="also time the dust credit command")
@@ -283,14 +285,21 @@ def cli_credit(args: argparse.Namespace, customer: str) -> float:
     return time.perf_counter() - started
 
 
-def freeze_garbage() -> None:
-    """Keep this benchmark's own objects out of its garbage collector's full collections
-    from here on (as Dust's workers do with theirs at start, ``dust.worker.app``). A full
+def no_garbage_collection() -> None:
+    """No garbage collection of this benchmark's own during the phase that follows: a full
     collection walked every object the client had made (Celery, Redis, SQLAlchemy, the
     replies so far) and stopped its threads for up to 350 ms in the middle of a drain,
-    which the round trips timed as if Dust had been slow (BENCHMARKS.md)."""
+    which the round trips timed as if Dust had been slow (BENCHMARKS.md). Freezing what
+    exists (as Dust's workers do at start, ``dust.worker.app``) left pauses of 150 ms, so
+    the collector is off until :func:`collect_garbage` (a phase makes a few MB of it)."""
     gc.collect()
     gc.freeze()
+    gc.disable()
+
+
+def collect_garbage() -> None:
+    gc.enable()
+    gc.collect()
 
 
 # -- the events ---------------------------------------------------------------------------
@@ -483,7 +492,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
         checkout = Checkout(app, args.shop_customers)
         for _ in range(20):  # warm-up: connections, first queries
             checkout.reserve()
-        freeze_garbage()
+        no_garbage_collection()
         idle = [checkout.reserve() for _ in range(args.idle)]
         idle_median = percentile(idle, 50)
         print(f"\nidle [{load_average()}]")
@@ -500,7 +509,7 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             print(f"  dust credit command: {', '.join(ms(x) for x in idle_cli)}")
 
         def drain(tag: str, n: int, started: float, cli: bool) -> None:
-            freeze_garbage()
+            no_garbage_collection()
             first_sent = len(SENT)
             wal_before = wal_position(engine)
             sampler = None
@@ -521,6 +530,9 @@ def run(args: argparse.Namespace, folder: Path) -> None:
             latencies = checkout.until(done)
             watcher.join()
             admin.join()
+            if sampler is not None:
+                sampler.stop()
+            collect_garbage()
             rate = n / max(1e-9, last_commit(engine, tag) - started)
             print(f"  {first_line(latencies, idle_median)}")
             print(f"  reserve over the drain: {summary(latencies, idle_median)}")
@@ -535,7 +547,6 @@ def run(args: argparse.Namespace, folder: Path) -> None:
                 f" {wal / n / 1024:.1f} KiB per event (the whole server's)"
             )
             if sampler is not None:
-                sampler.stop()
                 print("  where the slowest requests' time went (ms):")
                 lines = explain(
                     SENT[first_sent:],

@@ -83,7 +83,8 @@ class Sampler(threading.Thread):
             self.pauses.append((time.time() - took, took, info["generation"]))
 
     def gc_between(self, start: float, end: float) -> list[tuple[float, float, int]]:
-        return [p for p in self.pauses if p[0] < end and p[0] + p[1] > start]
+        """This process's collections of 5 ms or more overlapping the interval."""
+        return [p for p in self.pauses if p[0] < end and p[0] + p[1] > start and p[1] >= 0.005]
 
     def run(self) -> None:
         url = make_url(self.database_url)
@@ -176,6 +177,29 @@ def explain(
     lines = [
         f"  {len([s for s in sent if s[1] >= threshold])} requests >= {threshold * 1000:.0f} ms"
     ]
+    overall: Counter[str] = Counter()
+    for sample in sampler.samples:
+        for app, _pid, state, wait, _query, _age in sample.rows:
+            if app == "dust-requests" and state not in ("idle", ""):
+                overall[f"{state} {wait or 'CPU'}"] += 1
+    total = sum(overall.values()) or 1
+    lines.append(
+        f"  requests' connections over the drain, {len(sampler.samples)} samples: "
+        + ", ".join(f"{k} {100 * n / total:.1f}%" for k, n in overall.most_common(8))
+    )
+    stalled: Counter[str] = Counter()
+    for sample in sampler.samples:
+        waits = {wait for _app, _pid, _state, wait, _query, _age in sample.rows}
+        if "IO:WALInitWrite" in waits:
+            stalled["a backend creating a WAL segment (IO:WALInitWrite)"] += 1
+        if any(wait.startswith("Lock:") for wait in waits):
+            stalled["a backend waiting for a lock (Lock:*)"] += 1
+        if "LWLock:WALWrite" in waits:
+            stalled["a backend waiting for the WAL write lock"] += 1
+    lines.append(
+        "  samples with "
+        + (", ".join(f"{k}: {n}" for k, n in stalled.items()) or "no WAL or lock wait")
+    )
     full = [took for _, took, gen in sampler.pauses if gen == 2]
     lines.append(
         f"  the benchmark's own full garbage collections: {len(full)}"
