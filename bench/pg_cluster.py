@@ -1,10 +1,12 @@
 """A PostgreSQL cluster of the benchmark's own, configured as a production server would be.
 
 A shared development server usually runs PostgreSQL's defaults (``max_wal_size`` 1 GB,
-``checkpoint_timeout`` 5 min, ``shared_buffers`` 128 MB), which a production server does not:
-there a drain of a few hundred thousand events starts checkpoints by WAL volume, one after
-another, and every page written after each one is written whole to the WAL again. A
-benchmark that measures latency beside a drain can run against a cluster of its own instead:
+``min_wal_size`` 80 MB, ``checkpoint_timeout`` 5 min, ``shared_buffers`` 128 MB), which a
+production server does not: there a drain of 200,000 events (520 MiB of WAL) starts a
+checkpoint by WAL volume beside the timed ones, and with too few WAL segments kept for reuse
+the backends create new ones during the drain, holding the WAL write lock while every commit
+waits (BENCHMARKS.md). A benchmark that measures latency beside a drain can run against a
+cluster of its own instead:
 
     with production_cluster() as url:        # a SQLAlchemy URL, database "dust_bench"
         ...                                  # the cluster is stopped and removed on exit
@@ -48,7 +50,8 @@ PRODUCTION_SETTINGS: dict[str, str] = {
     "work_mem": "16MB",
     "maintenance_work_mem": "256MB",
     # WAL and checkpoints: a drain writes a lot of WAL; checkpoints come by time, spread
-    # over most of the interval, not one after another by WAL volume.
+    # over most of the interval, not by WAL volume; 1 GB of segments is kept for reuse,
+    # so that no commit waits for a new one to be created.
     "wal_buffers": "16MB",
     "max_wal_size": "8GB",
     "min_wal_size": "1GB",
