@@ -268,13 +268,13 @@ function EntryRow({ entry }: { entry: DustEntry }) {
         <Badge size="2xsmall">{entry.kind === "dust" ? "dust" : `store credit ${entry.currency_code?.toUpperCase()}`}</Badge>
       </Table.Cell>
       <Table.Cell className="whitespace-nowrap">{entryAmount(entry)}</Table.Cell>
-      <Table.Cell className="max-w-[220px] truncate" title={entry.memo ?? entry.reason}>
+      <Table.Cell className="max-w-[160px] truncate" title={entry.memo ?? entry.reason}>
         {entry.memo ? `${entry.memo} (${entry.reason})` : entry.reason}
       </Table.Cell>
-      <Table.Cell className="max-w-[140px] truncate" title={entry.actor ?? ""}>
+      <Table.Cell className="max-w-[110px] truncate" title={entry.actor ?? ""}>
         {entry.actor ?? "—"}
       </Table.Cell>
-      <Table.Cell className="max-w-[140px] truncate" title={source}>
+      <Table.Cell className="max-w-[110px] truncate" title={source}>
         {source}
       </Table.Cell>
     </Table.Row>
