@@ -8,7 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sqlalchemy.orm import Session
 
 from dust.inbox import request_context
-from dust.ledger import holds, orders, reports
+from dust.ledger import holds, orders, reconcile, reports
 from dust.ledger.accounts import ensure_account, lock_accounts
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount
@@ -137,3 +137,34 @@ def order_refunds(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
         lambda session: orders.refunds_of(session, request.order_id), read_only=True
     )
     return {"order_id": request.order_id, "refunds": refunds}
+
+
+#: The event statuses someone has to look at (docs/CONTRACT.md §3.4).
+ATTENTION = ("needs_attention", "failed")
+
+
+class OverviewRequest(Payload):
+    limit: int = Field(default=20, strict=True, ge=1, le=100)
+
+
+@app.task(name=names.OVERVIEW, base=RequestTask, bind=True)
+def overview(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
+    """What an operator's page shows (docs/CONTRACT.md §5.3): the last reconciliation, the
+    events that need attention or failed (newest first) with how many there are, and what
+    the store owes per currency."""
+    try:
+        request = OverviewRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return self.refuse(exc)
+    redeem_values = get_settings().redeem_table()
+
+    def read(session: Session) -> dict[str, Any]:
+        record = reconcile.latest_record(session)
+        return {
+            "reconciliation": reconcile.record_json(record) if record is not None else None,
+            "events": reports.events(session, ATTENTION, request.limit),
+            "event_counts": reports.event_counts(session, ATTENTION),
+            "owed": reports.owed(session, redeem_values),
+        }
+
+    return self.transaction(read, read_only=True)

@@ -100,6 +100,9 @@ def create_app(settings: Settings | None = None) -> Celery:
             names.RESERVE: {"queue": REQUESTS_QUEUE},
             names.RELEASE: {"queue": REQUESTS_QUEUE},
             names.BALANCE: {"queue": REQUESTS_QUEUE},
+            names.HISTORY: {"queue": REQUESTS_QUEUE},
+            names.ORDER_REFUNDS: {"queue": REQUESTS_QUEUE},
+            names.OVERVIEW: {"queue": REQUESTS_QUEUE},
             # Admin one-off tasks: an operator waits for the reply, never behind events.
             names.ADJUST: {"queue": REQUESTS_QUEUE},
             names.CLAIM: {"queue": REQUESTS_QUEUE},

@@ -16,6 +16,7 @@ RELEASE = "dust.release"
 BALANCE = "dust.balance"
 HISTORY = "dust.history"
 ORDER_REFUNDS = "dust.order_refunds"
+OVERVIEW = "dust.overview"
 
 ADJUST = "dust.admin.adjust"
 CLAIM = "dust.admin.claim"
