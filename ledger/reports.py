@@ -237,7 +237,10 @@ def owed(session: Session, redeem_values: dict[str, str]) -> dict[str, Any]:
         .where(Account.kind == STORE_CREDIT)
         .group_by(Account.currency_code)
     ).all()
-    credit = {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in credit_rows}
+    # store credit always has its currency (a CHECK of dust_accounts)
+    credit = {
+        row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in credit_rows if row[0] is not None
+    }
     codes = sorted(set(credit) | {c for c in redeem_values if c != "default"})
     currencies = []
     for code in codes:
