@@ -274,6 +274,15 @@ const EXAMPLE_ADDRESS = {
   country_code: "us",
 }
 
+const FIELD_LABELS = {
+  first_name: "First name",
+  last_name: "Last name",
+  address_1: "Address",
+  city: "City",
+  postal_code: "Postal code",
+  country_code: "Country (ISO code)",
+}
+
 function Checkout(props: {
   cart: Cart
   customer: Customer
@@ -360,9 +369,9 @@ function Checkout(props: {
       </ul>
       <dl className="dust-figures" data-testid="cart-totals">
         <dt>Items</dt>
-        <dd>{formatMoney(Number(cart.item_total ?? 0), currency)}</dd>
+        <dd>{formatMoney(Number(cart.item_subtotal ?? 0), currency)}</dd>
         <dt>Shipping</dt>
-        <dd>{formatMoney(Number(cart.shipping_total ?? 0), currency)}</dd>
+        <dd>{formatMoney(Number(cart.shipping_subtotal ?? 0), currency)}</dd>
         <dt>Tax</dt>
         <dd>{formatMoney(Number(cart.tax_total ?? 0), currency)}</dd>
         {applied > 0 ? (
@@ -381,7 +390,7 @@ function Checkout(props: {
         <h3>Delivery</h3>
         {(["first_name", "last_name", "address_1", "city", "postal_code", "country_code"] as const).map((field) => (
           <label key={field}>
-            {field.replace("_", " ").replace("1", "")}
+            {FIELD_LABELS[field]}
             <input
               name={field}
               value={address[field]}
@@ -407,7 +416,7 @@ function Checkout(props: {
 
       {balance ? (
         <ApplyDust
-          key={`${cart.id}:${applied}`}
+          key={`${cart.id}:${applied}:${required}`}
           dust={dust}
           cart={cart}
           available={balance.dust.available}
