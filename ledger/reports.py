@@ -13,9 +13,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.accounts import customer_accounts
-from models import Account, Entry, Event
-from models.tables import DUST, STORE_CREDIT
+from dust.ledger.accounts import customer_accounts
+from dust.models import Account, Entry, Event
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 def balance(

@@ -17,8 +17,9 @@
 #   DUST_MEDUSA_E2E_PORT       9000                    Medusa's HTTP port
 #   VENV                       <repo>/.venv            Dust's virtualenv (make install)
 #   DUST_MEDUSA_E2E_ADMIN=1   build Medusa's admin with the plugin's widgets once (medusa build
-#                              --admin-only) and serve it: Medusa runs with NODE_ENV=production and
-#                              session cookies without `Secure` over plain http (ui-e2e/run.sh)
+#                              --admin-only) and serve it: Medusa runs with NODE_ENV=production
+#                              (start-medusa.sh) and session cookies without `Secure` over plain
+#                              http (medusa-config.ts) (ui-e2e/run.sh)
 #   DUST_MEDUSA_E2E_FLOWS      the command run as the flows (default: node --test flows/e2e.test.mjs)
 #   DUST_MEDUSA_E2E_NAME       the name in the last line (default: test-medusa)
 #   DUST_MEDUSA_E2E_REUSE_INSTALL=1  development only (refused under CI=true): keep the installed
@@ -45,9 +46,9 @@ export MEDUSA_DATABASE_URL="$PG_URL/$MEDUSA_DB"
 export MEDUSA_REDIS_URL="$REDIS_URL/$MEDUSA_REDIS_DB"
 export NODE_ENV=development # production would make Medusa's session cookies Secure-only
 if [ "${DUST_MEDUSA_E2E_ADMIN:-}" = 1 ]; then
-    # The admin's production build is served only with NODE_ENV=production (development starts
-    # Vite's dev server); medusa-config.ts then turns `Secure` off for plain http.
-    export NODE_ENV=production DUST_E2E_ADMIN=1
+    # start-medusa.sh then runs Medusa with NODE_ENV=production: the admin's build is served
+    # only so (development starts Vite's dev server). Not here: npm ci would skip devDependencies.
+    export DUST_E2E_ADMIN=1
 fi
 NAME="${DUST_MEDUSA_E2E_NAME:-test-medusa}"
 export DUST_DATABASE_URL="${PG_URL/#postgresql:/postgresql+psycopg:}/$DUST_DB"

@@ -1,22 +1,17 @@
 // What the browser flows share: Debian's Chromium through playwright-core (never a downloaded
 // browser), a fresh profile per browser, the admin's login, screenshots into $UI_ARTIFACTS and
-// Dust's command line for asserting the ledger. The Medusa API helpers (admin, store,
-// registerCustomer, SEED) come from the API flows' lib.mjs.
-import { execFile } from "node:child_process"
+// the Medusa API helpers of the API flows (lib.mjs: admin, store, registerCustomer, SEED, and
+// `dust(...args)` for Dust's command line, `waitFor`), re-exported.
 import { mkdtempSync, rmSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { promisify } from "node:util"
 import { chromium } from "playwright-core"
 
 export * from "../../e2e/flows/lib.mjs"
 
-const run = promisify(execFile)
-
 export const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium"
 export const ARTIFACTS = process.env.UI_ARTIFACTS || new URL("../artifacts", import.meta.url).pathname
 export const MEDUSA = process.env.MEDUSA_URL || "http://127.0.0.1:9000"
-export const DUST = process.env.DUST_CLI || "dust"
 export const ADMIN = { email: process.env.MEDUSA_ADMIN_EMAIL, password: process.env.MEDUSA_ADMIN_PASSWORD }
 
 export const FLAGS = [
@@ -57,8 +52,8 @@ export async function browser({ width = 1440, height = 1000 } = {}) {
 /** Sign in to Medusa's admin (/app) as the test's admin user. */
 export async function adminLogin(page) {
   await page.goto(`${MEDUSA}/app/login`)
-  await page.getByLabel("Email").fill(ADMIN.email)
-  await page.getByLabel("Password").fill(ADMIN.password)
+  await page.getByPlaceholder("Email").fill(ADMIN.email)
+  await page.getByPlaceholder("Password").fill(ADMIN.password)
   await page.getByRole("button", { name: "Continue with Email" }).click()
   await page.waitForURL((url) => !url.pathname.endsWith("/login"), { timeout: 60_000 })
 }
@@ -73,26 +68,4 @@ export async function shot(page, name, locator) {
     await page.screenshot({ path })
   }
   return path
-}
-
-/** `dust ARGS --json` parsed (the ledger as Dust's command line sees it). */
-export async function dustJson(...args) {
-  const { stdout } = await run(DUST, [...args, "--json"], { env: process.env, maxBuffer: 1 << 24 })
-  return JSON.parse(stdout)
-}
-
-/** Poll `check` (async, returns a truthy value when done) until it does, or fail. */
-export async function eventually(what, check, { timeoutMs = 30_000, everyMs = 250 } = {}) {
-  const deadline = Date.now() + timeoutMs
-  let last
-  while (Date.now() < deadline) {
-    try {
-      const value = await check()
-      if (value) return value
-    } catch (error) {
-      last = error
-    }
-    await new Promise((r) => setTimeout(r, everyMs))
-  }
-  throw new Error(`${what}: not after ${timeoutMs} ms${last ? `: ${last.message}` : ""}`)
 }
