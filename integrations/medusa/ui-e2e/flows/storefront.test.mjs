@@ -55,7 +55,7 @@ before(async () => {
     ["node_modules/vite/bin/vite.js", "preview", "--host", "127.0.0.1", "--port", String(PORT), "--strictPort"],
     { cwd: EXAMPLE, stdio: ["ignore", log, log] }
   )
-  await B.eventually(`the storefront on ${STOREFRONT}`, async () => (await fetch(STOREFRONT)).ok, { timeoutMs: 60_000 })
+  await B.waitFor(`the storefront on ${STOREFRONT}`, async () => (await fetch(STOREFRONT)).ok, { timeoutMs: 60_000 })
 })
 
 after(async () => {
@@ -87,7 +87,7 @@ test("the storefront example: sign in, dust-only product in dust, pay with dust,
   await B.admin("POST", "/admin/dust/credit", {
     body: { customer_id: customer.id, amount: CREDIT, reason: "Welcome to the shop" },
   })
-  assert.equal((await B.dustJson("balance", customer.id)).dust.balance, CREDIT)
+  assert.equal((await B.dust("balance", customer.id, "--json")).dust.balance, CREDIT)
 
   session = await B.browser({ width: 1280, height: 1000 })
   const { page, errors } = session
@@ -137,7 +137,7 @@ test("the storefront example: sign in, dust-only product in dust, pay with dust,
   await cart.getByTestId("cart-dust").filter({ hasText: "−$5.00 (500 dust)" }).waitFor()
   await cart.getByTestId("cart-total").filter({ hasText: "$5.89" }).waitFor()
   await page.getByTestId("dust-held").filter({ hasText: "500 dust" }).waitFor()
-  const held = await B.dustJson("balance", customer.id)
+  const held = await B.dust("balance", customer.id, "--json")
   assert.deepEqual([held.dust.balance, held.dust.held, held.dust.available], [CREDIT, PRICE, CREDIT - PRICE], "Dust holds the cart's dust")
   await B.shot(page, "storefront-checkout", page.locator(".page"))
 
@@ -145,17 +145,17 @@ test("the storefront example: sign in, dust-only product in dust, pay with dust,
   await cart.getByRole("button", { name: "Place order" }).click()
   await page.getByTestId("order-placed").filter({ hasText: "You paid 500 dust of it with dust" }).waitFor({ timeout: 60_000 })
   await B.shot(page, "storefront-order-placed", page.locator(".page"))
-  const settled = await B.eventually(
+  const settled = await B.waitFor(
     "Dust captured the order's dust",
     async () => {
-      const b = await B.dustJson("balance", customer.id)
+      const b = await B.dust("balance", customer.id, "--json")
       return b.dust.held === 0 && b.dust.balance === CREDIT - PRICE ? b : null
     },
     { timeoutMs: 120_000 }
   )
   // A dust-only item earns nothing (the order's other money is shipping and tax).
   assert.deepEqual([settled.dust.balance, settled.dust.held, settled.dust.available], [CREDIT - PRICE, 0, CREDIT - PRICE])
-  const entries = await B.dustJson("history", customer.id)
+  const entries = await B.dust("history", customer.id, "--json")
   assert.deepEqual(
     entries.filter((e) => e.kind === "dust").map((e) => [e.direction, e.amount, e.reason, e.balance_after]),
     [
