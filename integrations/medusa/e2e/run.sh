@@ -22,6 +22,7 @@
 #                              http (medusa-config.ts) (ui-e2e/run.sh)
 #   DUST_MEDUSA_E2E_FLOWS      the command run as the flows (default: node --test flows/e2e.test.mjs)
 #   DUST_MEDUSA_E2E_NAME       the name in the last line (default: test-medusa)
+#   DUST_MEDUSA_E2E_UNIT_TESTS=0  skip the plugin's unit tests (test-ui: test-medusa runs them)
 #   DUST_MEDUSA_E2E_REUSE_INSTALL=1  development only (refused under CI=true): keep the installed
 #                              node_modules and the built plugin, skip npm ci, the unit tests and the build
 set -euo pipefail
@@ -107,8 +108,13 @@ node_major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "${DUST_MEDUSA_E2E_REUSE_INSTALL:-}" = 1 ] && [ "${CI:-}" != true ]; then
     log "reusing the installed store and plugin (DUST_MEDUSA_E2E_REUSE_INSTALL=1)"
 else
-    log "plugin: npm ci, unit tests, medusa plugin:build"
-    (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+    if [ "${DUST_MEDUSA_E2E_UNIT_TESTS:-1}" = 0 ]; then
+        log "plugin: npm ci, medusa plugin:build"
+        (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npx medusa plugin:build)
+    else
+        log "plugin: npm ci, unit tests, medusa plugin:build"
+        (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+    fi
 
     log "store: npm ci, install the plugin from $PLUGIN"
     (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)

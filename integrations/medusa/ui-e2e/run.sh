@@ -4,7 +4,8 @@
 #
 # It reuses the plugin's end-to-end machinery (../e2e/run.sh: npm ci, plugin build, databases,
 # Dust's Procfile processes, Medusa start and stop by pid, seeded products) with the admin built
-# once (DUST_MEDUSA_E2E_ADMIN=1) and these flows in place of the API flows:
+# once (DUST_MEDUSA_E2E_ADMIN=1), without the plugin's unit tests (`make test-medusa` runs them),
+# and these flows in place of the API flows:
 # every flows/*.test.mjs, run by `node --test` one file after the other.
 #
 # The browser is Debian's /usr/bin/chromium (`apt-get install -y chromium`; .ci/run installs it
@@ -33,6 +34,8 @@ if [ "${DUST_MEDUSA_E2E_REUSE_INSTALL:-}" != 1 ] || [ "${CI:-}" = true ] || [ ! 
 fi
 
 export DUST_MEDUSA_E2E_ADMIN=1
+# The plugin's unit tests (the widgets' included) are test-medusa's; here the browser's.
+export DUST_MEDUSA_E2E_UNIT_TESTS="${DUST_MEDUSA_E2E_UNIT_TESTS:-0}"
 export DUST_MEDUSA_E2E_NAME=test-ui
 export DUST_MEDUSA_E2E_FLOWS="bash $HERE/flows.sh"
 exec bash "$HERE/../e2e/run.sh"

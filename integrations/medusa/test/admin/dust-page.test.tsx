@@ -68,7 +68,7 @@ describe("the Dust page", () => {
     const usd = within(screen.getByTestId("dust-owed-usd")).getAllByRole("cell").map((c) => c.textContent)
     expect(usd).toEqual(["USD", "$129.35 (3 accounts)", "$125.00", "1 dust = 1 minor unit"])
     const jpy = within(screen.getByTestId("dust-owed-jpy")).getAllByRole("cell").map((c) => c.textContent)
-    expect(jpy).toEqual(["JPY", "¥1,200 (1 accounts)", "¥6,250", "1 dust = 0.5 minor units"])
+    expect(jpy).toEqual(["JPY", "¥1,200 (1 account)", "¥6,250", "1 dust = 0.5 minor units"])
     const row = screen.getByTestId("dust-event")
     expect(row.textContent).toContain("refund.created")
     expect(row.textContent).toContain(event.reason)
@@ -105,7 +105,7 @@ describe("the Dust page", () => {
     }
     await userEvent.click(screen.getByRole("button", { name: "Resolve event" }))
     await waitFor(() =>
-      expect(screen.getByTestId("dust-resolve-error").textContent).toMatch(/^Dust is not answering right now/)
+      expect(screen.getByTestId("dust-resolve-error").textContent).toMatch(/^Dust is not answering right now, so nothing was changed/)
     )
   })
 

@@ -58,13 +58,20 @@ describe("product settings, as the plugin's mapping reads them", () => {
 
 describe("errorMessage", () => {
   it("says Dust is not answering for the routes' 503", () => {
-    expect(errorMessage(new FetchError("Dust is not answering: timeout", "Service Unavailable", 503))).toMatch(
-      /^Dust is not answering right now, so nothing was changed/
+    const down = new FetchError("Dust is not answering: timeout", "Service Unavailable", 503)
+    expect(errorMessage(down)).toBe(
+      "Dust is not answering right now. Try again in a minute; if it lasts, check that Dust's workers are running."
     )
+    expect(errorMessage(down, { write: true })).toMatch(/^Dust is not answering right now, so nothing was changed\. /)
   })
   it("spells out insufficient funds", () => {
     expect(errorMessage(new FetchError("insufficient funds: available 40, requested 100", "Bad Request", 400))).toBe(
       "Dust refused: insufficient funds — only 40 available, 100 requested."
+    )
+  })
+  it("names who refused", () => {
+    expect(errorMessage(new FetchError("no such product", "Not Found", 404), { refusedBy: "Medusa" })).toBe(
+      "Medusa refused: no such product"
     )
   })
   it("names a network failure", () => {

@@ -6,7 +6,7 @@ import assert from "node:assert/strict"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { after, before, test } from "node:test"
-import { MEDUSA, SEED, adminLogin, browser, dust, dustBalance, registerCustomer, shot, waitFor, waitForEvent } from "./browser.mjs"
+import { MEDUSA, SEED, admin, adminLogin, browser, dust, dustBalance, registerCustomer, shot, waitFor, waitForEvent } from "./browser.mjs"
 
 let b, page, customer
 const reason = "Apology for a late delivery"
@@ -83,8 +83,15 @@ test("customer widget: refuses bad input, credits 250 dust, shows the entry", as
   assert.equal((await dustBalance(customer.id)).dust.balance, 250)
   await shot(page, "customer-widget-refused", widget())
 
+  // Store credit (a refund, say) shows as money by the currency's digits.
+  await admin("POST", "/admin/dust/credit", {
+    body: { customer_id: customer.id, amount: 12935, reason: "Refund as store credit", kind: "store_credit", currency_code: "usd" },
+  })
   await page.reload()
   await assertText(widget().getByTestId("dust-balance"), "250 dust")
+  const credit = widget().getByTestId("dust-store-credit")
+  await credit.waitFor()
+  assert.match(await credit.innerText(), /^\$129\.35\s+USD · available \$129\.35 · SC-/)
   await shot(page, "customer-widget", widget())
 })
 
@@ -174,7 +181,7 @@ test("Dust not answering: the widget and the page say so", async () => {
     await page.goto(`${MEDUSA}/app/customers/${customer.id}`)
     const note = widget().getByTestId("dust-balance-error")
     await note.waitFor({ timeout: 60_000 })
-    assert.match(await note.innerText(), /Dust is not answering right now, so nothing was changed/)
+    assert.match(await note.innerText(), /^Dust is not answering right now\. Try again in a minute/)
     await shot(page, "customer-widget-dust-down", widget())
     await page.goto(`${MEDUSA}/app/dust`)
     const pageNote = page.getByTestId("dust-overview-error")

@@ -7,16 +7,19 @@ export function ErrorNote({
   retry,
   testId,
   refusedBy,
+  write,
 }: {
   error: unknown
   retry?: () => void
   testId?: string
   refusedBy?: string
+  /** the failed call would have changed something: say that nothing was */
+  write?: boolean
 }) {
   return (
     <Alert variant="error" data-testid={testId ?? "dust-error"}>
       <div className="flex items-center justify-between gap-x-4">
-        <span role="alert">{errorMessage(error, refusedBy)}</span>
+        <span role="alert">{errorMessage(error, { refusedBy, write })}</span>
         {retry ? (
           <Button size="small" variant="secondary" onClick={retry}>
             Try again

@@ -92,12 +92,13 @@ export const dustApi = {
 /**
  * A sentence for a failed call: Dust not answering (the routes' 503), Dust refusing
  * (insufficient funds, an unknown customer: 400/404 with Dust's reason), or anything else.
+ * `write`: the call would have changed something (a credit, a resolve).
  */
-export function errorMessage(error: unknown, refusedBy = "Dust"): string {
+export function errorMessage(error: unknown, { refusedBy = "Dust", write = false } = {}): string {
   const status = (error as { status?: number } | null)?.status
   const message = error instanceof Error ? error.message : String(error ?? "")
   if (status === 503) {
-    return "Dust is not answering right now, so nothing was changed. Try again in a minute; if it lasts, check that Dust's workers are running."
+    return `Dust is not answering right now${write ? ", so nothing was changed" : ""}. Try again in a minute; if it lasts, check that Dust's workers are running.`
   }
   if (status === 502) {
     return `Dust could not complete the request: ${message}`

@@ -50,5 +50,7 @@ export function formatDust(amount: number): string {
 export function formatTime(iso: string | null | undefined): string {
   if (!iso) return "—"
   const time = new Date(iso)
-  return Number.isNaN(time.getTime()) ? iso : time.toLocaleString("en-US", { timeZone: "UTC" }) + " UTC"
+  return Number.isNaN(time.getTime())
+    ? iso
+    : time.toLocaleString("en-US", { timeZone: "UTC", dateStyle: "medium", timeStyle: "short" }) + " UTC"
 }

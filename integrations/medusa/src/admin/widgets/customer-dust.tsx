@@ -148,7 +148,7 @@ function AdjustForm({ customerId }: { customerId: string }) {
         <Textarea id="dust-reason" value={reason} onChange={(e) => setReason(e.target.value)} />
       </div>
       {formError ? <FormError message={formError} /> : null}
-      {adjust.isError ? <ErrorNote error={adjust.error} testId="dust-adjust-error" /> : null}
+      {adjust.isError ? <ErrorNote error={adjust.error} testId="dust-adjust-error" write /> : null}
       {adjust.isSuccess ? <Posted reply={adjust.data} /> : null}
       <div className="flex justify-end">
         <Button type="submit" isLoading={adjust.isPending}>
@@ -263,14 +263,20 @@ function EntryRow({ entry }: { entry: DustEntry }) {
   const source = entry.event_id ?? (entry.reference_type ? `${entry.reference_type}:${entry.reference_id ?? ""}` : "—")
   return (
     <Table.Row data-testid="dust-entry">
-      <Table.Cell>{formatTime(entry.created_at)}</Table.Cell>
+      <Table.Cell className="whitespace-nowrap">{formatTime(entry.created_at)}</Table.Cell>
       <Table.Cell>
         <Badge size="2xsmall">{entry.kind === "dust" ? "dust" : `store credit ${entry.currency_code?.toUpperCase()}`}</Badge>
       </Table.Cell>
-      <Table.Cell>{entryAmount(entry)}</Table.Cell>
-      <Table.Cell>{entry.memo ? `${entry.memo} (${entry.reason})` : entry.reason}</Table.Cell>
-      <Table.Cell>{entry.actor ?? "—"}</Table.Cell>
-      <Table.Cell>{source}</Table.Cell>
+      <Table.Cell className="whitespace-nowrap">{entryAmount(entry)}</Table.Cell>
+      <Table.Cell className="max-w-[160px] truncate" title={entry.memo ?? entry.reason}>
+        {entry.memo ? `${entry.memo} (${entry.reason})` : entry.reason}
+      </Table.Cell>
+      <Table.Cell className="max-w-[110px] truncate" title={entry.actor ?? ""}>
+        {entry.actor ?? "—"}
+      </Table.Cell>
+      <Table.Cell className="max-w-[110px] truncate" title={source}>
+        {source}
+      </Table.Cell>
     </Table.Row>
   )
 }

@@ -53,7 +53,7 @@ export function ProductDustWidget({ data: product }: DetailWidgetProps<AdminProd
           <Input id="dust-price" inputMode="numeric" placeholder="1500" value={price} onChange={(e) => setPrice(e.target.value)} />
         </div>
         {formError ? <FormError message={formError} /> : null}
-        {save.isError ? <ErrorNote error={save.error} testId="dust-product-error" refusedBy="Medusa" /> : null}
+        {save.isError ? <ErrorNote error={save.error} testId="dust-product-error" refusedBy="Medusa" write /> : null}
         {save.isSuccess && !formError ? (
           <Alert variant="success" data-testid="dust-product-saved">
             Saved. Dust hears of it through Medusa's product.updated event.

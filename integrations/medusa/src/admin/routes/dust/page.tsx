@@ -89,7 +89,7 @@ function Owed({ data }: { data: DustOverview }) {
     <Container className="px-6 py-4" data-testid="dust-owed">
       <Heading level="h2">What the store owes</Heading>
       <Text className="mt-1" data-testid="dust-owed-dust">
-        {formatDust(dust.outstanding)} dust outstanding in {formatDust(dust.accounts)} accounts
+        {formatDust(dust.outstanding)} dust outstanding in {plural(dust.accounts, "account")}
         {dust.pending ? ` (${formatDust(dust.pending)} still pending)` : ""}
         {dust.held ? `, ${formatDust(dust.held)} held by carts` : ""}
       </Text>
@@ -107,7 +107,7 @@ function Owed({ data }: { data: DustOverview }) {
             <Table.Row key={c.currency_code} data-testid={`dust-owed-${c.currency_code}`}>
               <Table.Cell>{c.currency_code.toUpperCase()}</Table.Cell>
               <Table.Cell>
-                {formatMoney(c.store_credit.outstanding, c.currency_code)} ({c.store_credit.accounts} accounts)
+                {formatMoney(c.store_credit.outstanding, c.currency_code)} ({plural(c.store_credit.accounts, "account")})
               </Table.Cell>
               <Table.Cell>{formatMoney(c.dust_value, c.currency_code)}</Table.Cell>
               <Table.Cell>
@@ -119,6 +119,10 @@ function Owed({ data }: { data: DustOverview }) {
       </Table>
     </Container>
   )
+}
+
+function plural(count: number, noun: string): string {
+  return `${formatDust(count)} ${noun}${count === 1 ? "" : "s"}`
 }
 
 function Attention({ data }: { data: DustOverview }) {
@@ -192,7 +196,7 @@ function EventRow({ event }: { event: DustEvent }) {
           <Label htmlFor={`resolve-${event.event_id}`}>Why is it closed? (kept)</Label>
           <Input id={`resolve-${event.event_id}`} value={reason} onChange={(e) => setReason(e.target.value)} />
           {formError ? <FormError message={formError} /> : null}
-          {resolve.isError ? <ErrorNote error={resolve.error} testId="dust-resolve-error" /> : null}
+          {resolve.isError ? <ErrorNote error={resolve.error} testId="dust-resolve-error" write /> : null}
           <div className="flex justify-end gap-x-2">
             <Button size="small" variant="secondary" type="button" onClick={() => setOpen(false)}>
               Cancel
