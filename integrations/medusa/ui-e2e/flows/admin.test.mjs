@@ -6,13 +6,22 @@ import assert from "node:assert/strict"
 import { readFileSync } from "node:fs"
 import { join } from "node:path"
 import { after, before, test } from "node:test"
-import { MEDUSA, SEED, admin, adminLogin, browser, dust, dustBalance, registerCustomer, shot, waitFor, waitForEvent } from "./browser.mjs"
+import { ADMIN, MEDUSA, SEED, admin, adminLogin, call, request, browser, dust, dustBalance, registerCustomer, shot, waitFor, waitForEvent } from "./browser.mjs"
 
 let b, page, customer
 const reason = "Apology for a late delivery"
 
 before(async () => {
   customer = await registerCustomer("ui")
+  // The plugin's very first Dust requests after Medusa starts have been seen to fail (two
+  // concurrent requests on its lazily connecting Redis client: one 503 at once, the other's
+  // reply missed). Until that is fixed in src/lib/celery.ts, one request warms the client up,
+  // logged when it fails, so the browser's assertions below stay strict.
+  await waitFor("the plugin's first Dust request", async () => {
+    const res = await request("GET", `/admin/dust/balance/${customer.id}`, { token: await adminToken() })
+    if (res.status !== 200) console.log(`# warm-up: GET /admin/dust/balance -> ${res.status} ${res.text}`)
+    return res.status === 200
+  }, { timeoutMs: 60_000 })
   b = await browser()
   page = b.page
   await adminLogin(page)
@@ -89,9 +98,9 @@ test("customer widget: refuses bad input, credits 250 dust, shows the entry", as
   })
   await page.reload()
   await assertText(widget().getByTestId("dust-balance"), "250 dust")
-  const credit = widget().getByTestId("dust-store-credit")
-  await credit.waitFor()
-  assert.match(await credit.innerText(), /^\$129\.35\s+USD · available \$129\.35 · SC-/)
+  const storeCredit = widget().getByTestId("dust-store-credit")
+  await storeCredit.waitFor()
+  assert.match(await storeCredit.innerText(), /^\$129\.35\s+USD · available \$129\.35 · SC-/)
   await shot(page, "customer-widget", widget())
 })
 
@@ -213,4 +222,10 @@ async function dustOwed() {
     "SELECT COALESCE(SUM(balance), 0) FROM dust_accounts WHERE kind = 'dust'",
   ])
   return { dust: Number(stdout.trim()) }
+}
+
+let token
+async function adminToken() {
+  token ??= (await call("POST", "/auth/user/emailpass", { body: ADMIN })).token
+  return token
 }
