@@ -12,7 +12,7 @@ to store credit, every fourth also giving back dust), ``cancel`` (an ``order.can
 of an order placed beforehand, half of them charged dust). For all but ``placed``, each
 customer has 1,000,000 dust in ten lots of different expiries.
 
-Runs ``tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
+Runs ``dust.tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
 Celery, on the database ``dust_perf_profile`` (rebuilt; customers' dust accounts created
 first, so each event is the common case: account found, earn, lot). Counts and times every
 statement with SQLAlchemy's ``before/after_cursor_execute`` events, times the DBAPI commit,
@@ -50,8 +50,8 @@ from psycopg._connection_base import BaseConnection  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 from throughput import reset_database  # noqa: E402
 
-from tasks import inbox  # noqa: E402
-from worker.db import get_engine  # noqa: E402
+from dust.tasks import inbox  # noqa: E402
+from dust.worker.db import get_engine  # noqa: E402
 
 
 class Meter:
@@ -151,11 +151,11 @@ def fund_customers(engine: Any, customers: int) -> None:
 
 
 def reserve_holds(tag: str, orders: range, customers: int) -> None:
-    """Reserve 100 dust for the cart of every other order (``ledger.holds.reserve``)."""
-    from ledger import holds
-    from ledger.accounts import ensure_account, lock_accounts
-    from models.tables import DUST
-    from worker.db import session_scope
+    """Reserve 100 dust for the cart of every other order (``dust.ledger.holds.reserve``)."""
+    from dust.ledger import holds
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.models.tables import DUST
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         for o in orders:

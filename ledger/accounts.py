@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Account
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from models.tables import DUST, STORE_CREDIT
+from dust.models import Account
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 def new_code() -> str:
@@ -33,9 +33,9 @@ def new_code() -> str:
 KNOWN = "dust.accounts.known"
 LOCKED = "dust.accounts.locked"
 #: ``session.info`` keys of what is known under an order's or account's lock, forgotten
-#: with the locks: order rows locked (``ledger.orders.lock_orders``), every refund of a
-#: locked order (``ledger.orders.order_refunds``), every active hold of a cart whose
-#: holders are locked (``ledger.holds.load_cart_holds``).
+#: with the locks: order rows locked (``dust.ledger.orders.lock_orders``), every refund of a
+#: locked order (``dust.ledger.orders.order_refunds``), every active hold of a cart whose
+#: holders are locked (``dust.ledger.holds.load_cart_holds``).
 LOCKED_ORDERS = "dust.orders.locked"
 ORDER_REFUNDS = "dust.orders.refunds"
 CART_HOLDS = "dust.holds.carts"

@@ -1,9 +1,9 @@
 """One module per commerce event (docs/CONTRACT.md §3.3). ``SUBSCRIBERS`` maps event names to their
 handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
-whose events a batch may also apply many at a time, set-based (``tasks.inbox``);
+whose events a batch may also apply many at a time, set-based (``dust.tasks.inbox``);
 ``BULK_CANDIDATES`` which of their events it may take (default: all). ``TOUCHES`` maps the
 names whose events a batch may run one after another in one savepoint, their order rows
-and dust accounts locked together first (``tasks.inbox``), to what an event touches."""
+and dust accounts locked together first (``dust.tasks.inbox``), to what an event touches."""
 
 from __future__ import annotations
 
@@ -11,16 +11,16 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from ledger import holds, orders
-from ledger.accounts import lock_existing_dust_accounts
-from subscribers import (
+from dust.ledger import holds, orders
+from dust.ledger.accounts import lock_existing_dust_accounts
+from dust.subscribers import (
     customer_created,
     order_canceled,
     order_placed,
     product_updated,
     refund_created,
 )
-from subscribers.base import BulkHandler, Envelope, Handler, Toucher, Touches
+from dust.subscribers.base import BulkHandler, Envelope, Handler, Toucher, Touches
 
 SUBSCRIBERS: dict[str, Handler] = {
     "customer.created": customer_created.handle,
@@ -50,7 +50,7 @@ TOUCHES: dict[str, Toucher] = {
 
 
 def lock_run(session: Session, touched: list[Touches]) -> None:
-    """Before the events of a run go one after another in one transaction (``tasks.inbox``):
+    """Before the events of a run go one after another in one transaction (``dust.tasks.inbox``):
     lock their orders (one statement, id order), then the dust accounts of their customers
     and of the orders' customers (one statement, id order; none opened), then read their
     cart holds (their accounts locked), the orders' refunds and which of their products

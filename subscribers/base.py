@@ -25,8 +25,8 @@ from pydantic import (
 )
 from sqlalchemy.orm import Session
 
-from ledger.currencies import problem as currency_problem
-from ledger.orders import EarnPolicy
+from dust.ledger.currencies import problem as currency_problem
+from dust.ledger.orders import EarnPolicy
 
 #: Largest amount accepted in an event: far above any real order, far below BIGINT.
 MAX_AMOUNT = 10**15
@@ -151,7 +151,7 @@ BulkHandler = Callable[[Session, list[Envelope], Context], Prepared | None]
 class Touches:
     """The rows an event's subscriber locks or reads: its order, its customer's dust
     account, its cart's holds, its items' products. The task layer reads and locks those
-    of many events at once, first (``tasks.inbox``, ``subscribers.lock_run``)."""
+    of many events at once, first (``dust.tasks.inbox``, ``subscribers.lock_run``)."""
 
     order_id: str | None = None
     customer_id: str | None = None

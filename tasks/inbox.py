@@ -34,12 +34,12 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ledger.accounts import forget_locks
-from ledger.orders import EarnPolicy
-from models import Event, EventConflict
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from subscribers import (
+from dust.ledger.accounts import forget_locks
+from dust.ledger.orders import EarnPolicy
+from dust.models import Event, EventConflict
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.subscribers import (
     BULK_CANDIDATES,
     BULK_SUBSCRIBERS,
     SUBSCRIBERS,
@@ -47,9 +47,9 @@ from subscribers import (
     end_run,
     lock_run,
 )
-from subscribers.base import Context, Envelope, Outcome, Rejected, Touches
-from worker.db import session_scope
-from worker.settings import Settings, get_settings
+from dust.subscribers.base import Context, Envelope, Outcome, Rejected, Touches
+from dust.worker.db import session_scope
+from dust.worker.settings import Settings, get_settings
 
 MAX_ID = 250
 MAX_NAME = 100
@@ -490,7 +490,7 @@ def _run_of(
 
 def _apply_run(session: Session, run: _Run, context: Context) -> tuple[list[Result], int]:
     """Apply the envelopes of ``run`` as one at a time, in one savepoint: their order rows
-    locked together (``ledger.orders.lock_orders``), then the dust accounts of the orders'
+    locked together (``dust.ledger.orders.lock_orders``), then the dust accounts of the orders'
     and events' customers (one statement each, in id order); then each subscriber in
     turn, without a savepoint of its own; then their inbox rows in one INSERT. Returns
     their results; or, with nothing written, none and how many envelopes must go one at a
