@@ -344,10 +344,10 @@ def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
         if take and account is not None:
             already = order.charged_dust if kind == DUST else order.charged_store_credit
             key = f"order:{order.order_id}:spend:{kind}:{already}"
+            _add_charged(order, kind, take)  # before the entry: in the same flush
             journal.debit(
                 session, account, take, Ref("spend", "order", order.order_id, key, event_id)
             )
-            _add_charged(order, kind, take)
             result.debited[kind] = take
         if amount - take:
             result.shortfall[kind] = amount - take
@@ -423,6 +423,7 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
         expires_at = lot_expiry(order.placed_at, policy.points_ttl_days)
         key = f"order:{order.order_id}:earn:{order.earned}"
         ref = Ref("earn", "order", order.order_id, key, event_id)
+        order.earned += amount  # before the entry: the order's row goes in the same flush
         journal.credit(
             session,
             account,
@@ -432,7 +433,6 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
             order_id=order.order_id,
             pending_until=pending_until(order.placed_at, policy.pending_days, utcnow()),
         )
-        order.earned += amount
         return amount
     return -clawback(session, account, order, net - target, event_id, policy)
 
@@ -454,6 +454,9 @@ def clawback(
         own = _pending_of_order(session, account, order.order_id)
         take = min(amount, own + max(0, holds_.available(account)))
         forgiven = amount - take
+    # Before the entry: the order's row goes in the same flush.
+    order.clawed_back += take
+    order.forgiven += forgiven
     if take:
         ref = Ref("clawback", "order", order.order_id, key, event_id)
         journal.debit(
@@ -465,8 +468,6 @@ def clawback(
             prefer_order_id=order.order_id,
             forgiven=forgiven,
         )
-    order.clawed_back += take
-    order.forgiven += forgiven
     return amount
 
 
