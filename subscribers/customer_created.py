@@ -9,7 +9,16 @@ from sqlalchemy.orm import Session
 from dust.ledger import rules
 from dust.ledger.accounts import ensure_account
 from dust.models.tables import DUST, STORE_CREDIT
-from dust.subscribers.base import Context, Envelope, Identifier, Outcome, Payload, parse
+from dust.subscribers.base import (
+    Context,
+    Envelope,
+    Identifier,
+    Outcome,
+    Payload,
+    Touches,
+    parse,
+    valid,
+)
 
 
 class CustomerPayload(Payload):
@@ -43,3 +52,8 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
         if bonus:
             outcome.detail["welcome_bonus"] = bonus
     return outcome
+
+
+def touched(envelope: Envelope, context: Context) -> Touches | None:
+    payload = valid(CustomerPayload, envelope, context)
+    return None if payload is None else Touches(customer_id=payload.id)
