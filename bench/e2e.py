@@ -780,6 +780,7 @@ def sweep_workers(args: Any, counts: list[int]) -> None:
             print(f"git: {git_state()}")
         r.flushdb()
         tmpl = template(args.broker_url)
+        deadlocks = deadlock_count(engine)
         folder = logs / f"workers-{k}"
         folder.mkdir()
         processes = start_processes(
@@ -790,6 +791,7 @@ def sweep_workers(args: Any, counts: list[int]) -> None:
             res = run_full(r, engine, tmpl, stream.envelopes, "f", args, processes[0].proc)
         finally:
             procfile.stop_all(processes)
+        deadlocks = deadlock_count(engine) - deadlocks
         ledgers[k] = ledger = mix.fingerprint(engine)
         prints[k] = hashlib.sha256(repr(ledger).encode()).hexdigest()[:16]
         reconcile = subprocess.run(
@@ -808,7 +810,8 @@ def sweep_workers(args: Any, counts: list[int]) -> None:
             + f"  [{load_average()}]"
         )
         print(
-            f"    statuses {res['statuses']}; idempotency keys twice {ledger['keys_twice']};"
+            f"    statuses {res['statuses']}; deadlocks {deadlocks};"
+            f" idempotency keys twice {ledger['keys_twice'][0][0]};"
             f" reconcile {'clean' if reconcile.returncode == 0 else 'NOT CLEAN'};"
             f" ledger {prints[k]}"
         )
@@ -873,6 +876,19 @@ def run_metrics_rounds(
         f"metrics cost:   mean {off:.1f} events/s off, {on:.1f} on: "
         f"{(off - on) / off * 100:+.1f} % (target < 3 %)  [{load_average()}]"
     )
+
+
+def deadlock_count(engine: Engine) -> int:
+    """Deadlocks PostgreSQL has detected in this database so far (its statistics lag by
+    up to a second: read after a pause)."""
+    time.sleep(1.5)
+    with engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            )
+            or 0
+        )
 
 
 def git_state() -> str:
