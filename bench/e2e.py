@@ -5,7 +5,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
     .venv/bin/python bench/e2e.py              # N = 5000
     .venv/bin/python bench/e2e.py -n 20000 --half-n 5000
 
-1. The Procfile's processes (all but ``beat``) are started unchanged (``worker.procfile``), on
+1. The Procfile's processes (all but ``beat``) are started unchanged (``dust.worker.procfile``), on
    ``DUST_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt with ``dust db
    upgrade``) and ``DUST_BROKER_URL`` (default Redis database 11, flushed). Customers' dust
    accounts exist beforehand, so each ``order.placed`` is: inbox row, order row, account
@@ -22,8 +22,8 @@ One command, one printed report (BENCHMARKS.md explains the figures):
    ignores; it only makes each envelope's content hash unique); latency = ``processed_at``
    minus ``published_at``.
 5. **direct ceiling**: the worker is stopped; N ``order.placed`` are applied with
-   ``tasks.inbox.process_batch`` in batches of ``DUST_EVENT_BATCH_SIZE`` (what a pool
-   process runs for a batch; ``tasks.inbox.process`` one at a time when it is 1) in 2 OS
+   ``dust.tasks.inbox.process_batch`` in batches of ``DUST_EVENT_BATCH_SIZE`` (what a pool
+   process runs for a batch; ``dust.tasks.inbox.process`` one at a time when it is 1) in 2 OS
    processes (the worker's default pool on 2 cores, events interleaved between them), no
    Celery.
 
@@ -63,8 +63,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import mix  # noqa: E402
 from throughput import reset_database  # noqa: E402
 
-from worker import procfile  # noqa: E402
-from worker.settings import get_settings  # noqa: E402
+from dust.worker import procfile  # noqa: E402
+from dust.worker.settings import get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -329,7 +329,7 @@ def create_rules(engine: Engine, customers: int) -> None:
 
     from sqlalchemy.orm import Session
 
-    from ledger import rules
+    from dust.ledger import rules
 
     starts = datetime(2026, 1, 1, tzinfo=UTC)
     with Session(engine) as session, session.begin():
@@ -532,7 +532,7 @@ def _direct_child(
 ) -> None:
     os.environ["DUST_DATABASE_URL"] = database_url
     sys.path.insert(0, str(ROOT))
-    from tasks import inbox
+    from dust.tasks import inbox
 
     inbox.process({"id": f"warm_{os.getpid()}", "name": "bench.warm-up", "data": {}})
     ready.wait()
@@ -708,7 +708,11 @@ def main() -> None:
         results["direct"] = res = run_direct(
             engine, args.database_url, envelopes, tag, args.direct_processes, args.timeout, batch
         )
-        how = "tasks.inbox.process" if batch <= 1 else f"tasks.inbox.process_batch ({batch} each)"
+        how = (
+            "dust.tasks.inbox.process"
+            if batch <= 1
+            else f"dust.tasks.inbox.process_batch ({batch} each)"
+        )
         print(
             f"direct ceiling: {len(envelopes)} {what} via {how} in "
             f"{args.direct_processes} processes, no Celery: {res['rate']:.1f} events/s "
@@ -754,7 +758,7 @@ def sweep_workers(args: Any, counts: list[int]) -> None:
     the ledger each leaves. Exactly once and order independence: every event processed,
     no idempotency key twice, ``dust reconcile`` clean, and the same ledger (balances,
     lots, orders, holds, entries by reason) whatever the number of workers."""
-    from worker import db as worker_db
+    from dust.worker import db as worker_db
 
     n = args.events
     shares = mix.shares_for(args.mix, args.only)

@@ -7,8 +7,8 @@ Uses the database ``dust_bench`` (``DUST_BENCH_DATABASE_URL``), rebuilt from the
 for every data set. Data is bulk-loaded with ``INSERT … SELECT generate_series`` (foreign-key
 triggers off during the load, the data being consistent by construction), then
 ``VACUUM ANALYZE``, as autovacuum would leave a live database. Timed is the code the
-scheduler and the commands run: ``tasks.runs.run_now`` (chunks of accounts, one
-transaction each), plus the one-shot ``ledger.reconcile.reconcile`` for comparison.
+scheduler and the commands run: ``dust.tasks.runs.run_now`` (chunks of accounts, one
+transaction each), plus the one-shot ``dust.ledger.reconcile.reconcile`` for comparison.
 
 Expiry data: ``lots / 2`` dust accounts, each with two due lots and one lot expiring next
 year; every tenth account holds part of its balance in an active hold (held dust must not
@@ -36,12 +36,12 @@ URL = os.environ.get(
 )
 os.environ["DUST_DATABASE_URL"] = URL
 
-from ledger import reconcile  # noqa: E402
-from models.base import utcnow  # noqa: E402
-from models.schema import upgrade  # noqa: E402
-from tasks import runs  # noqa: E402
-from worker import db as worker_db  # noqa: E402
-from worker.settings import get_settings  # noqa: E402
+from dust.ledger import reconcile  # noqa: E402
+from dust.models.base import utcnow  # noqa: E402
+from dust.models.schema import upgrade  # noqa: E402
+from dust.tasks import runs  # noqa: E402
+from dust.worker import db as worker_db  # noqa: E402
+from dust.worker.settings import get_settings  # noqa: E402
 
 
 def fresh_database() -> None:

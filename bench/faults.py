@@ -3,7 +3,7 @@
 One command, bounded time, stops by itself. It starts its own Redis (``redis-server`` on a
 free loopback port, AOF with ``appendfsync always`` in a temp dir, so a restart loses
 nothing the publisher was told is stored), its own PostgreSQL database (created, migrated,
-dropped at the end), and the Procfile's processes (``worker.procfile``): 2+ events workers
+dropped at the end), and the Procfile's processes (``dust.worker.procfile``): 2+ events workers
 and a requests worker. A publisher that does not import the project (a bare Celery client)
 publishes customers, orders, refunds and cancels, each order's events in shuffled order,
 some envelopes twice; beside it a checkout client sends admin credits (with idempotency
@@ -60,7 +60,7 @@ from sqlalchemy.engine import make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worker import procfile  # noqa: E402
+from dust.worker import procfile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

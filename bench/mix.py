@@ -152,14 +152,14 @@ def prepare(customers: int, streams: list[Stream], batch: int = 500) -> None:
 
     from sqlalchemy import text
 
-    from ledger import holds, journal
-    from ledger.accounts import lock_accounts, lock_dust_accounts
-    from ledger.journal import Ref
-    from models import Account
-    from models.bulk import insert_rows
-    from models.tables import STORE_CREDIT
-    from tasks import inbox
-    from worker.db import session_scope
+    from dust.ledger import holds, journal
+    from dust.ledger.accounts import lock_accounts, lock_dust_accounts
+    from dust.ledger.journal import Ref
+    from dust.models import Account
+    from dust.models.bulk import insert_rows
+    from dust.models.tables import STORE_CREDIT
+    from dust.tasks import inbox
+    from dust.worker.db import session_scope
 
     ids = [f"cus_{c}" for c in range(customers)]
     now = datetime.now(UTC)

@@ -4,7 +4,7 @@
     .venv/bin/python bench/profile_event.py -n 2000 --top 40
     .venv/bin/python bench/profile_event.py --batch 50   # 50 per transaction, as batched
 
-Runs ``tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
+Runs ``dust.tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
 Celery, on the database ``dust_perf_profile`` (rebuilt; customers' dust accounts created
 first, so each event is the common case: account found, earn, lot). Counts and times every
 statement with SQLAlchemy's ``before/after_cursor_execute`` events, times the DBAPI commit,
@@ -42,8 +42,8 @@ from psycopg._connection_base import BaseConnection  # noqa: E402
 from sqlalchemy import event, text  # noqa: E402
 from throughput import reset_database  # noqa: E402
 
-from tasks import inbox  # noqa: E402
-from worker.db import get_engine  # noqa: E402
+from dust.tasks import inbox  # noqa: E402
+from dust.worker.db import get_engine  # noqa: E402
 
 
 class Meter:

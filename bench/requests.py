@@ -6,7 +6,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
     .venv/bin/python bench/requests.py --backlog 40000 --burst 0
     .venv/bin/python bench/requests.py --procfile /tmp/old-Procfile   # another process layout
 
-Every process of the Procfile but ``beat`` is started through ``worker.procfile`` on
+Every process of the Procfile but ``beat`` is started through ``dust.worker.procfile`` on
 ``DUST_PERF_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt) and
 ``DUST_PERF_BROKER_URL`` (default Redis database 11, flushed; also the result backend).
 50 shop customers get 1,000,000 dust each by ``dust.admin.adjust``; each ``dust.reserve``
@@ -68,7 +68,7 @@ from e2e import (  # noqa: E402
 )
 from throughput import reset_database  # noqa: E402
 
-from worker import procfile  # noqa: E402
+from dust.worker import procfile  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -8,16 +8,16 @@ Data is loaded with ``bench/expiry_reconcile.py``'s loaders (``INSERT … SELECT
 generate_series``, then ``VACUUM ANALYZE`` and ``CHECKPOINT``) into the database
 ``dust_perf_scale`` (``DUST_PERF_SCALE_DATABASE_URL``), rebuilt for every size.
 
-- **expiry**: ``tasks.runs.run_now('expire_lots')`` over ``n`` due lots (``n / 2`` accounts),
+- **expiry**: ``dust.tasks.runs.run_now('expire_lots')`` over ``n`` due lots (``n / 2`` accounts),
   the scheduler's code; the ledger is reconciled afterwards (the result must be right).
-- **reconciliation**: ``tasks.runs.run_now('reconcile')`` (chunked, as the scheduler runs it)
-  and the one-shot ``ledger.reconcile.reconcile`` over ``n`` entries (``n / 10`` accounts),
+- **reconciliation**: ``dust.tasks.runs.run_now('reconcile')`` (chunked, as the scheduler runs it)
+  and the one-shot ``dust.ledger.reconcile.reconcile`` over ``n`` entries (``n / 10`` accounts),
   next to the **bare aggregate**: the one query that checks cached balances against the
   journal, ``SELECT … SUM(CASE direction …) FROM dust_entries GROUP BY account_id`` joined
   to ``dust_accounts``, counting mismatches — timed with PostgreSQL's own plan, and again
   with ``enable_indexscan = off`` (sequential scan and hash aggregate), the faster plan at
   some sizes, so the job is also compared with the quicker of the two.
-- **balance reads**: ``ledger.reports.balance`` (what ``dust.balance`` and ``dust balance``
+- **balance reads**: ``dust.ledger.reports.balance`` (what ``dust.balance`` and ``dust balance``
   run), one transaction per read, in this process, over random customers of a ledger with
   ``--balance-accounts`` dust accounts; p50 / p99.
 
@@ -46,8 +46,8 @@ os.environ["DUST_BENCH_DATABASE_URL"] = os.environ.get(
 import expiry_reconcile as er  # noqa: E402  (sets DUST_DATABASE_URL from the URL above)
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from ledger import reports  # noqa: E402
-from worker import db as worker_db  # noqa: E402
+from dust.ledger import reports  # noqa: E402
+from dust.worker import db as worker_db  # noqa: E402
 
 BARE_AGGREGATE = """
 SELECT COUNT(*) FROM dust_accounts a
@@ -85,7 +85,7 @@ def growth(rows: list[dict[str, float]], size: str, key: str) -> str:
 
 
 def expiry(sizes: list[int]) -> None:
-    print("\nlot expiry, tasks.runs.run_now('expire_lots')")
+    print("\nlot expiry, dust.tasks.runs.run_now('expire_lots')")
     rows: list[dict[str, float]] = []
     for lots in sizes:
         row = er.bench_expiry(lots)
@@ -140,7 +140,7 @@ def balance_reads(accounts: int, reads: int) -> None:
     ms = [1000 * x for x in latencies]
     p50, p99 = ms[len(ms) // 2], ms[min(len(ms) - 1, int(len(ms) * 0.99))]
     print(
-        f"\nbalance read, ledger.reports.balance in-process, {accounts} accounts "
+        f"\nbalance read, dust.ledger.reports.balance in-process, {accounts} accounts "
         f"(load {loaded:.0f} s), {reads} random customers: p50 {p50:.2f} ms, "
         f"p99 {p99:.2f} ms, max {ms[-1]:.2f} ms  [{load_average()}]",
         flush=True,

@@ -15,10 +15,10 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Account
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from models.tables import DUST, STORE_CREDIT
+from dust.models import Account
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 def new_code() -> str:

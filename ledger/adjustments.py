@@ -5,12 +5,12 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import journal
-from ledger.accounts import ensure_account, lock_accounts
-from ledger.errors import LedgerError, UnknownAccount
-from ledger.journal import Ref
-from models import Account, Entry
-from models.tables import DUST, STORE_CREDIT
+from dust.ledger import journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.errors import LedgerError, UnknownAccount
+from dust.ledger.journal import Ref
+from dust.models import Account, Entry
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 def adjust(

@@ -1,5 +1,5 @@
 """The earn formula and the refund cap of an order: one place, used by the one-event path
-(``ledger.orders``) and the set-based one (``NewOrder``, ``place_new``).
+(``dust.ledger.orders``) and the set-based one (``NewOrder``, ``place_new``).
 
 Money is in minor units of the order's currency, dust in dust; ``redeem`` is what one
 dust is worth in minor units (``DUST_REDEEM_VALUES`` / ``DUST_REDEEM_VALUE``, passed in)::
@@ -16,7 +16,7 @@ dust is worth in minor units (``DUST_REDEEM_VALUES`` / ``DUST_REDEEM_VALUE``, pa
 ``base`` is kept on the order as it is (it may be negative), so refunds and cancels that
 come later compute the same target from it: the clawback target is ``earned`` with the
 refunds known then. Earn rules change the rate only: ``rate`` is the configured rate times
-the order's recorded, capped rules multiplier (``ledger.rules``; :func:`multiplied_rate`),
+the order's recorded, capped rules multiplier (``dust.ledger.rules``; :func:`multiplied_rate`),
 so a clawback uses the multiplier the order earned with, not the rules in force later.
 
 The refund cap: the refunds of one order add up to at most what it was paid in money

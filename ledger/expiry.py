@@ -1,4 +1,4 @@
-"""Lot expiry, set-based: the bulk sibling of :func:`ledger.journal.debit`.
+"""Lot expiry, set-based: the bulk sibling of :func:`dust.ledger.journal.debit`.
 
 ``journal`` writes entries one posting at a time; expiry writes one ``expiry`` debit per due
 account for a whole chunk of accounts in a handful of statements, whatever the chunk's size.
@@ -53,9 +53,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from models import Account, Entry, Hold, Lot, LotMovement
-from models.base import UTCDateTime, utcnow
-from models.tables import DUST
+from dust.models import Account, Entry, Hold, Lot, LotMovement
+from dust.models.base import UTCDateTime, utcnow
+from dust.models.tables import DUST
 
 A = Account.__table__
 E = Entry.__table__

@@ -14,12 +14,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
-from ledger import journal
-from ledger.accounts import lock_accounts
-from ledger.expiry import among, forget_cached_rows, lock_due_accounts
-from ledger.journal import Ref
-from models import Account, Hold
-from models.base import utcnow
+from dust.ledger import journal
+from dust.ledger.accounts import lock_accounts
+from dust.ledger.expiry import among, forget_cached_rows, lock_due_accounts
+from dust.ledger.journal import Ref
+from dust.models import Account, Hold
+from dust.models.base import utcnow
 
 
 @dataclass(frozen=True)

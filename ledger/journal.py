@@ -22,11 +22,11 @@ from sqlalchemy import and_, case, select
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from ledger.errors import InsufficientFunds
-from models import Account, Entry, Lot, LotMovement
-from models.base import utcnow
-from models.bulk import insert_rows, update_rows
-from models.tables import DUST
+from dust.ledger.errors import InsufficientFunds
+from dust.models import Account, Entry, Lot, LotMovement
+from dust.models.base import utcnow
+from dust.models.bulk import insert_rows, update_rows
+from dust.models.tables import DUST
 
 
 @dataclass(frozen=True)

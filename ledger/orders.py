@@ -19,19 +19,19 @@ from decimal import Decimal
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger import earning, journal
-from ledger import holds as holds_
-from ledger.accounts import (
+from dust.ledger import earning, journal
+from dust.ledger import holds as holds_
+from dust.ledger.accounts import (
     ensure_account,
     lock_accounts,
     lock_dust_accounts,
     open_anonymous_account,
 )
-from ledger.journal import Ref
-from models import Account, Entry, Hold, Lot, Order, Refund
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from models.tables import DUST, STORE_CREDIT
+from dust.ledger.journal import Ref
+from dust.models import Account, Entry, Hold, Lot, Order, Refund
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 @dataclass
@@ -81,7 +81,7 @@ def refunded_total(session: Session, order_id: str) -> int:
 
 def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
     """The dust the order should have earned, net, given everything known; and why it is
-    zero when it is (``ledger.earning.earn_target``)."""
+    zero when it is (``dust.ledger.earning.earn_target``)."""
     placed = order.placed_event_id is not None
     return earning.earn_target(
         placed=placed,
@@ -109,7 +109,7 @@ class NewOrder:
     earn_base: int
     earn_rate: str
     refund_cap: int
-    #: The earn rules' capped multiplier and their ids (``ledger.rules.Earning``).
+    #: The earn rules' capped multiplier and their ids (``dust.ledger.rules.Earning``).
     earn_multiplier: str | None = None
     earn_rules: str | None = None
 

@@ -48,9 +48,9 @@ from typing import Any
 from sqlalchemy import and_, case, func, literal, or_, select, text, update
 from sqlalchemy.orm import Session
 
-from ledger.expiry import among, forget_cached_rows
-from models import Account, Entry, Event, EventConflict, Hold, Lot, Order, Reconciliation
-from models.base import utcnow
+from dust.ledger.expiry import among, forget_cached_rows
+from dust.models import Account, Entry, Event, EventConflict, Hold, Lot, Order, Reconciliation
+from dust.models.base import utcnow
 
 SIGNED = case((Entry.direction == "credit", Entry.amount), else_=-Entry.amount)
 #: A stored reconciliation keeps this many discrepancies (the count is always complete).

@@ -9,9 +9,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger.accounts import customer_accounts
-from models import Account, Entry
-from models.tables import DUST
+from dust.ledger.accounts import customer_accounts
+from dust.models import Account, Entry
+from dust.models.tables import DUST
 
 
 def balance(

@@ -4,7 +4,7 @@ made, a refund beyond what was paid) or ``failed`` (retries ran out, a bug).
 A resolution records who closed it and why (``dust_event_resolutions``, one per event)
 and sets the event ``resolved``, so reconciliation no longer counts it as work left undone.
 When the ledger itself needs correcting, the resolution posts one admin adjustment in the
-same transaction (``ledger.adjustments.adjust``, idempotency key ``resolve:<event id>``)
+same transaction (``dust.ledger.adjustments.adjust``, idempotency key ``resolve:<event id>``)
 and keeps its entry's id. Nothing else changes: the event's reason and detail stay as
 they were recorded.
 """
@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import adjustments
-from ledger.errors import LedgerError
-from models import Entry, Event, EventResolution
-from models.base import utcnow
+from dust.ledger import adjustments
+from dust.ledger.errors import LedgerError
+from dust.models import Entry, Event, EventResolution
+from dust.models.base import utcnow
 
 #: Statuses an admin can resolve.
 RESOLVABLE = ("needs_attention", "failed")

@@ -38,15 +38,15 @@ from decimal import Decimal, InvalidOperation, localcontext
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
-from ledger import journal
-from ledger.accounts import ensure_account, lock_accounts, lock_dust_accounts
-from ledger.errors import LedgerError
-from ledger.journal import Ref
-from ledger.orders import EarnPolicy, lot_expiry, settle_earnings
-from models import CustomerGroups, EarnRule, EarnRuleChange, Entry, Order
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from models.tables import DUST
+from dust.ledger import journal
+from dust.ledger.accounts import ensure_account, lock_accounts, lock_dust_accounts
+from dust.ledger.errors import LedgerError
+from dust.ledger.journal import Ref
+from dust.ledger.orders import EarnPolicy, lot_expiry, settle_earnings
+from dust.models import CustomerGroups, EarnRule, EarnRuleChange, Entry, Order
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.models.tables import DUST
 
 GROUP_MULTIPLIER = "group_multiplier"
 CAMPAIGN = "campaign"

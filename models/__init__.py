@@ -3,9 +3,9 @@
 Every table is prefixed ``dust_``. ``docs/SCHEMA.md`` describes them for report writers.
 """
 
-from models.base import Base
-from models.jobs import Backfill, BackfillBatch, JobRun, Reconciliation
-from models.tables import (
+from dust.models.base import Base
+from dust.models.jobs import Backfill, BackfillBatch, JobRun, Reconciliation
+from dust.models.tables import (
     Account,
     CustomerGroups,
     EarnRule,

@@ -1,5 +1,5 @@
-"""Many rows in one INSERT, for the set-based paths (``tasks.inbox``'s bulk runs,
-``ledger.orders.place_new``, ``ledger.journal.credit_many``).
+"""Many rows in one INSERT, for the set-based paths (``dust.tasks.inbox``'s bulk runs,
+``dust.ledger.orders.place_new``, ``dust.ledger.journal.credit_many``).
 
 On PostgreSQL the rows go as one JSON document, ``INSERT … SELECT … FROM
 json_to_recordset(…)``: a statement whose text is the same whatever the number of rows, so

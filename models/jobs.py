@@ -16,7 +16,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from dust.models.base import Base, BigId, UTCDateTime, utcnow
 
 
 class JobRun(Base):

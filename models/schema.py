@@ -56,7 +56,7 @@ def _known(revision: str) -> bool:
 
 def current(url: str) -> set[str]:
     """The revisions the database is at (empty: no Dust schema)."""
-    from worker.db import make_engine
+    from dust.worker.db import make_engine
 
     engine = make_engine(url)
     try:

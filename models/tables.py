@@ -22,7 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, BigId, UTCDateTime, utcnow
+from dust.models.base import Base, BigId, UTCDateTime, utcnow
 
 DUST = "dust"
 STORE_CREDIT = "store_credit"
@@ -274,7 +274,7 @@ class Order(Base):
     currency_code: Mapped[str | None] = mapped_column(String(3))
     placed_event_id: Mapped[str | None] = mapped_column(String(250))
     placed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    #: The earning base before refunds (``ledger.earning.earn_base``; may be negative,
+    #: The earning base before refunds (``dust.ledger.earning.earn_base``; may be negative,
     #: floored when used).
     earn_base: Mapped[int] = mapped_column(BigInteger, default=0)
     #: Rate in force when the order was placed (decimal string), reused by clawbacks.
@@ -297,7 +297,7 @@ class Order(Base):
     canceled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Why a placed order earned nothing (guest, zero base, canceled), for reconciliation.
     no_earn_reason: Mapped[str | None] = mapped_column(String(100))
-    #: Most its money refunds may add up to (``ledger.earning.refund_cap``); null until
+    #: Most its money refunds may add up to (``dust.ledger.earning.refund_cap``); null until
     #: placed, and for orders placed before the cap was recorded (no cap known).
     refund_cap: Mapped[int | None] = mapped_column(BigInteger)
     #: Charged dust given back by refunds (returns of items paid with dust).

@@ -1,17 +1,17 @@
 """One module per commerce event (docs/CONTRACT.md §3.3). ``SUBSCRIBERS`` maps event names to their
 handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
-whose events a batch may also apply many at a time, set-based (``tasks.inbox``)."""
+whose events a batch may also apply many at a time, set-based (``dust.tasks.inbox``)."""
 
 from __future__ import annotations
 
-from subscribers import (
+from dust.subscribers import (
     customer_created,
     order_canceled,
     order_placed,
     product_updated,
     refund_created,
 )
-from subscribers.base import BulkHandler, Handler
+from dust.subscribers.base import BulkHandler, Handler
 
 SUBSCRIBERS: dict[str, Handler] = {
     "customer.created": customer_created.handle,

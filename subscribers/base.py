@@ -25,8 +25,8 @@ from pydantic import (
 )
 from sqlalchemy.orm import Session
 
-from ledger.currencies import problem as currency_problem
-from ledger.orders import EarnPolicy
+from dust.ledger.currencies import problem as currency_problem
+from dust.ledger.orders import EarnPolicy
 
 #: Largest amount accepted in an event: far above any real order, far below BIGINT.
 MAX_AMOUNT = 10**15

@@ -1,6 +1,6 @@
 """``customer.created`` / ``customer.updated``: open the customer's accounts, record the
 customer's groups (``group_ids``, as of the event's ``occurred_at``) and credit the welcome
-bonus (``customer.created`` only) when an earn rule gives one (``ledger.rules``).
+bonus (``customer.created`` only) when an earn rule gives one (``dust.ledger.rules``).
 
 :func:`handle` applies one event; :func:`prepare_many` a run of them set-based (the
 inbox's batches, ``subscribers.BULK_SUBSCRIBERS``) with the same rows and outcomes."""
@@ -10,10 +10,10 @@ from __future__ import annotations
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from ledger import rules
-from ledger.accounts import ensure_account, open_accounts
-from models.tables import DUST, STORE_CREDIT
-from subscribers.base import (
+from dust.ledger import rules
+from dust.ledger.accounts import ensure_account, open_accounts
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.subscribers.base import (
     Context,
     Envelope,
     Identifier,

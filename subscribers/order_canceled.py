@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from ledger import orders
-from subscribers.base import Context, Envelope, Identifier, Outcome, Payload, parse
+from dust.ledger import orders
+from dust.subscribers.base import Context, Envelope, Identifier, Outcome, Payload, parse
 
 
 class OrderCanceledPayload(Payload):

@@ -5,7 +5,7 @@
    ``needs_attention`` with the shortfall.
 2. Refunds that arrived first are checked against the order's caps now: applied, or held
    (``needs_attention``, nothing credited).
-3. Earn: the formula of ``ledger.earning`` as one lot; guests earn nothing. A cancel that
+3. Earn: the formula of ``dust.ledger.earning`` as one lot; guests earn nothing. A cancel that
    arrived first is applied now.
 """
 
@@ -19,9 +19,9 @@ from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import earning, holds, orders, rules
-from models import Order, Product
-from subscribers.base import (
+from dust.ledger import earning, holds, orders, rules
+from dust.models import Order, Product
+from dust.subscribers.base import (
     Amount,
     Context,
     Currency,

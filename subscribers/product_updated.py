@@ -9,9 +9,9 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 from sqlalchemy.orm import Session
 
-from models import Product
-from models.base import utcnow
-from subscribers.base import Amount, Context, Envelope, Identifier, Outcome, Payload, parse
+from dust.models import Product
+from dust.models.base import utcnow
+from dust.subscribers.base import Amount, Context, Envelope, Identifier, Outcome, Payload, parse
 
 
 class DustMetadata(BaseModel):

@@ -2,7 +2,7 @@
 items, and claw back the dust the refund unearned.
 
 After all refunds, the order's net earned dust is
-``floor(max(0, base_without_refunds − refunded_total) × rate)`` (``ledger.earning``). A
+``floor(max(0, base_without_refunds − refunded_total) × rate)`` (``dust.ledger.earning``). A
 refund that arrives before its order is remembered, and checked and applied when the
 order arrives. A refund that would take the order's refunds past its caps (money: what
 it was paid in money and store credit; dust: what it charged) is ``needs_attention``,
@@ -14,10 +14,10 @@ from __future__ import annotations
 from pydantic import model_validator
 from sqlalchemy.orm import Session
 
-from ledger import orders
-from models import Refund
-from models.base import utcnow
-from subscribers.base import (
+from dust.ledger import orders
+from dust.models import Refund
+from dust.models.base import utcnow
+from dust.subscribers.base import (
     Amount,
     Context,
     Currency,

@@ -27,17 +27,17 @@ from pydantic import StringConstraints, ValidationError, model_validator
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from ledger import adjustments, reports
-from ledger.errors import LedgerError
-from models import Account, Backfill, BackfillBatch, Entry, Event, Product
-from models.base import insert_for, utcnow
-from models.tables import DUST, STORE_CREDIT
-from subscribers.base import Amount, Currency, Identifier, Payload, PositiveAmount
-from tasks import inbox
-from tasks.inbox import request_context
-from worker.app import app
-from worker.db import session_scope
-from worker.settings import get_settings
+from dust.ledger import adjustments, reports
+from dust.ledger.errors import LedgerError
+from dust.models import Account, Backfill, BackfillBatch, Entry, Event, Product
+from dust.models.base import insert_for, utcnow
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.subscribers.base import Amount, Currency, Identifier, Payload, PositiveAmount
+from dust.tasks import inbox
+from dust.tasks.inbox import request_context
+from dust.worker.app import app
+from dust.worker.db import session_scope
+from dust.worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 

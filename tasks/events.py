@@ -16,10 +16,10 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from models.base import utcnow
-from tasks import inbox
-from worker import metrics, task_events
-from worker.app import app
+from dust.models.base import utcnow
+from dust.tasks import inbox
+from dust.worker import metrics, task_events
+from dust.worker.app import app
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def backoff(retries: int) -> int:
     # unacknowledged rather than drop it: the broker hands it out again.
     acks_on_failure_or_timeout=False,
     # Fresh messages are buffered and applied many per transaction (worker/batching.py).
-    Strategy="worker.batching:strategy",
+    Strategy="dust.worker.batching:strategy",
 )
 def handle_event(self: Task, envelope: Any) -> str:
     def retry_later(countdown: int) -> None:

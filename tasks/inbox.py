@@ -30,15 +30,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session
 from tenacity import retry, retry_if_exception, stop_after_attempt, wait_random_exponential
 
-from ledger.accounts import forget_locks
-from ledger.orders import EarnPolicy
-from models import Event, EventConflict
-from models.base import insert_for, utcnow
-from models.bulk import insert_rows
-from subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
-from subscribers.base import Context, Envelope, Outcome, Rejected
-from worker.db import session_scope
-from worker.settings import Settings, get_settings
+from dust.ledger.accounts import forget_locks
+from dust.ledger.orders import EarnPolicy
+from dust.models import Event, EventConflict
+from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
+from dust.subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
+from dust.subscribers.base import Context, Envelope, Outcome, Rejected
+from dust.worker.db import session_scope
+from dust.worker.settings import Settings, get_settings
 
 MAX_ID = 250
 MAX_NAME = 100

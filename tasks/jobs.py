@@ -23,12 +23,12 @@ from typing import Any
 from celery import Task
 from celery.exceptions import SoftTimeLimitExceeded
 
-from models.base import utcnow
-from tasks import runs
-from tasks.inbox import is_transient, safe_message
-from worker.app import app
-from worker.beat import JOBS_QUEUE
-from worker.settings import get_settings
+from dust.models.base import utcnow
+from dust.tasks import runs
+from dust.tasks.inbox import is_transient, safe_message
+from dust.worker.app import app
+from dust.worker.beat import JOBS_QUEUE
+from dust.worker.settings import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ difference is what Dust itself costs per event. Nothing in Dust sends it.
 
 from __future__ import annotations
 
-from worker.app import app
+from dust.worker.app import app
 
 
 @app.task(name="dust.noop", ignore_result=True)

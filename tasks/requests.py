@@ -6,14 +6,14 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from ledger import holds, orders, reports
-from ledger.accounts import ensure_account, lock_accounts
-from models.tables import DUST, STORE_CREDIT
-from subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
-from tasks.inbox import request_context, retry_conflicts
-from worker.app import app
-from worker.db import session_scope
-from worker.settings import get_settings
+from dust.ledger import holds, orders, reports
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
+from dust.tasks.inbox import request_context, retry_conflicts
+from dust.worker.app import app
+from dust.worker.db import session_scope
+from dust.worker.settings import get_settings
 
 
 class ReserveRequest(Payload):

@@ -9,13 +9,13 @@ from typing import Any, Literal
 from celery import Task
 from pydantic import ValidationError, model_validator
 
-from ledger.resolutions import Correction, resolve
-from models import Account
-from models.tables import DUST, STORE_CREDIT
-from subscribers.base import Currency, Identifier, Payload, PositiveAmount
-from tasks.admin import Actor, Reason, _run, account_json, entry_json, invalid
-from worker.app import app
-from worker.db import session_scope
+from dust.ledger.resolutions import Correction, resolve
+from dust.models import Account
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount
+from dust.tasks.admin import Actor, Reason, _run, account_json, entry_json, invalid
+from dust.worker.app import app
+from dust.worker.db import session_scope
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,11 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ledger import expiry, holds, reconcile
-from models import Account, JobRun, Reconciliation
-from models.base import utcnow
-from worker.db import session_scope
-from worker.settings import get_settings
+from dust.ledger import expiry, holds, reconcile
+from dust.models import Account, JobRun, Reconciliation
+from dust.models.base import utcnow
+from dust.worker.db import session_scope
+from dust.worker.settings import get_settings
 
 JOBS = ("expire_holds", "expire_lots", "reconcile")
 #: Accounts per transaction: small enough that a chunk's locks and work stay short

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, create_engine, inspect, text
 
-from worker import procfile
+from dust.worker import procfile
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = (
@@ -185,7 +185,7 @@ class Installation:
 
 def insert_failed_event(installation: Installation, envelope: dict[str, Any]) -> None:
     """Record ``envelope`` as ``failed``, as the worker does when its retries run out."""
-    from tasks.inbox import canonical
+    from dust.tasks.inbox import canonical
 
     body = canonical(envelope)
     now = datetime.now(UTC)
@@ -201,7 +201,7 @@ def insert_failed_event(installation: Installation, envelope: dict[str, Any]) ->
                 "name": envelope["name"],
                 "hash": hashlib.sha256(body.encode()).hexdigest(),
                 "body": body,
-                # SQLite keeps naive UTC text, as models.base.UTCDateTime writes it.
+                # SQLite keeps naive UTC text, as dust.models.base.UTCDateTime writes it.
                 "now": now.replace(tzinfo=None) if installation.engine.name == "sqlite" else now,
             },
         )

@@ -5,7 +5,7 @@ and on PostgreSQL (database ``dust_test``, schema rebuilt once per session, tabl
 before each test). PostgreSQL being unreachable skips its half, except under ``CI=true``,
 where it fails: CI must never pass by skipping.
 
-The ``dust`` fixture drives the real entry point (``tasks.inbox.process``) against the test
+The ``dust`` fixture drives the real entry point (``dust.tasks.inbox.process``) against the test
 database and reads the ledger back; the ``session`` fixture is for pure ledger tests.
 """
 
@@ -25,15 +25,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from ledger import holds as holds_
-from ledger import journal
-from ledger.accounts import ensure_account, lock_accounts
-from ledger.journal import Ref
-from models import Account, Base, Entry, Event, Hold, Lot
-from models.schema import upgrade
-from models.tables import DUST, STORE_CREDIT
-from worker import db as worker_db
-from worker.settings import Settings, get_settings
+from dust.ledger import holds as holds_
+from dust.ledger import journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.journal import Ref
+from dust.models import Account, Base, Entry, Event, Hold, Lot
+from dust.models.schema import upgrade
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.worker import db as worker_db
+from dust.worker.settings import Settings, get_settings
 
 PG_DEFAULT_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/dust_test"
 
@@ -218,7 +218,7 @@ def session(db: str) -> Iterator[Session]:
 
 
 class Dust:
-    """Sends envelopes through ``tasks.inbox.process`` and reads the ledger back."""
+    """Sends envelopes through ``dust.tasks.inbox.process`` and reads the ledger back."""
 
     def __init__(self) -> None:
         self._sequence = 0
@@ -234,7 +234,7 @@ class Dust:
         occurred_at: datetime | None = T0,
     ) -> Any:
         """Process one event; ``event_id`` defaults to a fresh unique id."""
-        from tasks.inbox import process
+        from dust.tasks.inbox import process
 
         if event_id is None:
             self._sequence += 1
@@ -245,7 +245,7 @@ class Dust:
         return process(envelope)
 
     def process(self, raw: Any) -> Any:
-        from tasks.inbox import process
+        from dust.tasks.inbox import process
 
         return process(raw)
 
@@ -308,7 +308,7 @@ class Dust:
     # reading back
 
     def balance(self, customer_id: str) -> dict[str, Any]:
-        from ledger import reports
+        from dust.ledger import reports
 
         with worker_db.session_scope() as session:
             return reports.balance(session, customer_id)

@@ -29,7 +29,7 @@ from admin_support import (
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from worker import procfile
+from dust.worker import procfile
 
 ADMIN_DATABASE_URL = os.environ.get(
     "DUST_ADMIN_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/dust_admin"
@@ -162,8 +162,8 @@ def test_bad_input_never_reaches_the_ledger(
     sent. The same refusals through the real command are in the subprocess tests."""
     from typer.testing import CliRunner
 
-    from worker import cli_admin
-    from worker.cli import app
+    from dust.worker import cli_admin
+    from dust.worker.cli import app
 
     def no_request(*_: object, **__: object) -> None:
         raise AssertionError("bad input reached the worker")
@@ -418,7 +418,7 @@ def test_export_streams_entries_as_csv(embedded: Installation, tmp_path: Path) -
 
 
 def test_admin_tasks_are_registered_and_worker_survived(embedded: Installation) -> None:
-    from worker import cli_admin
+    from dust.worker import cli_admin
 
     names = [
         cli_admin.ADJUST, cli_admin.CLAIM, cli_admin.SET_PRODUCT,

@@ -1,4 +1,4 @@
-"""Many events per transaction (``tasks.events.handle_batch``, ``tasks.inbox.process_batch``):
+"""Many events per transaction (``dust.tasks.events.handle_batch``, ``dust.tasks.inbox.process_batch``):
 the same ledger as one at a time, duplicates inside a batch, one bad event never holding
 back the others, and every message settled or left for redelivery, never dropped."""
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from sqlalchemy.exc import OperationalError
 
-from subscribers.base import Outcome
+from dust.subscribers.base import Outcome
 
 T0 = "2026-11-20T10:00:00Z"
 
@@ -77,7 +77,7 @@ def ledger_of(dust: Any, prefix: str) -> dict[str, Any]:
 
 
 def test_a_batch_gives_the_ledger_of_one_event_at_a_time(dust: Any) -> None:
-    from tasks.events import handle_batch
+    from dust.tasks.events import handle_batch
 
     one_by_one = workload("a_", seed=7)
     for envelope in one_by_one:
@@ -96,8 +96,8 @@ def test_a_batch_gives_the_ledger_of_one_event_at_a_time(dust: Any) -> None:
 def test_a_batch_past_its_time_budget_commits_in_several_transactions(
     dust: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from subscribers import BULK_SUBSCRIBERS
-    from tasks import inbox
+    from dust.subscribers import BULK_SUBSCRIBERS
+    from dust.tasks import inbox
 
     for envelope in workload("a_", seed=11):
         dust.process(envelope)
@@ -126,7 +126,7 @@ def test_a_batch_past_its_time_budget_commits_in_several_transactions(
 
 
 def test_duplicates_inside_one_batch_and_across_batches_apply_once(dust: Any) -> None:
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     order = {
         "id": "evt_o",
@@ -151,13 +151,13 @@ def test_a_bug_in_one_event_holds_back_none_of_the_others(
 ) -> None:
     # budget 0: the events before the bug have committed when it strikes; applied again
     # one by one, they are duplicates, applied once.
-    from tasks import inbox
+    from dust.tasks import inbox
 
     monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", budget)
-    from ledger.accounts import ensure_account, lock_accounts
-    from ledger.journal import Ref, credit
-    from subscribers import SUBSCRIBERS
-    from tasks.events import handle_batch
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.ledger.journal import Ref, credit
+    from dust.subscribers import SUBSCRIBERS
+    from dust.tasks.events import handle_batch
 
     def credits_then_breaks(session: Any, envelope: Any, context: Any) -> Outcome:
         account_id = ensure_account(session, "cus_broken", "dust")
@@ -193,14 +193,14 @@ def test_a_bug_in_one_event_holds_back_none_of_the_others(
     ],
 )
 def test_a_message_of_the_wrong_shape_is_recorded_rejected(dust: Any, raw: Any, why: str) -> None:
-    from tasks.events import handle_batch
-    from worker.db import session_scope
+    from dust.tasks.events import handle_batch
+    from dust.worker.db import session_scope
 
     assert handle_batch([raw]) == ["rejected"]
     with session_scope() as session:
         from sqlalchemy import select
 
-        from models import Event
+        from dust.models import Event
 
         rows = session.scalars(select(Event)).all()
         assert [(row.status, why in (row.reason or "")) for row in rows] == [("rejected", True)]
@@ -210,7 +210,7 @@ def test_a_message_of_the_wrong_shape_is_recorded_rejected(dust: Any, raw: Any, 
 def test_a_batch_that_cannot_commit_is_retried_one_event_at_a_time(
     dust: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from tasks import events, inbox
+    from dust.tasks import events, inbox
 
     lost = OperationalError("COMMIT", {}, Exception("server closed the connection"))
 

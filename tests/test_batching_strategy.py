@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from worker import batching
+from dust.worker import batching
 
 
 class FakeMessage:
@@ -69,7 +69,7 @@ def setup(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     monkeypatch.setattr(batching, "celery_strategy", fake_default)
     monkeypatch.setenv("DUST_EVENT_BATCH_SIZE", "3")
-    from worker.settings import get_settings
+    from dust.worker.settings import get_settings
 
     get_settings.cache_clear()
     consumer = FakeConsumer()

@@ -1,6 +1,6 @@
 """``customer.created`` / ``customer.updated`` applied set-based
-(``subscribers.customer_created.prepare_many``, ``ledger.accounts.open_accounts``,
-``ledger.rules.record_groups_many`` / ``credit_welcomes``): every row the one-event path
+(``dust.subscribers.customer_created.prepare_many``, ``dust.ledger.accounts.open_accounts``,
+``dust.ledger.rules.record_groups_many`` / ``credit_welcomes``): every row the one-event path
 writes (accounts, group records, welcome entries and lots, inbox rows), whatever the
 stream and wherever the batches split it; what the set-based path cannot take goes the
 one-event way."""
@@ -20,8 +20,8 @@ from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 from test_bulk_orders import T0, assert_same_rows, placed, strip
 
-from models import CustomerGroups
-from worker import db as worker_db
+from dust.models import CustomerGroups
+from dust.worker import db as worker_db
 
 RUNS = itertools.count()
 T_EARLY = "2026-01-01T00:00:00Z"  # before the welcome rule
@@ -52,8 +52,8 @@ def groups(p: str) -> list[list[Any]]:
 @pytest.fixture
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many events each ``customer_created.prepare_many`` took."""
-    import subscribers
-    from subscribers import customer_created
+    from dust import subscribers
+    from dust.subscribers import customer_created
 
     calls: list[int] = []
     real = customer_created.prepare_many
@@ -70,7 +70,7 @@ def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def add_rules(*kinds: str) -> None:
-    from ledger import rules
+    from dust.ledger import rules
 
     starts = datetime(2026, 6, 1, tzinfo=UTC)
     with worker_db.session_scope() as session:
@@ -88,7 +88,7 @@ def test_a_run_of_customers_writes_the_rows_of_one_event_at_a_time(
 ) -> None:
     """Accounts (dust and store credit), group records, welcome bonuses in one run; a
     customer already known, one welcomed before, one created before the rule."""
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     configure(DUST_DEFAULT_CURRENCY="eur")
     add_rules("welcome_bonus")
@@ -127,7 +127,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
 ) -> None:
     """An invalid payload, a customer twice in a run and, under a group rule, a group
     record (it may derive placed orders again) go one at a time; the rest set-based."""
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     add_rules("welcome_bonus", "group_multiplier")
 
@@ -159,7 +159,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
 def test_an_id_already_in_the_inbox_undoes_the_run(dust: Any, bulk_calls: list[int]) -> None:
     """The inbox rows go in last: an id recorded ``failed`` before rolls back the run's
     accounts, groups and bonuses; the events then go one at a time (that one a retry)."""
-    from tasks import inbox
+    from dust.tasks import inbox
 
     add_rules("welcome_bonus")
     failed = customer("", "f", "cus_f", group_ids=["g"])
@@ -222,7 +222,7 @@ def streams(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], lis
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
     dust: Any, configure: Any, setting: str
 ) -> None:
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     if setting != "no rules":
         add_rules("welcome_bonus", *(["group_multiplier"] if "group" in setting else []))
@@ -249,8 +249,8 @@ def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
 def test_welcomes_of_many_customers_lock_their_accounts_in_one_statement(dust: Any) -> None:
     """``credit_welcomes`` takes each customer once; a bonus credited since (by another
     transaction, before these locks) is found under the lock and not credited again."""
-    from ledger import rules
-    from ledger.orders import EarnPolicy
+    from dust.ledger import rules
+    from dust.ledger.orders import EarnPolicy
 
     add_rules("welcome_bonus")
     at = datetime(2026, 11, 20, tzinfo=UTC)

@@ -1,5 +1,5 @@
-"""``order.placed`` applied set-based (``subscribers.order_placed.prepare_many``,
-``ledger.orders.place_new``, ``ledger.journal.credit_many``): every row it writes is the row
+"""``order.placed`` applied set-based (``dust.subscribers.order_placed.prepare_many``,
+``dust.ledger.orders.place_new``, ``dust.ledger.journal.credit_many``): every row it writes is the row
 the one-event path writes, and whatever it cannot take goes the one-event way."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from models import Account, Entry, Event, Lot, Order
-from worker import db as worker_db
+from dust.models import Account, Entry, Event, Lot, Order
+from dust.worker import db as worker_db
 
 T0 = "2026-11-20T10:00:00Z"
 T1 = "2026-11-21T09:30:00+01:00"
@@ -161,8 +161,8 @@ def state(p: str) -> dict[str, Any]:
 
 @pytest.fixture
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
-    """``(orders, applied)`` of every ``ledger.orders.place_new`` call."""
-    from ledger import orders
+    """``(orders, applied)`` of every ``dust.ledger.orders.place_new`` call."""
+    from dust.ledger import orders
 
     calls: list[tuple[int, bool]] = []
     real = orders.place_new
@@ -179,7 +179,7 @@ def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
 def test_a_run_of_new_orders_writes_the_rows_of_one_event_at_a_time(
     dust: Any, bulk_calls: list[tuple[int, bool]]
 ) -> None:
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     for envelope in history("a_") + batch("a_"):
         dust.process(envelope)
@@ -203,7 +203,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     """A refund that came first (the order has a row), a cart that holds dust, a payload
     that is not valid, a charge, an id seen before: each such event goes one at a time,
     the others set-based around it, and every row is the row of one event at a time."""
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     def customer(p: str, name: str) -> dict[str, Any]:
         data = {"id": f"{p}{name}"}
@@ -264,9 +264,9 @@ def test_the_set_based_path_applies_the_earn_rules(
     from datetime import timedelta
     from decimal import Decimal
 
-    from ledger import rules
-    from models.base import utcnow
-    from tasks.inbox import process_batch
+    from dust.ledger import rules
+    from dust.models.base import utcnow
+    from dust.tasks.inbox import process_batch
 
     configure(DUST_PENDING_DAYS="14")
     now = utcnow().replace(microsecond=0)
@@ -389,7 +389,7 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
     dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int]]
 ) -> None:
-    from tasks.inbox import process_batch
+    from dust.tasks.inbox import process_batch
 
     events, cuts = w
     run = next(RUNS)
@@ -419,7 +419,7 @@ def test_an_id_already_in_the_inbox_undoes_the_run_and_goes_one_at_a_time(
 ) -> None:
     """The inbox rows go in last: an id there already (an event recorded ``failed``, or
     the same id on another order) rolls the run's orders and entries back."""
-    from tasks import inbox
+    from dust.tasks import inbox
 
     failed = placed("", "f", "cus_f", 2_000)
     inbox.record_failed(failed, RuntimeError("the database was away"))
@@ -447,7 +447,7 @@ def test_rows_keep_every_character_as_sent(dust: Any) -> None:
     """The set-based path hands PostgreSQL its rows as one JSON document: quotes,
     backslashes, escapes, accents and emoji in the envelope and the ids come back as sent
     (a redelivery's content hash still matches)."""
-    from tasks.inbox import canonical, process_batch
+    from dust.tasks.inbox import canonical, process_batch
 
     odd = 'quote " backslash \\ slash / tab \t newline \n \\u0000 é 😀 \u2028'
     envelope = placed("", 'ü😀"\\', 'cus_ü"\\😀', 12_345, note=odd, items=None)
@@ -474,8 +474,8 @@ def test_an_order_written_since_the_check_undoes_the_run(
     """Another worker commits an event of one of the orders between the check for their
     rows and their INSERT: place_new declines, the run is rolled back and goes one at a
     time (here: a cancel that came first, which the check is made not to see)."""
-    from ledger import orders
-    from tasks.inbox import process_batch
+    from dust.ledger import orders
+    from dust.tasks.inbox import process_batch
 
     dust.send("order.canceled", {"id": "ord_2"}, event_id="evt_x2")
     monkeypatch.setattr(orders, "orders_with_rows", lambda session, ids: set())

@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlalchemy import select
 
-from models import Hold, Lot, LotMovement
-from worker.db import session_scope
+from dust.models import Hold, Lot, LotMovement
+from dust.worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -150,7 +150,7 @@ def test_replaying_a_shortfall_charges_what_is_now_available(dust: Any) -> None:
         "data": {"id": "order_1", "customer_id": "cus_1", "currency_code": "usd", "total": 0}
         | {"dust_total": 500},
     }
-    from tasks.inbox import process
+    from dust.tasks.inbox import process
 
     assert process(envelope).status == "needs_attention"
     assert process(envelope).status == "duplicate"  # a redelivery does not retry it
@@ -175,7 +175,7 @@ def lot_remaining(customer_id: str) -> dict[Any, int]:
 
 
 def dust_lots(customer_id: str) -> list[tuple[Any, int, int]]:
-    from models import Account
+    from dust.models import Account
 
     with session_scope() as session:
         rows = session.execute(

@@ -112,8 +112,8 @@ def test_every_arrival_order_converges_with_earn_rules_and_a_late_group_change(
     the order, its refund and the customer's creation; every arrival order converges."""
     from decimal import Decimal
 
-    from ledger import rules
-    from worker import db as worker_db
+    from dust.ledger import rules
+    from dust.worker import db as worker_db
 
     configure(DUST_PENDING_DAYS="3650")
     with worker_db.session_scope() as session:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from kombu import Connection
 
-from worker import filebroker  # noqa: F401  (the file transport with dead letters)
-from worker.dead_letters import FileDeadLetters, NotFound
+from dust.worker import filebroker  # noqa: F401  (the file transport with dead letters)
+from dust.worker.dead_letters import FileDeadLetters, NotFound
 
 
 def connection(folder: Path) -> Connection:

@@ -1,4 +1,4 @@
-"""Earn rules over the ledger (``ledger.rules``), driven through ``tasks.inbox.process``:
+"""Earn rules over the ledger (``dust.ledger.rules``), driven through ``dust.tasks.inbox.process``:
 group multipliers, campaigns (window edges by ``occurred_at``), the cap, a group change that
 arrives after the order it precedes, clawbacks with the order's recorded multiplier, the
 welcome bonus once, pending dust (not spendable, released by the lot job, clawed back from
@@ -14,11 +14,11 @@ from typing import Any
 import pytest
 from sqlalchemy import select, update
 
-from ledger import reconcile, rules
-from models import Account, EarnRule, EarnRuleChange, Lot, Order, Reconciliation
-from models.base import utcnow
-from tasks import runs
-from worker import db as worker_db
+from dust.ledger import reconcile, rules
+from dust.models import Account, EarnRule, EarnRuleChange, Lot, Order, Reconciliation
+from dust.models.base import utcnow
+from dust.tasks import runs
+from dust.worker import db as worker_db
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -388,7 +388,7 @@ def test_a_replay_and_a_backfill_give_the_same_ledger(dust: Any, configure: Any)
     """Live: events late and out of time order, in batches, one recorded ``failed`` and
     replayed at the end. Backfill: the same history in time order, one event at a time
     (what ``dust backfill`` runs). Both leave the same ledger; two backfills the same rows."""
-    from tasks import admin, inbox
+    from dust.tasks import admin, inbox
 
     configure(DUST_PENDING_DAYS="14")
     now = utcnow().replace(microsecond=0)

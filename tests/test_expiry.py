@@ -14,12 +14,12 @@ import pytest
 from conftest import Dust
 from sqlalchemy import select
 
-from ledger import expiry, holds, journal
-from ledger.accounts import lock_accounts
-from models import Account, Entry, Hold, Lot, LotMovement
-from models.base import utcnow
-from tasks import runs
-from worker.db import session_scope
+from dust.ledger import expiry, holds, journal
+from dust.ledger.accounts import lock_accounts
+from dust.models import Account, Entry, Hold, Lot, LotMovement
+from dust.models.base import utcnow
+from dust.tasks import runs
+from dust.worker.db import session_scope
 
 NOW = utcnow().replace(microsecond=0)
 

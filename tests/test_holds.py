@@ -9,12 +9,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ledger import holds, journal
-from ledger.accounts import ensure_account, lock_accounts
-from ledger.journal import Ref
-from models import Account, Hold
-from models.base import utcnow
-from models.tables import DUST, STORE_CREDIT
+from dust.ledger import holds, journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.journal import Ref
+from dust.models import Account, Hold
+from dust.models.base import utcnow
+from dust.models.tables import DUST, STORE_CREDIT
 
 TTL = 3600
 

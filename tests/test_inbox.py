@@ -1,4 +1,4 @@
-"""The exactly-once path, ``tasks.inbox.process``: duplicates, conflicts, bad input and
+"""The exactly-once path, ``dust.tasks.inbox.process``: duplicates, conflicts, bad input and
 all-or-nothing application (docs/CONTRACT.md §3 "Events in", §4 "Bad input")."""
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from models import EventConflict
-from subscribers.base import Outcome, Rejected
-from worker.db import session_scope
+from dust.models import EventConflict
+from dust.subscribers.base import Outcome, Rejected
+from dust.worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -163,9 +163,9 @@ def test_malformed_event_is_rejected_with_a_reason_and_the_next_one_processes(
 def test_a_rejection_half_way_leaves_no_partial_writes(
     dust: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from ledger.accounts import ensure_account, lock_accounts
-    from ledger.journal import Ref, credit
-    from subscribers import SUBSCRIBERS
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.ledger.journal import Ref, credit
+    from dust.subscribers import SUBSCRIBERS
 
     def credits_then_rejects(session: Any, envelope: Any, context: Any) -> Outcome:
         account_id = ensure_account(session, "cus_1", "dust")
@@ -201,7 +201,7 @@ def test_a_real_rejection_after_the_order_is_known_changes_no_balance(dust: Any)
 
 
 def test_an_order_placed_for_an_order_of_another_customer_is_rejected(dust: Any) -> None:
-    from models import Order
+    from dust.models import Order
 
     with session_scope() as session:
         session.add(Order(order_id="order_1", customer_id="cus_other"))
@@ -248,7 +248,7 @@ def test_unknown_extra_fields_are_ignored(dust: Any) -> None:
 
 
 def test_a_failed_event_is_retried_on_redelivery(dust: Any) -> None:
-    from tasks.inbox import record_failed
+    from dust.tasks.inbox import record_failed
 
     record_failed(ORDER, OperationalError("SELECT 1", {}, Exception("server closed")))
     failed = dust.event("evt_01")

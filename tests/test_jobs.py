@@ -2,7 +2,7 @@
 schedules from the environment, and ``dust expire`` / ``dust jobs``.
 
 A real beat and a real worker are in ``tests/e2e/test_beat.py``; here the task body
-(``tasks.jobs.run_step``) runs in-process with a stand-in for the Celery task, so each
+(``dust.tasks.jobs.run_step``) runs in-process with a stand-in for the Celery task, so each
 branch (skipped, continued, retried, failed) is driven deliberately.
 """
 
@@ -23,12 +23,12 @@ from conftest import Dust
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from models import JobRun
-from models.base import utcnow
-from tasks import jobs, runs
-from worker.beat import JOBS_QUEUE, build_schedule
-from worker.db import session_scope
-from worker.settings import ConfigError, Settings, get_settings
+from dust.models import JobRun
+from dust.models.base import utcnow
+from dust.tasks import jobs, runs
+from dust.worker.beat import JOBS_QUEUE, build_schedule
+from dust.worker.db import session_scope
+from dust.worker.settings import ConfigError, Settings, get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DUST_BIN = Path(sys.executable).parent / "dust"
@@ -250,7 +250,7 @@ def test_a_bad_schedule_stops_start_up_naming_the_variable(
 
 
 def test_the_app_routes_jobs_to_their_queue_and_keeps_beat_state_in_dust_dir() -> None:
-    from worker.app import app
+    from dust.worker.app import app
 
     for task in ("dust.expire_holds", "dust.expire_lots", "dust.reconcile"):
         assert app.conf.task_routes[task] == {"queue": JOBS_QUEUE}

@@ -10,13 +10,13 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 
-from ledger import journal
-from ledger.accounts import ensure_account, lock_accounts
-from ledger.errors import InsufficientFunds
-from ledger.journal import Ref
-from models import Account, Entry, Lot, LotMovement
-from models.base import utcnow
-from models.tables import DUST, STORE_CREDIT
+from dust.ledger import journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.errors import InsufficientFunds
+from dust.ledger.journal import Ref
+from dust.models import Account, Entry, Lot, LotMovement
+from dust.models.base import utcnow
+from dust.models.tables import DUST, STORE_CREDIT
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 

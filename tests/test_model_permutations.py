@@ -3,7 +3,7 @@ cards among them, items that claim more than the goods cost, shipping, tax, dust
 credit and gift cards paid, holds at checkout, refunds of random amounts to store credit or
 not and giving dust back or not, a cancel or not, a guest or a customer), every arrival
 order of its ``customer.created``, ``order.placed``, ``refund.created`` and
-``order.canceled`` events through ``tasks.inbox.process`` leaves the same ledger: balances,
+``order.canceled`` events through ``dust.tasks.inbox.process`` leaves the same ledger: balances,
 held, open lots, refund credits and the order's net state. And that ledger is the one an
 independent formula gives: net earned = ``floor(max(0, base − refunded) × rate)`` (0 when
 canceled or a guest's), with the base of the contract's earn formula.
@@ -35,8 +35,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from models import Account, Entry, Order, Refund
-from worker.db import session_scope
+from dust.models import Account, Entry, Order, Refund
+from dust.worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 GRANT_EXPIRES = T0 + timedelta(days=30)
@@ -477,7 +477,7 @@ def test_every_arrival_order_converges_with_earn_rules_in_force(
     """Group records before or after the order in time and in arrival, a campaign whose
     window the order is in or not, a welcome bonus, pending dust: every arrival order
     leaves the ledger the formula gives with the multipliers at the order's instant."""
-    from ledger import rules
+    from dust.ledger import rules
 
     configure(
         DUST_EARN_RATE=g.order.rate,

@@ -30,16 +30,16 @@ from hypothesis.stateful import (
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from ledger import holds as holds_
-from ledger import journal, orders
-from ledger.accounts import ensure_account, lock_accounts, open_anonymous_account
-from ledger.adjustments import adjust, claim
-from ledger.errors import InsufficientFunds, LedgerError
-from ledger.expiry import expire_lots
-from ledger.journal import Ref
-from models import Account, Hold, Lot
-from models.tables import DUST, STORE_CREDIT
-from worker.db import session_scope
+from dust.ledger import holds as holds_
+from dust.ledger import journal, orders
+from dust.ledger.accounts import ensure_account, lock_accounts, open_anonymous_account
+from dust.ledger.adjustments import adjust, claim
+from dust.ledger.errors import InsufficientFunds, LedgerError
+from dust.ledger.expiry import expire_lots
+from dust.ledger.journal import Ref
+from dust.models import Account, Hold, Lot
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 FAR = datetime.max.replace(tzinfo=UTC)

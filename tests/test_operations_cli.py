@@ -21,7 +21,7 @@ import pytest
 from admin_support import CELERY, DUST, Installation, Run, insert_failed_event
 from sqlalchemy import text
 
-from worker import procfile
+from dust.worker import procfile
 
 pytestmark = pytest.mark.e2e
 
@@ -112,7 +112,7 @@ def test_a_worker_without_its_database_or_schema_does_not_start(tmp_path: Path) 
     ]
     for env, says in cases:
         done = subprocess.run(
-            [CELERY, "-A", "worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
+            [CELERY, "-A", "dust.worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
             cwd=tmp_path,
             env={**base, **env},
             capture_output=True,
@@ -293,7 +293,7 @@ def test_json_logs_are_one_object_per_line_with_the_event_fields(
         # JSON lines say "ready" without Celery's text banner: wait for that word.
         installation.worker = procfile.Process(
             "worker",
-            [CELERY, "-A", "worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
+            [CELERY, "-A", "dust.worker.app", "worker", "--concurrency", "1", "--loglevel", "INFO"],
             log,
             env=installation.env,
             cwd=cwd,

@@ -23,7 +23,7 @@ def served() -> set[str]:
     """Every sample name the worker's metrics can have."""
     from prometheus_client import REGISTRY
 
-    from worker import metrics
+    from dust.worker import metrics
 
     names = set(metrics.SAMPLED)
     for family in REGISTRY.collect():

@@ -1,4 +1,4 @@
-"""``order.placed`` through the real entry point (``tasks.inbox.process``): earning dust
+"""``order.placed`` through the real entry point (``dust.tasks.inbox.process``): earning dust
 (docs/CONTRACT.md §3.3.3, step 2 "Earn")."""
 
 from __future__ import annotations
@@ -7,13 +7,13 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from models import Order
+from dust.models import Order
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
 
 def order_row(order_id: str) -> Order:
-    from worker.db import session_scope
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         row = session.get(Order, order_id)
@@ -155,8 +155,8 @@ def test_a_customer_with_no_accounts_has_zeros(dust: Any) -> None:
 
 
 def test_history_lists_entries_newest_first(dust: Any) -> None:
-    from ledger import reports
-    from worker.db import session_scope
+    from dust.ledger import reports
+    from dust.worker.db import session_scope
 
     dust.order("order_1", "cus_1", 10000)
     dust.refund("ref_1", "order_1", 4000)

@@ -16,14 +16,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis_profiles import bounded
 
-from ledger.currencies import ISO_4217
-from subscribers.base import ID_PATTERN, Context, Payload, Rejected, parse
-from subscribers.customer_created import CustomerPayload
-from subscribers.order_canceled import OrderCanceledPayload
-from subscribers.order_placed import OrderPlacedPayload
-from subscribers.product_updated import ProductPayload
-from subscribers.refund_created import RefundPayload
-from tasks.inbox import MAX_DEPTH, parse_envelope, too_deep
+from dust.ledger.currencies import ISO_4217
+from dust.subscribers.base import ID_PATTERN, Context, Payload, Rejected, parse
+from dust.subscribers.customer_created import CustomerPayload
+from dust.subscribers.order_canceled import OrderCanceledPayload
+from dust.subscribers.order_placed import OrderPlacedPayload
+from dust.subscribers.product_updated import ProductPayload
+from dust.subscribers.refund_created import RefundPayload
+from dust.tasks.inbox import MAX_DEPTH, parse_envelope, too_deep
 
 NOW = datetime(2026, 11, 20, tzinfo=UTC)
 EXTRA = frozenset({"xbt"})

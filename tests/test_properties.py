@@ -13,13 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from ledger import holds, journal
-from ledger.accounts import ensure_account, lock_accounts
-from ledger.errors import InsufficientFunds
-from ledger.journal import Ref
-from models import Lot, LotMovement
-from models.tables import DUST
-from worker.db import session_scope
+from dust.ledger import holds, journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.errors import InsufficientFunds
+from dust.ledger.journal import Ref
+from dust.models import Lot, LotMovement
+from dust.models.tables import DUST
+from dust.worker.db import session_scope
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 
@@ -145,7 +145,7 @@ ORDER = {
 
 
 def test_concurrent_deliveries_of_one_event_apply_it_once(dust: Any) -> None:
-    from tasks.inbox import process
+    from dust.tasks.inbox import process
 
     results = run_together(6, lambda _: process(ORDER))
 
@@ -156,7 +156,7 @@ def test_concurrent_deliveries_of_one_event_apply_it_once(dust: Any) -> None:
 
 
 def test_concurrent_events_of_one_order_converge(dust: Any) -> None:
-    from tasks.inbox import process
+    from dust.tasks.inbox import process
 
     dust.grant("cus_1", 1000)
     events = [
@@ -198,7 +198,7 @@ def test_concurrent_spends_from_one_account_never_overdraw(dust: Any) -> None:
     dust.grant("cus_1", 100)
 
     def spend(i: int) -> str:
-        from tasks.inbox import process
+        from dust.tasks.inbox import process
 
         data = {"id": f"order_{i}", "customer_id": "cus_1", "currency_code": "usd"}
         return process(

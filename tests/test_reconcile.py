@@ -20,13 +20,13 @@ from typing import Any
 from conftest import Dust
 from sqlalchemy import select, text
 
-from ledger import journal, reconcile
-from ledger.accounts import lock_accounts
-from models import JobRun, Reconciliation
-from models.base import utcnow
-from tasks import runs
-from worker import db as worker_db
-from worker.db import session_scope
+from dust.ledger import journal, reconcile
+from dust.ledger.accounts import lock_accounts
+from dust.models import JobRun, Reconciliation
+from dust.models.base import utcnow
+from dust.tasks import runs
+from dust.worker import db as worker_db
+from dust.worker.db import session_scope
 
 ROOT = Path(__file__).resolve().parents[1]
 DUST_BIN = Path(sys.executable).parent / "dust"

@@ -220,7 +220,7 @@ def test_refunds_never_add_up_to_more_than_the_order_was_paid(dust: Any, configu
     assert dust.dust("cus_1") == 10 - 3 + 3  # floor((1001 - 2 - 600) * 0.01): no clawback for it
     assert dust.entries(reason="refund")[0].reference_id == "ref_1"
     # an explicit replay keeps it held; one that fits is applied
-    from tasks.inbox import process
+    from dust.tasks.inbox import process
 
     envelope = json.loads(dust.event(held.event_id).envelope)
     replay = process(envelope, replay=True)
@@ -295,7 +295,7 @@ def test_a_refund_of_nothing_is_rejected(dust: Any) -> None:
 
 
 def test_order_refunds_show_each_refund_and_its_code(dust: Any, session: Any) -> None:
-    from ledger.orders import refunds_of
+    from dust.ledger.orders import refunds_of
 
     dust.refund("ref_0", "order_1", 300)  # a guest's, before the order
     before = refunds_of(session, "order_1")

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from worker.cli import app
+from dust.worker.cli import app
 
 
 def run(*args: str) -> Any:

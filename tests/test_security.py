@@ -5,7 +5,7 @@
 * A worker whose broker needs a password processes events; a client without the password
   cannot publish. Its logs, and those of workers whose database or broker is down (URLs
   with a password), never show the password.
-* The reason recorded for a failed event (``tasks.inbox.safe_message``) masks it too.
+* The reason recorded for a failed event (``dust.tasks.inbox.safe_message``) masks it too.
 
 (Pickle refused unread: ``tests/e2e/test_e2e_events.py`` and ``tests/e2e/test_fuzz_worker.py``;
 admin actors and reasons: ``tests/test_admin_cli.py``.)
@@ -29,8 +29,8 @@ from celery import Celery
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from tasks.inbox import record_failed, safe_message, scrub
-from worker import procfile
+from dust.tasks.inbox import record_failed, safe_message, scrub
+from dust.worker import procfile
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -440,7 +440,7 @@ def test_a_signing_worker_takes_signed_messages_and_refuses_unsigned_and_forged(
 
 
 def test_signing_settings_come_all_three_or_not_at_all(tmp_path: Path, monkeypatch: Any) -> None:
-    from worker.settings import ConfigError, Settings, get_settings
+    from dust.worker.settings import ConfigError, Settings, get_settings
 
     assert Settings().signing is False  # the default: plain JSON, as before
     key = tmp_path / "k.key"

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from worker.settings import ConfigError, get_settings
+from dust.worker.settings import ConfigError, get_settings
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from celery import signals
 
-from subscribers.base import Outcome
+from dust.subscribers.base import Outcome
 
 
 def body(envelope: Any) -> list[Any]:
@@ -42,8 +42,8 @@ def seen() -> Any:
 def test_each_batched_message_gets_prerun_postrun_and_failure(
     dust: Any, seen: list[tuple[str, str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from subscribers import SUBSCRIBERS
-    from tasks.events import handle_batch
+    from dust.subscribers import SUBSCRIBERS
+    from dust.tasks.events import handle_batch
 
     def broken(session: Any, envelope: Any, context: Any) -> Outcome:
         raise RuntimeError("a bug")

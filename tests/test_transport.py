@@ -5,7 +5,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from worker.redis_transport import QoS
+from dust.worker.redis_transport import QoS
 
 
 def test_restore_after_the_transport_is_detached_leaves_messages_to_the_sweep() -> None:
@@ -41,7 +41,7 @@ class FakeLoop:
 
 
 def idle_channel(loop: FakeLoop | None) -> Any:
-    from worker.redis_transport import Channel
+    from dust.worker.redis_transport import Channel
 
     channel = Channel.__new__(Channel)
     channel.connection = SimpleNamespace(cycle=SimpleNamespace(loop=loop))

@@ -1,11 +1,11 @@
 """The Celery app: one module, every option next to its reason.
 
-Start the workers and the scheduler the way the Procfile does (``worker.procfile``)::
+Start the workers and the scheduler the way the Procfile does (``dust.worker.procfile``)::
 
-    celery -A worker.app worker --queues dust.events,dust.jobs --hostname events@%h
-    celery -A worker.app worker --queues dust.requests --concurrency 2 \
+    celery -A dust.worker.app worker --queues dust.events,dust.jobs --hostname events@%h
+    celery -A dust.worker.app worker --queues dust.requests --concurrency 2 \
         --prefetch-multiplier 1 --hostname requests@%h
-    celery -A worker.app beat
+    celery -A dust.worker.app beat
 
 Requests run in a worker of their own: in the events worker they waited for a pool process
 to finish a batch of events (BENCHMARKS.md, "Checkout beside a backlog").
@@ -29,10 +29,10 @@ from celery.signals import (
 )
 from kombu import Exchange, Queue
 
-from worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
-from worker.beat import JOBS, JOBS_QUEUE, build_schedule
-from worker.db import dispose_engines, get_engine
-from worker.settings import ConfigError, Settings, get_settings
+from dust.worker import filebroker  # noqa: F401  (atomic writes for the embedded broker)
+from dust.worker.beat import JOBS, JOBS_QUEUE, build_schedule
+from dust.worker.db import dispose_engines, get_engine
+from dust.worker.settings import ConfigError, Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
 
 def broker_transport(settings: Settings) -> str | None:
     if settings.broker.split("://", 1)[0] in ("redis", "rediss"):
-        return "worker.redis_transport:Transport"
+        return "dust.worker.redis_transport:Transport"
     return None
 
 
@@ -87,12 +87,12 @@ def create_app(settings: Settings | None = None) -> Celery:
         # pops and records it in one Lua script, so it is always queued or redeliverable.
         broker_transport=broker_transport(settings),
         include=[
-            "tasks.events",
-            "tasks.requests",
-            "tasks.jobs",
-            "tasks.admin",
-            "tasks.resolutions",
-            "tasks.noop",
+            "dust.tasks.events",
+            "dust.tasks.requests",
+            "dust.tasks.jobs",
+            "dust.tasks.admin",
+            "dust.tasks.resolutions",
+            "dust.tasks.noop",
         ],
     )
     visibility = settings.visibility_timeout_seconds
@@ -145,7 +145,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         # The jobs, every DUST_SCHEDULE_<JOB>_SECONDS (worker/beat.py). Beat's own state
         # lives in ./.dust/celerybeat-schedule; the once-per-period guard is in the database.
         beat_schedule=build_schedule(settings),
-        beat_scheduler="worker.beat:Scheduler",
+        beat_scheduler="dust.worker.beat:Scheduler",
         beat_schedule_filename=str(settings.beat_schedule_file),
         result_expires=3600,
         broker_connection_retry_on_startup=True,
@@ -157,7 +157,7 @@ def create_app(settings: Settings | None = None) -> Celery:
         worker_hijack_root_logger=False,
         # A message with garbage headers is refused instead of stopping the worker; a body
         # that is not JSON is recorded rejected (worker/consumer.py).
-        worker_consumer="worker.consumer:DustConsumer",
+        worker_consumer="dust.worker.consumer:DustConsumer",
         timezone="UTC",
         enable_utc=True,
     )
@@ -205,7 +205,7 @@ def _connect_ahead() -> None:
 def _check_before_start(**_: Any) -> None:
     """A worker that cannot reach its database, or finds its schema behind, stops at
     start with one line, instead of saying "ready" and requeueing every event."""
-    from worker import health
+    from dust.worker import health
 
     settings = get_settings()
     for check in (health.database, health.schema):
@@ -219,14 +219,14 @@ def _main_process_ready(**_: Any) -> None:
     _freeze_startup_objects()
     port = get_settings().metrics_port
     if port:
-        from worker import metrics
+        from dust.worker import metrics
 
         metrics.serve(app, port)
 
 
 def _setup_json_logging(loglevel: Any = None, **_: Any) -> None:
     """DUST_LOG_FORMAT=json: connected, this signal replaces Celery's logging setup."""
-    from worker.logs import configure_json
+    from dust.worker.logs import configure_json
 
     configure_json(loglevel or "INFO")
 
@@ -256,6 +256,6 @@ if get_settings().log_format == "json":
     # "running as root" check) come out as JSON lines too.
     celeryd_init.connect(_setup_json_logging, weak=False)
 if get_settings().metrics_port:
-    from worker import metrics as _metrics
+    from dust.worker import metrics as _metrics
 
     _metrics.connect_signals()

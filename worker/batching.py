@@ -3,7 +3,7 @@
 Celery hands every message to the pool on its own: one pool round trip, one transaction,
 one commit and one broker ack per event. Here the worker's main process keeps fresh
 ``dust.handle_event`` messages in a buffer instead and sends them to the pool as one
-*batch* (``tasks.events.handle_batch``), which applies them in one transaction (each in
+*batch* (``dust.tasks.events.handle_batch``), which applies them in one transaction (each in
 its own savepoint, so a rejected event is still never half-applied). Each message is
 acknowledged only after its batch committed; a batch whose pool process dies is put back
 on its queue at once (as ``task_reject_on_worker_lost`` does for one task).
@@ -33,9 +33,9 @@ from typing import Any
 from celery.worker.strategy import default as celery_strategy
 from kombu.utils.uuid import uuid
 
-from models.base import utcnow
-from worker import dead_letters
-from worker.task_events import BatchEvents
+from dust.models.base import utcnow
+from dust.worker import dead_letters
+from dust.worker.task_events import BatchEvents
 
 log = logging.getLogger("dust.batching")
 
@@ -47,7 +47,7 @@ REQUEUE_DELAY = 5
 def strategy(task: Any, app: Any, consumer: Any, **options: Any) -> Any:
     """Celery's hook (``Task.Strategy``): returns the handler of each received message."""
     fallback = celery_strategy(task, app, consumer, **options)
-    from worker.settings import get_settings
+    from dust.worker.settings import get_settings
 
     size = get_settings().event_batch_size
     if size <= 1:
@@ -125,7 +125,7 @@ class Batcher:
         self.in_flight += 1
         started = time.monotonic()
         self.events.started(messages)
-        from tasks.events import handle_batch
+        from dust.tasks.events import handle_batch
 
         def on_return(verdicts: Any) -> None:
             self.in_flight -= 1
@@ -232,7 +232,7 @@ def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
     """``body`` as it is, or, when its envelope nests deeper than the inbox takes, the
     inbox's verdict on it (flat, small): refused before it is batched, since pickling it
     for the pool could exhaust the recursion limit (a RecursionError for the whole batch)."""
-    from tasks import inbox
+    from dust.tasks import inbox
 
     # Fewer brackets in the text than the limit: cannot be that deep (the usual case,
     # counted at C speed; the walk is for the rest).
@@ -240,8 +240,8 @@ def refuse_deep(body: Any, raw: bytes | None = None) -> Any:
         return body
     if not inbox.too_deep(body, inbox.MAX_DEPTH + 2):  # [args, kwargs, embed] + args
         return body
-    from tasks.events import _envelope_of
-    from tasks.inbox import parse_envelope
+    from dust.tasks.events import _envelope_of
+    from dust.tasks.inbox import parse_envelope
 
     parsed = parse_envelope(_envelope_of(body), utcnow())
     return [[parsed], {}, {}]

@@ -1,6 +1,6 @@
 """The beat schedule of the scheduled jobs, built in one place from the settings.
 
-``celery -A worker.app beat`` sends each job's task on the queue ``dust.jobs`` every
+``celery -A dust.worker.app beat`` sends each job's task on the queue ``dust.jobs`` every
 ``DUST_SCHEDULE_<JOB>_SECONDS`` (0 leaves the job unscheduled). Beat keeps its state (when
 each entry last ran) in a local shelve file, ``./.dust/celerybeat-schedule`` in the working
 directory (``celery beat -s FILE`` overrides it). That file only saves beat from re-sending
@@ -17,7 +17,7 @@ from typing import Any
 
 from celery.beat import PersistentScheduler
 
-from worker.settings import Settings
+from dust.worker.settings import Settings
 
 #: Scheduled jobs: name → Celery task name (stable: beat entries and messages use it).
 JOBS = {

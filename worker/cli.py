@@ -13,8 +13,8 @@ from typing import Annotated, Any
 
 import typer
 
-from worker import display
-from worker.settings import ConfigError, get_settings
+from dust.worker import display
+from dust.worker.settings import ConfigError, get_settings
 
 app = typer.Typer(
     help="Dust: loyalty points and store-credit ledger.",
@@ -62,7 +62,7 @@ def actor_option(actor: str | None) -> str:
 @db_app.command("upgrade")
 def db_upgrade(revision: str = typer.Argument("head", help="Target revision.")) -> None:
     """Create or migrate the schema (Alembic)."""
-    from models.schema import UnknownRevision, upgrade
+    from dust.models.schema import UnknownRevision, upgrade
 
     url = get_settings().database
     try:
@@ -78,7 +78,7 @@ def _safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # not a URL SQLAlchemy can parse (a broker's): scrub it by hand
-        from tasks.inbox import scrub
+        from dust.tasks.inbox import scrub
 
         return scrub(url)
 
@@ -97,7 +97,7 @@ def publish(
     file: Annotated[Path | None, typer.Option(help="A JSONL file of envelopes.")] = None,
 ) -> None:
     """Publish one event (NAME --data JSON) or every envelope of a JSONL file."""
-    from worker.publisher import publish_envelopes
+    from dust.worker.publisher import publish_envelopes
 
     if (name is None) == (file is None):
         raise fail("give either NAME --data JSON or --file FILE")
@@ -140,8 +140,8 @@ def publish(
 @app.command()
 def balance(customer_id: str, as_json: JsonOption = False) -> None:
     """A customer's dust and store-credit balances."""
-    from ledger import reports
-    from worker.db import session_scope
+    from dust.ledger import reports
+    from dust.worker.db import session_scope
 
     redeem_values = get_settings().redeem_table()
     with session_scope(read_only=True) as session:
@@ -181,8 +181,8 @@ def history(
     as_json: JsonOption = False,
 ) -> None:
     """A customer's entries, newest first."""
-    from ledger import reports
-    from worker.db import session_scope
+    from dust.ledger import reports
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         rows = reports.history(session, customer_id, limit)
@@ -220,8 +220,8 @@ def events(
         raise fail(f"--status must be one of {', '.join(EVENT_STATUSES)}; got {status!r}")
     from sqlalchemy import select
 
-    from models import Event
-    from worker.db import session_scope
+    from dust.models import Event
+    from dust.worker.db import session_scope
 
     if status == "conflict":
         _list_conflicts(limit, as_json)
@@ -251,8 +251,8 @@ def _list_conflicts(limit: int, as_json: bool) -> None:
     first: the id, its name, the digest of the content applied and of the one refused."""
     from sqlalchemy import select
 
-    from models import Event, EventConflict
-    from worker.db import session_scope
+    from dust.models import Event, EventConflict
+    from dust.worker.db import session_scope
 
     stmt = (
         select(EventConflict, Event)
@@ -293,8 +293,8 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
     """One recorded event in full, with the conflicting envelopes its id was sent with."""
     from sqlalchemy import select
 
-    from models import Event, EventConflict, EventResolution
-    from worker.db import session_scope
+    from dust.models import Event, EventConflict, EventResolution
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         row = session.get(Event, event_id)
@@ -363,7 +363,7 @@ def demo(
 ) -> None:
     """Run the whole system here: a real worker, a simulated stream of commerce events,
     then balances and what happened."""
-    from worker.demo import run_demo
+    from dust.worker.demo import run_demo
 
     ok = run_demo(customers=customers, orders=orders, seed=seed, as_json=as_json)
     if not ok:
@@ -371,7 +371,7 @@ def demo(
 
 
 # Commands of the jobs and admin modules register themselves on ``app`` when imported.
-from worker import (  # noqa: E402,F401
+from dust.worker import (  # noqa: E402,F401
     cli_admin,
     cli_db,
     cli_dead_letters,
@@ -422,7 +422,7 @@ def _unreachable(exc: BaseException) -> str | None:
     from sqlalchemy.exc import DBAPIError
     from sqlalchemy.exc import OperationalError as DatabaseError
 
-    from tasks.inbox import safe_message
+    from dust.tasks.inbox import safe_message
 
     settings = get_settings()
     problem = f"{type(exc).__name__}: {safe_message(exc)}"

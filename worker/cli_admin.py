@@ -26,16 +26,16 @@ from typing import IO, Annotated, Any
 
 import typer
 
-from ledger.currencies import problem as currency_problem
-from models.base import insert_for
-from worker import display
-from worker.cli import JsonOption, app, events_app, fail, print_json
-from worker.settings import get_settings
+from dust.ledger.currencies import problem as currency_problem
+from dust.models.base import insert_for
+from dust.worker import display
+from dust.worker.cli import JsonOption, app, events_app, fail, print_json
+from dust.worker.settings import get_settings
 
 
 def safe_message(exc: BaseException) -> str:
-    """The error's first line, any credentials in a URL masked (tasks.inbox.safe_message)."""
-    from tasks.inbox import safe_message as first_line_scrubbed
+    """The error's first line, any credentials in a URL masked (dust.tasks.inbox.safe_message)."""
+    from dust.tasks.inbox import safe_message as first_line_scrubbed
 
     return first_line_scrubbed(exc)
 
@@ -121,8 +121,8 @@ def _call(task: str, kwargs: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> 
     """Send an admin task on ``dust.requests``, wait for its reply, fail on an error reply."""
     from celery.exceptions import TimeoutError as ReplyTimeout
 
-    from worker.app import REQUESTS_QUEUE
-    from worker.app import app as celery
+    from dust.worker.app import REQUESTS_QUEUE
+    from dust.worker.app import app as celery
 
     try:
         # Unanswered by then, the message expires: a worker started later discards it.
@@ -134,7 +134,7 @@ def _call(task: str, kwargs: dict[str, Any], timeout: float = REPLY_TIMEOUT) -> 
     except ReplyTimeout:
         raise fail(
             f"no worker answered within {timeout:.0f}s (is the Procfile's `requests` process,"
-            " `celery -A worker.app worker --queues dust.requests`, running?);"
+            " `celery -A dust.worker.app worker --queues dust.requests`, running?);"
             " the request expires unapplied"
         ) from None
     except Exception as exc:
@@ -389,8 +389,8 @@ def products_list(
     """Every product's dust settings."""
     from sqlalchemy import select
 
-    from models import Product
-    from worker.db import session_scope
+    from dust.models import Product
+    from dust.worker.db import session_scope
 
     stmt = select(Product).order_by(Product.product_id)
     if dust_only:
@@ -482,8 +482,8 @@ def _event_ids(status: str | None, since: datetime | None) -> Iterator[str]:
     are still in that status after their replay are not picked up twice."""
     from sqlalchemy import and_, or_, select
 
-    from models import Event
-    from worker.db import session_scope
+    from dust.models import Event
+    from dust.worker.db import session_scope
 
     after: tuple[datetime, str] | None = None
     while True:
@@ -681,9 +681,9 @@ def _open_backfill(
 ) -> tuple[int, str, list[tuple[int, int]]]:
     from sqlalchemy import select
 
-    from models import Backfill, BackfillBatch
-    from models.base import utcnow
-    from worker.db import session_scope
+    from dust.models import Backfill, BackfillBatch
+    from dust.models.base import utcnow
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         insert = insert_for(session)
@@ -711,8 +711,8 @@ def _open_backfill(
 
 
 def _send_batch(backfill_id: int, batch: Batch) -> Any:
-    from worker.app import EVENTS_QUEUE
-    from worker.app import app as celery
+    from dust.worker.app import EVENTS_QUEUE
+    from dust.worker.app import app as celery
 
     kwargs = {
         "backfill_id": backfill_id,
@@ -754,9 +754,9 @@ def _finish(backfill_id: int, total: int) -> dict[str, Any]:
     """Mark the backfill finished and add up what its batches did."""
     from sqlalchemy import select
 
-    from models import Backfill, BackfillBatch
-    from models.base import utcnow
-    from worker.db import session_scope
+    from dust.models import Backfill, BackfillBatch
+    from dust.models.base import utcnow
+    from dust.worker.db import session_scope
 
     counts: Counter[str] = Counter()
     with session_scope() as session:
@@ -833,8 +833,8 @@ def export(
     """Entries as CSV, oldest first, streamed from the database (constant memory)."""
     from sqlalchemy import select
 
-    from models import Account, Entry
-    from worker.db import session_scope
+    from dust.models import Account, Entry
+    from dust.worker.db import session_scope
 
     since_at, until_at = _instant(since, "--since"), _instant(until, "--until")
     if since_at and until_at and since_at >= until_at:

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import typer
 
-from worker.cli import JsonOption, _safe_url, db_app, fail, print_json
-from worker.settings import get_settings
+from dust.worker.cli import JsonOption, _safe_url, db_app, fail, print_json
+from dust.worker.settings import get_settings
 
 
 @db_app.command("current")
 def db_current(as_json: JsonOption = False) -> None:
     """The revision the database is at, and whether that is the code's head. Exit 1
     when it is behind (or has no schema)."""
-    from models.schema import current, heads
+    from dust.models.schema import current, heads
 
     url = get_settings().database
     at, head = sorted(current(url)), sorted(heads())
@@ -30,7 +30,7 @@ def db_current(as_json: JsonOption = False) -> None:
 @db_app.command("history")
 def db_history(as_json: JsonOption = False) -> None:
     """Every migration, newest first."""
-    from models.schema import history
+    from dust.models.schema import history
 
     revisions = history()
     if as_json:

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from worker.cli import JsonOption, actor_option, app, fail, print_json
+from dust.worker.cli import JsonOption, actor_option, app, fail, print_json
 
 dead_letters_app = typer.Typer(
     help="Items the worker could not take (not Celery messages, too large, ...).",
@@ -26,7 +26,7 @@ ActorOption = Annotated[
 
 
 def _store() -> Any:
-    from worker.dead_letters import for_settings
+    from dust.worker.dead_letters import for_settings
 
     try:
         return for_settings()
@@ -72,7 +72,7 @@ def list_dead_letters(
 @dead_letters_app.command("show")
 def show_dead_letter(dead_id: str, as_json: JsonOption = False) -> None:
     """One dead letter with the item as received (bytes that are not UTF-8 escaped)."""
-    from worker.dead_letters import NotFound
+    from dust.worker.dead_letters import NotFound
 
     store = _store()
     try:
@@ -88,7 +88,7 @@ def requeue_dead_letter(
     dead_id: str, actor: ActorOption = None, as_json: JsonOption = False
 ) -> None:
     """Put a dead letter back on its queue exactly as it was received (audited)."""
-    from worker.dead_letters import NotFound
+    from dust.worker.dead_letters import NotFound
 
     try:
         entry = _store().requeue(dead_id, actor_option(actor))
@@ -105,7 +105,7 @@ def drop_dead_letter(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a dead letter for good; the item, who, why and when stay in the audit."""
-    from worker.dead_letters import NotFound
+    from dust.worker.dead_letters import NotFound
 
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why it is dropped, it is kept in the audit")

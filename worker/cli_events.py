@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from worker import cli_admin as admin  # its helpers, used once both modules are loaded
-from worker.cli import JsonOption, events_app, fail, print_json
+from dust.worker import cli_admin as admin  # its helpers, used once both modules are loaded
+from dust.worker.cli import JsonOption, events_app, fail, print_json
 
 RESOLVE = "dust.admin.resolve"
 ActorOption = Annotated[
@@ -112,8 +112,8 @@ def _correction(
 
 def _event_customer(event_id: str) -> str:
     """The customer the event speaks of (``data.customer_id``), for a correction."""
-    from models import Event
-    from worker.db import session_scope
+    from dust.models import Event
+    from dust.worker.db import session_scope
 
     with session_scope(read_only=True) as session:
         row = session.get(Event, event_id)

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from worker.cli import JsonOption, app, print_json
-from worker.settings import get_settings
+from dust.worker.cli import JsonOption, app, print_json
+from dust.worker.settings import get_settings
 
 
 @app.command()
@@ -26,8 +26,8 @@ def health(
 ) -> None:
     """Database reachable, schema at head, broker reachable, every worker answering a
     ping. Exit 0 when all hold, 1 naming what failed."""
-    from worker import health as checks
-    from worker.app import app as celery_app
+    from dust.worker import health as checks
+    from dust.worker.app import app as celery_app
 
     settings = get_settings()
     found = checks.run_all(settings, celery_app, timeout)

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 
 import typer
 
-from worker import display
-from worker.cli import JsonOption, actor_option, app, console, fail, print_json
+from dust.worker import display
+from dust.worker.cli import JsonOption, actor_option, app, console, fail, print_json
 
 
 def _as_of(value: str | None) -> datetime:
-    from models.base import utcnow
+    from dust.models.base import utcnow
 
     if value is None:
         return utcnow()
@@ -50,7 +50,7 @@ def expire(
     Running it twice for the same instant changes nothing."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from tasks import runs
+    from dust.tasks import runs
 
     instant = _as_of(as_of)
     result: dict[str, Any] = {"as_of": instant.isoformat()}
@@ -96,9 +96,9 @@ def reconcile_command(
     account, what was expected and what was found."""
     from sqlalchemy.exc import SQLAlchemyError
 
-    from ledger.reconcile import REPAIRABLE
-    from models.base import utcnow
-    from tasks import runs
+    from dust.ledger.reconcile import REPAIRABLE
+    from dust.models.base import utcnow
+    from dust.tasks import runs
 
     try:
         who = actor_option(actor.strip() if actor else None)
@@ -132,9 +132,9 @@ def reconcile_command(
 
 
 def _reconcile_once(run: dict[str, Any], found: list[dict[str, Any]]) -> dict[str, Any]:
-    from ledger.reconcile import record_json
-    from models import Reconciliation
-    from worker.db import session_scope
+    from dust.ledger.reconcile import record_json
+    from dust.models import Reconciliation
+    from dust.worker.db import session_scope
 
     with session_scope(read_only=True) as session:
         record = session.get(Reconciliation, run["counts"]["reconciliation_id"])
@@ -151,9 +151,9 @@ def _reconcile_once(run: dict[str, Any], found: list[dict[str, Any]]) -> dict[st
 
 
 def _repair(reconciliation_id: int, accounts: set[int], actor: str) -> list[dict[str, Any]]:
-    from ledger.reconcile import repair_caches
-    from models import Reconciliation
-    from worker.db import session_scope
+    from dust.ledger.reconcile import repair_caches
+    from dust.models import Reconciliation
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         changes = repair_caches(session, accounts)
@@ -210,8 +210,8 @@ def jobs(
     as_json: JsonOption = False,
 ) -> None:
     """Recorded runs of the scheduled jobs, newest first."""
-    from tasks import runs
-    from worker.db import session_scope
+    from dust.tasks import runs
+    from dust.worker.db import session_scope
 
     if job is not None and job not in runs.JOBS:
         raise fail(f"--job must be one of {', '.join(runs.JOBS)}, got {job!r}")

@@ -1,6 +1,6 @@
 """``dust rules``: the earn rules (group multipliers, campaigns, welcome bonuses).
 
-Rules are data in the database (``ledger.rules``), written here directly in one
+Rules are data in the database (``dust.ledger.rules``), written here directly in one
 transaction: a worker reads them in the transaction of each event it applies. ``add`` and
 ``end`` take ``--reason`` (required) and ``--actor`` (default: the operating-system user),
 kept in the rule's audit trail; rules are never edited or deleted.
@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import typer
 
-from worker import cli_admin  # its helpers, used at call time (it may be mid-import here)
-from worker.cli import JsonOption, app, fail, print_json
+from dust.worker import cli_admin  # its helpers, used at call time (it may be mid-import here)
+from dust.worker.cli import JsonOption, app, fail, print_json
 
 rules_app = typer.Typer(help="Earn rules: group multipliers, campaigns, welcome bonus.")
 add_app = typer.Typer(help="Add an earn rule.", no_args_is_help=True)
@@ -62,7 +62,7 @@ def _currency(currency: str | None) -> str | None:
 
 
 def _window(starts: str | None, ends: str | None) -> tuple[datetime, datetime | None]:
-    from models.base import utcnow
+    from dust.models.base import utcnow
 
     start = cli_admin._instant(starts, "--starts") or utcnow()
     end = cli_admin._instant(ends, "--ends")
@@ -72,7 +72,7 @@ def _window(starts: str | None, ends: str | None) -> tuple[datetime, datetime | 
 
 
 def _multiplier(text: str) -> Any:
-    from ledger.rules import InvalidRule, parse_multiplier
+    from dust.ledger.rules import InvalidRule, parse_multiplier
 
     try:
         return parse_multiplier(text)
@@ -82,8 +82,8 @@ def _multiplier(text: str) -> Any:
 
 def _write(work: Any) -> dict[str, Any]:
     """Run ``work(session)`` in one transaction; a refused rule changes nothing."""
-    from ledger.rules import InvalidRule, rule_json
-    from worker.db import session_scope
+    from dust.ledger.rules import InvalidRule, rule_json
+    from dust.worker.db import session_scope
 
     try:
         with session_scope() as session:
@@ -125,7 +125,7 @@ def add_group_multiplier(
     as_json: JsonOption = False,
 ) -> None:
     """Customers in GROUP_ID earn MULTIPLIER times the rate on orders placed in the window."""
-    from ledger import rules
+    from dust.ledger import rules
 
     group = group_id.strip()
     if not group or len(group) > 200:
@@ -161,7 +161,7 @@ def add_campaign(
     as_json: JsonOption = False,
 ) -> None:
     """Every customer earns MULTIPLIER times the rate on orders placed from --starts to --ends."""
-    from ledger import rules
+    from dust.ledger import rules
 
     value = _multiplier(multiplier)
     if starts is None or ends is None:
@@ -196,7 +196,7 @@ def add_welcome_bonus(
     as_json: JsonOption = False,
 ) -> None:
     """Credit AMOUNT dust once to each customer created (customer.created) in the window."""
-    from ledger import rules
+    from dust.ledger import rules
 
     number = cli_admin._whole(amount, "AMOUNT", minimum=1)
     start, end = _window(starts, ends)
@@ -227,8 +227,8 @@ def end(
     as_json: JsonOption = False,
 ) -> None:
     """End a rule (it stays, with its history). Orders already recorded keep what they earned."""
-    from ledger import rules
-    from models.base import utcnow
+    from dust.ledger import rules
+    from dust.models.base import utcnow
 
     number = cli_admin._whole(rule_id, "RULE_ID", minimum=1)
     instant = cli_admin._instant(at, "--at") or utcnow()
@@ -246,8 +246,8 @@ def list_command(as_json: JsonOption = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ledger import rules
-    from worker.db import session_scope
+    from dust.ledger import rules
+    from dust.worker.db import session_scope
 
     with session_scope(read_only=True) as session:
         found = rules.list_rules(session)

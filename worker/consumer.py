@@ -25,7 +25,7 @@ from typing import Any
 from celery.worker.consumer import Consumer
 from vine import promise
 
-from worker.dead_letters import bury_message
+from dust.worker.dead_letters import bury_message
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,11 @@ class DustConsumer(Consumer):
 
     def on_decode_error(self, message: Any, exc: Exception) -> None:
         try:
-            from tasks.inbox import record_undecodable
+            from dust.tasks.inbox import record_undecodable
 
             record_undecodable(message.body, message.content_type, exc)
         except Exception as error:  # the message is still acknowledged: it can never decode
-            from tasks.inbox import safe_message
+            from dust.tasks.inbox import safe_message
 
             log.error("could not record an undecodable message: %s", safe_message(error))
         super().on_decode_error(message, exc)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.settings import get_settings
+from dust.worker.settings import get_settings
 
 _engines: dict[tuple[int, str], Engine] = {}
 

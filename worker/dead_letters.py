@@ -272,11 +272,11 @@ def for_channel(channel: Any) -> DeadLetters:
 
 def for_settings() -> DeadLetters:
     """The dead letters of the configured broker, for the command line."""
-    from worker.settings import get_settings
+    from dust.worker.settings import get_settings
 
     settings = get_settings()
     if settings.uses_embedded_broker:
-        from worker.app import broker_options
+        from dust.worker.app import broker_options
 
         folder = Path(broker_options(settings)["data_folder_in"])
         return FileDeadLetters(folder / FOLDER, _folder_put(folder))

@@ -1,7 +1,7 @@
 """``dust demo``: the main job on whatever Dust is configured with (by default the embedded
 SQLite file and file broker, so a fresh machine needs no server).
 
-It migrates the schema, starts the Procfile's processes (``worker.procfile``), publishes a
+It migrates the schema, starts the Procfile's processes (``dust.worker.procfile``), publishes a
 simulated stream — products, customers, orders, checkout reservations through
 ``dust.reserve``, refunds (one before its order), cancels (one before its order),
 redelivered duplicates, a conflicting duplicate, malformed events and an event nobody
@@ -33,17 +33,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from ledger.reconcile import reconcile
-from models import Event, EventConflict, JobRun
-from models.schema import upgrade
-from tasks.inbox import parse_envelope
-from worker import display
-from worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
-from worker.beat import JOBS
-from worker.db import session_scope
-from worker.procfile import BEAT_READY, Process, command
-from worker.publisher import publish_envelopes
-from worker.settings import get_settings
+from dust.ledger.reconcile import reconcile
+from dust.models import Event, EventConflict, JobRun
+from dust.models.schema import upgrade
+from dust.tasks.inbox import parse_envelope
+from dust.worker import display
+from dust.worker.app import EVENTS_QUEUE, REQUESTS_QUEUE, app
+from dust.worker.beat import JOBS
+from dust.worker.db import session_scope
+from dust.worker.procfile import BEAT_READY, Process, command
+from dust.worker.publisher import publish_envelopes
+from dust.worker.settings import get_settings
 
 console = Console(stderr=True)
 STALL_SECONDS = 90
@@ -325,7 +325,7 @@ def _add_rules(stream: Stream) -> dict[str, Any]:
     orders of the next 15 minutes of the stream's clock."""
     from decimal import Decimal
 
-    from ledger import rules
+    from dust.ledger import rules
 
     assert stream.customers_done is not None
     campaign_from = stream.customers_done
@@ -364,7 +364,7 @@ def _add_rules(stream: Stream) -> dict[str, Any]:
 def _release_tomorrow() -> dict[str, Any]:
     """What ``dust expire --as-of`` a day and an hour from now does to pending dust: the
     lot job releases it (and would expire lots due by then)."""
-    from tasks import runs
+    from dust.tasks import runs
 
     run = runs.run_now("expire_lots", datetime.now(UTC) + timedelta(days=1, hours=1))
     return {"as_of": run["as_of"], "released": run["counts"].get("released", 0)}
@@ -373,7 +373,7 @@ def _release_tomorrow() -> dict[str, Any]:
 def _rules_outcome(stream: Stream) -> dict[str, Any]:
     """How the run's orders earned: by multiplier, the late group update's effect, and the
     dust pending before the release."""
-    from models import Order
+    from dust.models import Order
 
     with session_scope(read_only=True) as session:
         rows = session.execute(

@@ -9,7 +9,7 @@ a truncated reply). Here both write to a temporary name the other side ignores a
 rename it into place, which is atomic on one file system.
 
 Importing this module points the ``filesystem`` transport and the ``file`` result
-backend aliases at these classes; ``worker.app`` imports it before creating the app.
+backend aliases at these classes; ``dust.worker.app`` imports it before creating the app.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from kombu.transport import filesystem
 from kombu.utils.encoding import bytes_to_str, ensure_bytes, str_to_bytes
 from kombu.utils.json import dumps, loads
 
-from worker import dead_letters
+from dust.worker import dead_letters
 
 
 class Channel(filesystem.Channel):

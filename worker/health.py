@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from worker.settings import Settings
+from dust.worker.settings import Settings
 
 #: Seconds a check waits for a server before it counts as down.
 TIMEOUT = 3.0
@@ -28,7 +28,7 @@ class Check:
 
 
 def _problem(exc: BaseException) -> str:
-    from tasks.inbox import safe_message
+    from dust.tasks.inbox import safe_message
 
     return f"{type(exc).__name__}: {safe_message(exc)}"
 
@@ -39,7 +39,7 @@ def safe_url(url: str) -> str:
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:  # a broker URL SQLAlchemy cannot parse: scrub it by hand
-        from tasks.inbox import scrub
+        from dust.tasks.inbox import scrub
 
         return scrub(url)
 
@@ -70,7 +70,7 @@ def _null_pool() -> Any:
 
 
 def schema(settings: Settings) -> Check:
-    from models.schema import current, heads
+    from dust.models.schema import current, heads
 
     try:
         at, expected = current(settings.database), heads()

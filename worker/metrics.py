@@ -134,7 +134,7 @@ REQUEST_TASKS = {
 
 
 def events_settled(results: Iterable[Any], started: float) -> None:
-    """Count settled events (``tasks.inbox.Result`` with ``name`` and ``occurred_at``)
+    """Count settled events (``dust.tasks.inbox.Result`` with ``name`` and ``occurred_at``)
     just after their commit; ``started`` is ``time.monotonic()`` when applying began.
 
     A batch's events are counted together: one increment per (name, status) and per
@@ -299,7 +299,7 @@ class SampledCollector:
 
 
 def _safe(exc: BaseException) -> str:
-    from tasks.inbox import safe_message
+    from dust.tasks.inbox import safe_message
 
     return f"{type(exc).__name__}: {safe_message(exc)}"
 
@@ -359,8 +359,8 @@ def ledger_state() -> tuple[dict[str, int], bool | None]:
     reconciliation was ok (None before the first)."""
     from sqlalchemy import func, select
 
-    from models import Event, Reconciliation
-    from worker.db import session_scope
+    from dust.models import Event, Reconciliation
+    from dust.worker.db import session_scope
 
     with session_scope() as session:
         rows = session.execute(

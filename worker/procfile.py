@@ -74,7 +74,7 @@ def worker_command(queues: Sequence[str], *extra: str) -> list[str]:
         "-m",
         "celery",
         "-A",
-        "worker.app",
+        "dust.worker.app",
         "worker",
         "--queues",
         ",".join(queues),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from worker.app import EVENTS_QUEUE, app
+from dust.worker.app import EVENTS_QUEUE, app
 
 
 def publish_envelopes(envelopes: Iterable[Any]) -> int:

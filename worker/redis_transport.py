@@ -44,7 +44,7 @@ from kombu.utils.json import dumps, loads
 from kombu.utils.objects import cached_property
 from redis.exceptions import NoScriptError
 
-from worker import dead_letters
+from dust.worker import dead_letters
 
 try:  # kombu >= 5.3
     from kombu.utils.encoding import bytes_to_str
@@ -192,9 +192,9 @@ class Channel(kombu_redis.Channel):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if self.global_keyprefix:
-            raise ChannelError("worker.redis_transport does not support global_keyprefix")
+            raise ChannelError("dust.worker.redis_transport does not support global_keyprefix")
         if not self.ack_emulation:
-            raise ChannelError("worker.redis_transport needs ack_emulation")
+            raise ChannelError("dust.worker.redis_transport needs ack_emulation")
 
     @cached_property
     def _fetch_script(self) -> str:

@@ -17,8 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from ledger.currencies import ISO_4217
-from ledger.currencies import problem as currency_problem
+from dust.ledger.currencies import ISO_4217
+from dust.ledger.currencies import problem as currency_problem
 
 CURRENCY_RE = re.compile(r"^[a-z]{3}$")
 #: Broker URL schemes: Redis in production (worker/redis_transport.py); the embedded

@@ -31,7 +31,7 @@ from celery.utils.saferepr import saferepr
 def listened() -> bool:
     """Whether anything besides Dust's own metrics (which count requests and jobs only)
     listens to the task signals: sending them per message costs ~0.1 ms, not spent for no one."""
-    from worker.metrics import own_receiver
+    from dust.worker.metrics import own_receiver
 
     return any(
         not own_receiver(key[0])

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-from models import Base
-from worker.db import make_engine
-from worker.settings import get_settings
+from dust.models import Base
+from dust.worker.db import make_engine
+from dust.worker.settings import get_settings
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url") or get_settings().database

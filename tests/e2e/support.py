@@ -19,7 +19,7 @@ from celery import Celery
 from sqlalchemy import Engine, bindparam, create_engine, text
 from sqlalchemy.engine import make_url
 
-from worker import procfile
+from dust.worker import procfile
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -33,7 +33,7 @@ import redis
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
-from worker import procfile
+from dust.worker import procfile
 
 pytestmark = [pytest.mark.services, pytest.mark.e2e]
 
@@ -159,9 +159,9 @@ def wait_idle(engine: Engine, timeout: float = 30) -> None:
 
 def seed(engine: Engine) -> None:
     """A customer with a lot that expired yesterday, a live lot, and a hold due in 1 s."""
-    from ledger import holds, journal
-    from ledger.accounts import ensure_account, lock_accounts
-    from worker.db import make_engine, session_scope
+    from dust.ledger import holds, journal
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.worker.db import make_engine, session_scope
 
     ledger_engine = make_engine(DATABASE_URL)
     try:
@@ -255,8 +255,12 @@ def test_two_beats_still_run_each_job_once_per_period(
         # every task either ran its period or found it claimed: nothing ran twice
         assert job_runs + job_skipped == job_sent, context
         assert job_skipped >= 1, context
-        # the number of runs is what one scheduler would have done
-        assert job_runs <= 13 // SCHEDULE[job] + 2, context
+        # the number of runs is what one scheduler would have done: each beat's sends are
+        # periods of their own, and the two overlap except at the edges (one beat started
+        # 0.9 s later and stops later). Counted from the beats' own logs, not from the wall
+        # clock, which a loaded machine stretches.
+        most = max(sent[("beat-a", job)], sent[("beat-b", job)])
+        assert job_runs <= most + 2, context
     assert all(n == 1 for n in periods.values()), context
     assert set(claimed) == set(periods), context
     assert set(skipped) <= set(periods), context

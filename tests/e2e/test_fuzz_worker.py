@@ -29,7 +29,7 @@ import pytest
 from kombu import Connection, Exchange, Producer
 from sqlalchemy import bindparam, text
 
-from tasks.inbox import parse_envelope
+from dust.tasks.inbox import parse_envelope
 
 from .support import BROKER_URL, EVENTS_QUEUE, wait_queue_empty
 

@@ -28,7 +28,7 @@ import redis
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-from worker.procfile import child_pids
+from dust.worker.procfile import child_pids
 
 from .support import BIN, BROKER_URL, ROOT, bare_client, worker_env
 
@@ -373,7 +373,7 @@ def test_batched_events_show_in_celery_events(ops: OpsWorkers, engine: Engine) -
     received, started and succeeded, once task events are turned on at runtime."""
     env = {**ops.env}
     control = subprocess.run(
-        [str(BIN / "celery"), "-A", "worker.app", "control", "enable_events"],
+        [str(BIN / "celery"), "-A", "dust.worker.app", "control", "enable_events"],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -384,7 +384,7 @@ def test_batched_events_show_in_celery_events(ops: OpsWorkers, engine: Engine) -
     dump_log = ops.log_dir / "events-dump.log"
     with dump_log.open("wb") as out:
         dump = subprocess.Popen(
-            [str(BIN / "celery"), "-A", "worker.app", "events", "--dump"],
+            [str(BIN / "celery"), "-A", "dust.worker.app", "events", "--dump"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -431,7 +431,7 @@ def test_batched_events_show_in_celery_events(ops: OpsWorkers, engine: Engine) -
         os.killpg(dump.pid, signal.SIGTERM)
         dump.wait(timeout=10)
         subprocess.run(
-            [str(BIN / "celery"), "-A", "worker.app", "control", "disable_events"],
+            [str(BIN / "celery"), "-A", "dust.worker.app", "control", "disable_events"],
             cwd=ROOT,
             env=env,
             capture_output=True,

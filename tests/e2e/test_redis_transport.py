@@ -27,7 +27,7 @@ from .support import BROKER_URL, ROOT
 
 pytestmark = [pytest.mark.services]
 
-TRANSPORT = "worker.redis_transport:Transport"
+TRANSPORT = "dust.worker.redis_transport:Transport"
 
 CONSUMER = r"""
 import os, signal, sys
@@ -130,8 +130,8 @@ def test_kill_between_fetch_and_record_loses_nothing(broker):
 def test_sweep_lock_is_short_lived_and_redis_urls_get_the_transport(visibility, lock):
     """kombu holds its restore sweep's lock in Redis for 300 s by default: a worker killed
     mid-sweep held back every redelivery that long (found by bench/faults.py)."""
-    from worker.app import broker_options, broker_transport
-    from worker.settings import Settings
+    from dust.worker.app import broker_options, broker_transport
+    from dust.worker.settings import Settings
 
     settings = Settings(
         broker_url="redis://127.0.0.1:6379/0", visibility_timeout_seconds=visibility
