@@ -12,6 +12,7 @@ Lock order: the order row first, then accounts (id order), then holds and lots.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,13 +23,15 @@ from sqlalchemy.orm import Session
 from dust.ledger import earning, journal
 from dust.ledger import holds as holds_
 from dust.ledger.accounts import (
+    LOCKED_ORDERS,
+    ORDER_REFUNDS,
     ensure_account,
     lock_accounts,
     lock_dust_accounts,
     open_anonymous_account,
 )
 from dust.ledger.journal import Ref
-from dust.models import Account, Entry, Hold, Lot, Order, Refund
+from dust.models import Account, Entry, Lot, Order, Refund
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
 from dust.models.tables import DUST, STORE_CREDIT
@@ -56,7 +59,11 @@ class EarnPolicy:
 
 def lock_order(session: Session, order_id: str) -> Order:
     """The order's state row, created empty if this is the first event of the order, and
-    locked for the rest of the transaction."""
+    locked for the rest of the transaction (found without a round trip when
+    :func:`lock_orders` locked it earlier in the transaction)."""
+    locked: dict[str, Order] = session.info.get(LOCKED_ORDERS, {})
+    if order_id in locked:
+        return locked[order_id]
     insert = insert_for(session)
     session.execute(insert(Order).values(order_id=order_id).on_conflict_do_nothing())
     order = session.scalar(
@@ -69,14 +76,80 @@ def lock_order(session: Session, order_id: str) -> Order:
     return order
 
 
+def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
+    """:func:`lock_order` for many orders at once: the rows missing created empty (one
+    INSERT), then all locked in one statement, in ``order_id`` order (so two transactions
+    never wait on each other's orders in opposite orders), and remembered for the rest of
+    the transaction, so that :func:`lock_order` finds them without a round trip."""
+    wanted = sorted(set(order_ids))
+    if not wanted:
+        return {}
+    # The columns' defaults, as ``lock_order``'s INSERT writes them (a JSON document
+    # insert writes only the columns it names).
+    empty = {
+        c.name: c.default.arg
+        for c in Order.__table__.columns
+        if c.default is not None and c.default.is_scalar
+    }
+    rows = [empty | {"order_id": order_id} for order_id in wanted]
+    insert_rows(session, Order.__table__, rows, skip_conflicts=True)
+    stmt = (
+        select(Order)
+        .where(Order.order_id.in_(wanted))
+        .order_by(Order.order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = {order.order_id: order for order in session.scalars(stmt)}
+    assert len(found) == len(wanted), "an order row vanished"
+    session.info.setdefault(LOCKED_ORDERS, {}).update(found)
+    return found
+
+
+def order_refunds(session: Session, order_id: str) -> list[Refund]:
+    """Every refund of a locked order, in arrival order (``created_at``, then id): read
+    once per transaction (or with the order's batch, :func:`load_refunds`), then kept, as
+    refunds of an order are written only under its lock (:func:`add_refund`)."""
+    known: dict[str, list[Refund]] = session.info.setdefault(ORDER_REFUNDS, {})
+    if order_id not in known:
+        known[order_id] = list(
+            session.scalars(
+                select(Refund)
+                .where(Refund.order_id == order_id)
+                .order_by(Refund.created_at, Refund.refund_id)
+            )
+        )
+    return known[order_id]
+
+
+def load_refunds(session: Session, order_ids: Iterable[str]) -> None:
+    """:func:`order_refunds` of many locked orders read in one statement."""
+    wanted = set(order_ids)
+    known: dict[str, list[Refund]] = session.info.setdefault(ORDER_REFUNDS, {})
+    if not (wanted := wanted - set(known)):
+        return
+    for order_id in wanted:
+        known[order_id] = []
+    stmt = (
+        select(Refund)
+        .where(Refund.order_id.in_(wanted))
+        .order_by(Refund.created_at, Refund.refund_id)
+    )
+    for refund in session.scalars(stmt):
+        known[refund.order_id].append(refund)
+
+
+def add_refund(session: Session, refund: Refund) -> None:
+    """Record a new refund of a locked order (last in its arrival order)."""
+    refunds = order_refunds(session, refund.order_id)
+    session.add(refund)
+    session.flush()
+    refunds.append(refund)
+
+
 def refunded_total(session: Session, order_id: str) -> int:
     """Money refunded on the order by the refunds that passed its caps."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(Refund.amount), 0)).where(
-            Refund.order_id == order_id, Refund.status == "applied"
-        )
-    )
-    return int(total or 0)
+    return _applied_sums(session, order_id)[0]
 
 
 def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
@@ -217,14 +290,7 @@ def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
             mine[STORE_CREDIT] = ensure_account(
                 session, order.customer_id, STORE_CREDIT, order.currency_code
             )
-    hold_ids: list[int] = []
-    if order.cart_id:
-        hold_ids = list(
-            session.scalars(
-                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
-            )
-        )
-    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock=mine.values())
+    accounts, holds = holds_.lock_cart_holds(session, order.cart_id, also_lock=mine.values())
     by_id = {account_id: kind for kind, account_id in mine.items()}
     for hold in holds:
         kind = by_id.get(hold.account_id)
@@ -272,15 +338,10 @@ def return_charges(session: Session, order: Order, event_id: str) -> int:
     the dust refunds gave back already (dust goes back to the lots it was drawn from).
     Returns the total credited back."""
     spends = [] if order.returned else _spends(session, order.order_id)
-    hold_ids: list[int] = []
-    if order.cart_id:
-        hold_ids = list(
-            session.scalars(
-                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
-            )
-        )
     # The cart's hold accounts and the charged accounts, locked in one statement (id order).
-    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock={e.account_id for e in spends})
+    accounts, holds = holds_.lock_cart_holds(
+        session, order.cart_id, also_lock={e.account_id for e in spends}
+    )
     holds_.release_holds(session, accounts, holds)
     if order.returned:
         return 0
@@ -447,13 +508,7 @@ def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSett
     """
     settled = RefundsSettled()
     if order.placed_event_id is not None:
-        waiting = list(
-            session.scalars(
-                select(Refund)
-                .where(Refund.order_id == order.order_id, Refund.status == "waiting")
-                .order_by(Refund.created_at, Refund.refund_id)
-            )
-        )
+        waiting = [r for r in order_refunds(session, order.order_id) if r.status == "waiting"]
         if waiting:
             money, dust = _applied_sums(session, order.order_id)
             for refund in waiting:
@@ -472,13 +527,9 @@ def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSett
 
 
 def _applied_sums(session: Session, order_id: str) -> tuple[int, int]:
-    money, dust = session.execute(
-        select(
-            func.coalesce(func.sum(Refund.amount), 0),
-            func.coalesce(func.sum(Refund.dust_amount), 0),
-        ).where(Refund.order_id == order_id, Refund.status == "applied")
-    ).one()
-    return int(money), int(dust)
+    """Money and dust of the order's applied refunds."""
+    applied = [r for r in order_refunds(session, order_id) if r.status == "applied"]
+    return sum(r.amount for r in applied), sum(r.dust_amount for r in applied)
 
 
 def _over_cap(order: Order, refund: Refund, money: int, dust: int) -> str | None:
@@ -530,19 +581,11 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
     """Credit store credit for every applied to-store-credit refund of the order that has
     not been credited yet and whose owner is known (the refund's customer, else the placed
     order's customer, else, for a placed guest order, a new anonymous account)."""
-    pending = list(
-        session.scalars(
-            select(Refund)
-            .where(
-                Refund.order_id == order.order_id,
-                Refund.status == "applied",
-                Refund.to_store_credit.is_(True),
-                Refund.credit_entry_id.is_(None),
-                Refund.amount > 0,
-            )
-            .order_by(Refund.created_at, Refund.refund_id)
-        )
-    )
+    pending = [
+        r
+        for r in order_refunds(session, order.order_id)
+        if r.status == "applied" and r.to_store_credit and r.credit_entry_id is None and r.amount
+    ]
     credited = []
     for refund in pending:
         customer_id = refund.customer_id or order.customer_id
@@ -558,7 +601,8 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
         entry = journal.credit(session, account, refund.amount, ref)
         refund.credit_entry_id = entry.id
         credited.append(RefundCredit(refund.refund_id, refund.amount, account.code, customer_id))
-    session.flush()
+    if credited:
+        session.flush()
     return credited
 
 

@@ -147,3 +147,27 @@ class Prepared:
 
 
 BulkHandler = Callable[[Session, list[Envelope], Context], Prepared | None]
+
+
+@dataclass(frozen=True)
+class Touches:
+    """The rows an event's subscriber locks or reads: its order, its customer's dust
+    account, its cart's holds, its items' products. The task layer reads and locks those
+    of many events at once, first (``dust.tasks.inbox``, ``subscribers.lock_run``)."""
+
+    order_id: str | None = None
+    customer_id: str | None = None
+    cart_id: str | None = None
+    product_ids: tuple[str, ...] = ()
+
+
+Toucher = Callable[[Envelope, Context], Touches | None]
+"""What an event touches; None when its payload is invalid (its handler rejects it)."""
+
+
+def valid(model: type[P], envelope: Envelope, context: Context) -> P | None:
+    """``envelope``'s payload validated as ``model``; None when it is not valid."""
+    try:
+        return model.model_validate(envelope.data, context=validation_context(context))
+    except ValidationError:
+        return None

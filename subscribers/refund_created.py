@@ -26,7 +26,9 @@ from dust.subscribers.base import (
     Outcome,
     Payload,
     Rejected,
+    Touches,
     parse,
+    valid,
 )
 
 
@@ -62,7 +64,8 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             # An explicit replay of a held refund: still held until an admin acts.
             return Outcome("needs_attention", known.held_reason)
         return Outcome("ignored", f"refund {refund.id} already recorded by event {known.event_id}")
-    session.add(
+    orders.add_refund(
+        session,
         Refund(
             refund_id=refund.id,
             order_id=refund.order_id,
@@ -75,9 +78,8 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             status="waiting",
             event_id=envelope.id,
             created_at=utcnow(),
-        )
+        ),
     )
-    session.flush()
     settled = orders.settle_refunds(session, order, envelope.id)
     if refund.id in settled.held:
         return Outcome("needs_attention", settled.held[refund.id], {"held": True})
@@ -90,3 +92,9 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     if order.placed_event_id is None:
         outcome.detail["waiting_for_order"] = True
     return outcome
+
+
+def touched(envelope: Envelope, context: Context) -> Touches | None:
+    # Not the refund's customer: a refund opens no dust account.
+    payload = valid(RefundPayload, envelope, context)
+    return None if payload is None else Touches(order_id=payload.order_id)

@@ -148,7 +148,9 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     one_at_a_time = [dust.process(e).status for e in events("a_")]
     results = process_batch(events("b_"))
 
-    assert bulk_calls == [1, 1, 1, 1, 1, 1]
+    # Each set-based run here is cut after one event by what must go one at a time (the
+    # rest may go in runs of events locked together, when the inbox has them).
+    assert bulk_calls and set(bulk_calls) == {1}
     assert [r.status for r in results] == one_at_a_time
     assert one_at_a_time.count("rejected") == 1
     assert_same_rows("b_", "a_")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from dust.models import Account, Entry, Event, Lot, Order
+from dust.models import Account, Entry, Event, Hold, Lot, LotMovement, Order, Refund
+from dust.models.tables import STORE_CREDIT
 from dust.worker import db as worker_db
 
 T0 = "2026-11-20T10:00:00Z"
@@ -123,9 +125,29 @@ def state(p: str) -> dict[str, Any]:
             for a in session.scalars(select(Account).order_by(Account.id))
             if a.id in owner
         ]
+        entry_at = {
+            e.id: i
+            for i, e in enumerate(
+                e
+                for e in session.scalars(select(Entry).order_by(Entry.id))
+                if e.account_id in owner
+            )
+        }
+
+        def key(value: str | None) -> str | None:
+            """An idempotency key naming an entry (a cancel's or a refund's give-back of a
+            spend) names it by its place among the entries: ids differ between runs."""
+            if value is None:
+                return None
+            return re.sub(
+                r"^(order:.*:cancel:|refund:.*:dust:)(\d+)$",
+                lambda m: f"{m[1]}#{entry_at[int(m[2])]}",
+                value,
+            )
+
         entries = [
             strip(p, [*owner[e.account_id], e.direction, e.amount, e.balance_after, e.reason])
-            + strip(p, [e.reference_type, e.reference_id, e.idempotency_key, e.event_id])
+            + strip(p, [e.reference_type, e.reference_id, key(e.idempotency_key), e.event_id])
             + [e.forgiven]
             for e in session.scalars(select(Entry).order_by(Entry.id))
             if e.account_id in owner
@@ -143,6 +165,32 @@ def state(p: str) -> dict[str, Any]:
                 select(Order).where(Order.order_id.like(f"{p}%")).order_by(Order.order_id)
             )
         ]
+        lot_at = {
+            lot.id: i
+            for i, lot in enumerate(
+                lot
+                for lot in session.scalars(select(Lot).order_by(Lot.id))
+                if lot.account_id in owner
+            )
+        }
+        movements = sorted(
+            [entry_at[m.entry_id], lot_at[m.lot_id], m.amount]
+            for m in session.scalars(select(LotMovement))
+            if m.entry_id in entry_at
+        )
+        holds = [
+            strip(p, [*owner[h.account_id], h.cart_id, h.amount, h.captured, h.status, h.order_id])
+            for h in session.scalars(select(Hold).order_by(Hold.id))
+            if h.account_id in owner
+        ]
+        refunds = [
+            strip(p, [r.refund_id, r.order_id, r.customer_id, r.amount, r.to_store_credit])
+            + strip(p, [r.dust_amount, r.dust_returned, r.status, r.held_reason, r.event_id])
+            + [r.credit_entry_id is not None and entry_at.get(r.credit_entry_id, "anonymous")]
+            for r in session.scalars(
+                select(Refund).where(Refund.order_id.like(f"{p}%")).order_by(Refund.refund_id)
+            )
+        ]
         events = [
             strip(p, [e.event_id, e.name, e.status, e.reason, e.detail, e.attempts])
             + [e.occurred_at, e.processed_at is not None]
@@ -156,6 +204,9 @@ def state(p: str) -> dict[str, Any]:
         "lots": lots,
         "orders": orders,
         "events": events,
+        "movements": movements,
+        "holds": holds,
+        "refunds": refunds,
     }
 
 
@@ -348,6 +399,11 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
         if draw(st.booleans()):
             data["gift_card_total"] = draw(st.integers(0, total))
             data["raw"] = {"total": f"{total / 100}"}
+        if customer is not None and draw(st.booleans()):
+            # Paid partly with dust and store credit: captured from a cart's hold, debited
+            # from lots (soonest-expiring first), or short (needs_attention).
+            data["dust_total"] = draw(st.integers(0, 60))
+            data["store_credit_total"] = draw(st.sampled_from([0, 0, 300, 5_000]))
 
         def order(p: str, n: int = n, c: Any = customer, t: int = total, d: Any = data) -> Any:
             return placed(p, str(n), c, t, **d)
@@ -357,10 +413,14 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
             events.append(order)  # a redelivery
         if draw(st.booleans()):
             refund = draw(st.integers(1, 40_000))
+            to_credit = draw(st.booleans())
+            dust_back = draw(st.sampled_from([0, 0, 10, 70]))
 
-            def refunded(p: str, n: int = n, amount: int = refund) -> dict[str, Any]:
+            def refunded(
+                p: str, n: int = n, amount: int = refund, sc: bool = to_credit, d: int = dust_back
+            ) -> dict[str, Any]:
                 data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_{n}", "amount": amount}
-                data |= {"currency_code": "usd", "to_store_credit": True}
+                data |= {"currency_code": "usd", "to_store_credit": sc, "dust_amount": d}
                 return {
                     "id": f"{p}evt_r{n}",
                     "name": "refund.created",
@@ -405,6 +465,15 @@ def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
         )
         dust.grant(f"{p}c1", 40)
         assert dust.reserve(f"{p}c1", f"{p}cart_1", 25).status == "reserved"
+        # Lots of three expiries, and store credit, for the orders that charge.
+        for days, amount in ((90, 30), (10, 20), (400, 25)):
+            dust.grant(
+                f"{p}c2", amount, expires_at=datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days)
+            )
+        dust.grant(f"{p}c2", 4_000, kind=STORE_CREDIT, currency="usd")
+        assert dust.reserve(f"{p}c2", f"{p}cart_2", 35).status == "reserved"
+        reserved = dust.reserve(f"{p}c2", f"{p}cart_3", 1_000, kind=STORE_CREDIT, currency="usd")
+        assert reserved.status == "reserved"
     one_at_a_time = [dust.process(make(a)).status for make in events]
     batched = []
     for start, end in itertools.pairwise([0, *cuts, len(events)]):
