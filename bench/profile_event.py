@@ -9,8 +9,10 @@
 ``order.placed`` that pays 100 dust, every other one from a hold on its cart reserved
 beforehand), ``refund`` (a ``refund.created`` of an order placed beforehand, half of them
 to store credit, every fourth also giving back dust), ``cancel`` (an ``order.canceled``
-of an order placed beforehand, half of them charged dust). For all but ``placed``, each
-customer has 1,000,000 dust in ten lots of different expiries.
+of an order placed beforehand, half of them charged dust), ``mix`` (per 20 events: 12
+new orders that charge nothing, 3 that charge dust, 3 refunds, 1 cancel, 1 new
+customer). For all but ``placed``, each customer has 1,000,000 dust in ten lots of
+different expiries.
 
 Runs ``dust.tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
 Celery, on the database ``dust_perf_profile`` (rebuilt; customers' dust accounts created
@@ -159,8 +161,6 @@ def reserve_holds(tag: str, orders: range, customers: int) -> None:
 
     with session_scope() as session:
         for o in orders:
-            if o % 2:
-                continue
             account_id = ensure_account(session, f"cus_{o % customers}", DUST)
             account = lock_accounts(session, [account_id])[account_id]
             holds.reserve(session, account, f"cart_{tag}{o}", 100, 3600)
@@ -202,12 +202,12 @@ def stream(tag: str, n: int, customers: int) -> list[dict]:
     if EVENT == "placed":
         return [order_placed(tag, o, customers) for o in range(n)]
     if EVENT == "charge":
-        reserve_holds(tag, range(n), customers)
+        reserve_holds(tag, list(range(0, n, 2)), customers)
         return [charging(tag, o, customers) for o in range(n)]
     # Refunds and cancels: their orders first (every other one charging 100 dust, from a
     # hold for half of those), in batches of 100.
-    charged = [o for o in range(n) if o % 2 == 1 or EVENT == "refund" and o % 4 == 1]
-    reserve_holds(tag, range(0, n, 4), customers)
+    charged = {o for o in range(n) if o % 2 == 1}
+    reserve_holds(tag, [o for o in charged if o % 4 == 1], customers)
     placed = [
         charging(tag, o, customers) if o in charged else order_placed(tag, o, customers)
         for o in range(n)
@@ -215,8 +215,39 @@ def stream(tag: str, n: int, customers: int) -> list[dict]:
     for start in range(0, n, 100):
         for result in inbox.process_batch(placed[start : start + 100]):
             assert result.status == "processed", result
+    if EVENT == "mix":
+        return mix(tag, n, customers)
     make = refund if EVENT == "refund" else cancel
     return [make(tag, o) for o in range(n)]
+
+
+def mix(tag: str, n: int, customers: int) -> list[dict]:
+    """A store's stream: of every 20 events, 12 new orders that charge nothing, 3 orders
+    that pay 100 dust (from a hold for every other one), 3 refunds (of the orders placed
+    beforehand; half to store credit), 1 cancel (of those too), 1 new customer."""
+    out: list[dict] = []
+    kinds = "PPPCPPRPPCPXRPPCPRNP"  # P plain, C charge, R refund, X cancel, N customer
+    held = [i for i in range(0, n, 2) if kinds[i % len(kinds)] == "C"]
+    reserve_holds(f"{tag}c", held, customers)
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        if kind == "P":
+            out.append(order_placed(f"{tag}n", i, customers))
+        elif kind == "C":
+            out.append(charging(f"{tag}c", i, customers))
+        elif kind == "R":
+            out.append(refund(tag, i))
+        elif kind == "X":
+            out.append(cancel(tag, i))
+        else:
+            out.append(
+                {
+                    "id": f"evt_c{tag}{i}",
+                    "name": "customer.created",
+                    "data": {"id": f"cus_new_{tag}{i}"},
+                }
+            )
+    return out
 
 
 def run(envelopes: list[dict]) -> float:
@@ -246,7 +277,7 @@ def main() -> None:
         "--rules", action="store_true", help="three earn rules in force (bench/e2e.py --rules)"
     )
     parser.add_argument(
-        "--event", choices=("placed", "charge", "refund", "cancel"), default="placed"
+        "--event", choices=("placed", "charge", "refund", "cancel", "mix"), default="placed"
     )
     args = parser.parse_args()
     global BATCH, EVENT

@@ -39,6 +39,8 @@ LOCKED = "dust.accounts.locked"
 LOCKED_ORDERS = "dust.orders.locked"
 ORDER_REFUNDS = "dust.orders.refunds"
 CART_HOLDS = "dust.holds.carts"
+#: Refund ids read and found not recorded (``ledger.orders.find_refund``).
+ABSENT_REFUNDS = "dust.refunds.absent"
 
 
 def _insert_ignore(session: Session, values: dict[str, object]) -> None:
@@ -143,23 +145,24 @@ def open_accounts(session: Session, customer_ids: Iterable[str], currency: str |
     insert_rows(session, Account.__table__, rows, skip_conflicts=True)
 
 
-def lock_existing_dust_accounts(session: Session, customer_ids: Iterable[str]) -> None:
-    """Lock the dust accounts that exist of ``customer_ids`` (one statement, id order), so
-    that :func:`ensure_account` and :func:`lock_accounts` find them locked later in the
-    transaction without a round trip. Opens none: a missing account is opened when an
-    event needs it, in the order the events open accounts one at a time."""
+def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> None:
+    """Lock the accounts that exist of ``customer_ids``, of every kind (one statement, id
+    order), so that :func:`ensure_account` and :func:`lock_accounts` find them locked later
+    in the transaction without a round trip. Opens none: a missing account is opened when
+    an event needs it, in the order the events open accounts one at a time."""
     wanted = set(customer_ids)
     if not wanted:
         return
     stmt = (
         select(Account)
-        .where(Account.kind == DUST, Account.customer_id.in_(wanted))
+        .where(Account.customer_id.in_(wanted))
         .order_by(Account.id)
         .with_for_update()
         .execution_options(populate_existing=True)
     )
     found = list(session.scalars(stmt))
-    session.info.setdefault(KNOWN, {}).update({(a.customer_id, DUST, None): a.id for a in found})
+    known = session.info.setdefault(KNOWN, {})
+    known.update({(a.customer_id, a.kind, a.currency_code): a.id for a in found})
     session.info.setdefault(LOCKED, {}).update({a.id: a for a in found})
 
 
@@ -213,6 +216,7 @@ def forget_locks(session: Session) -> None:
         session.expire(order)
     session.info.pop(ORDER_REFUNDS, None)
     session.info.pop(CART_HOLDS, None)
+    session.info.pop(ABSENT_REFUNDS, None)
 
 
 def customer_accounts(session: Session, customer_id: str) -> list[Account]:

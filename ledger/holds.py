@@ -109,7 +109,6 @@ def capture(
     take = min(amount, hold.amount, max(0, available(account) + hold.amount))
     _settle(account, hold, "captured" if take else "released", utcnow(), captured=take)
     hold.order_id = order_id
-    session.flush()
     if take:
         journal.debit(session, account, take, ref, prefer_order_id=None)
     return take
@@ -198,7 +197,6 @@ def release_holds(session: Session, accounts: dict[int, Account], holds: list[Ho
     now = utcnow()
     for hold in holds:
         _settle(accounts[hold.account_id], hold, "released", now)
-    session.flush()
     return sum(h.amount for h in holds)
 
 

@@ -8,6 +8,10 @@ and post only the difference. Because targets depend on the set of facts, not on
 arrival order, every arrival order converges to the same balances and lots.
 
 Lock order: the order row first, then accounts (id order), then holds and lots.
+
+What these functions change on the order, its refunds, holds and accounts is written when
+the session next reads or commits (no flush of their own): the events of a batch's run
+(``dust.tasks.inbox``) then write several orders' changes in one statement.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sqlalchemy.orm import Session
 from dust.ledger import earning, journal
 from dust.ledger import holds as holds_
 from dust.ledger.accounts import (
+    ABSENT_REFUNDS,
     LOCKED_ORDERS,
     ORDER_REFUNDS,
     ensure_account,
@@ -145,6 +150,30 @@ def add_refund(session: Session, refund: Refund) -> None:
     session.add(refund)
     session.flush()
     refunds.append(refund)
+    session.info.get(ABSENT_REFUNDS, set()).discard(refund.refund_id)
+
+
+def find_refund(session: Session, refund_id: str) -> Refund | None:
+    """The refund ``refund_id`` if recorded; without a round trip for one that
+    :func:`load_refund_ids` found missing."""
+    if refund_id in session.info.get(ABSENT_REFUNDS, ()):
+        return None
+    return session.get(Refund, refund_id)
+
+
+def load_refund_ids(session: Session, refund_ids: Iterable[str]) -> None:
+    """Read which of ``refund_ids`` are recorded (one statement), for :func:`find_refund`
+    until :func:`forget_refund_ids`. Refund ids are unique across orders: one recorded by
+    another transaction meanwhile makes the insert of the same id fail, as one at a time."""
+    wanted = set(refund_ids)
+    if not wanted:
+        return
+    found = set(session.scalars(select(Refund.refund_id).where(Refund.refund_id.in_(wanted))))
+    session.info[ABSENT_REFUNDS] = wanted - found
+
+
+def forget_refund_ids(session: Session) -> None:
+    session.info.pop(ABSENT_REFUNDS, None)
 
 
 def refunded_total(session: Session, order_id: str) -> int:
@@ -315,14 +344,13 @@ def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
         if take and account is not None:
             already = order.charged_dust if kind == DUST else order.charged_store_credit
             key = f"order:{order.order_id}:spend:{kind}:{already}"
+            _add_charged(order, kind, take)  # before the entry: in the same flush
             journal.debit(
                 session, account, take, Ref("spend", "order", order.order_id, key, event_id)
             )
-            _add_charged(order, kind, take)
             result.debited[kind] = take
         if amount - take:
             result.shortfall[kind] = amount - take
-    session.flush()
     return result
 
 
@@ -360,7 +388,6 @@ def return_charges(session: Session, order: Order, event_id: str) -> int:
         journal.credit(session, accounts[spend.account_id], amount, ref, give_back=spend)
         total += amount
     order.returned = True
-    session.flush()
     return total
 
 
@@ -396,6 +423,7 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
         expires_at = lot_expiry(order.placed_at, policy.points_ttl_days)
         key = f"order:{order.order_id}:earn:{order.earned}"
         ref = Ref("earn", "order", order.order_id, key, event_id)
+        order.earned += amount  # before the entry: the order's row goes in the same flush
         journal.credit(
             session,
             account,
@@ -405,8 +433,6 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
             order_id=order.order_id,
             pending_until=pending_until(order.placed_at, policy.pending_days, utcnow()),
         )
-        order.earned += amount
-        session.flush()
         return amount
     return -clawback(session, account, order, net - target, event_id, policy)
 
@@ -428,6 +454,9 @@ def clawback(
         own = _pending_of_order(session, account, order.order_id)
         take = min(amount, own + max(0, holds_.available(account)))
         forgiven = amount - take
+    # Before the entry: the order's row goes in the same flush.
+    order.clawed_back += take
+    order.forgiven += forgiven
     if take:
         ref = Ref("clawback", "order", order.order_id, key, event_id)
         journal.debit(
@@ -439,9 +468,6 @@ def clawback(
             prefer_order_id=order.order_id,
             forgiven=forgiven,
         )
-    order.clawed_back += take
-    order.forgiven += forgiven
-    session.flush()
     return amount
 
 
@@ -521,7 +547,6 @@ def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSett
                 money += refund.amount
                 dust += refund.dust_amount
                 settled.dust_returned += give_back_dust(session, order, refund, event_id)
-            session.flush()
     settled.credits = settle_refund_credits(session, order, event_id)
     return settled
 
@@ -573,7 +598,6 @@ def give_back_dust(session: Session, order: Order, refund: Refund, event_id: str
     assert not left, f"order {order.order_id}: charged dust not found in its spends"
     order.dust_given_back += amount
     refund.dust_returned = amount
-    session.flush()
     return amount
 
 
@@ -601,8 +625,6 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
         entry = journal.credit(session, account, refund.amount, ref)
         refund.credit_entry_id = entry.id
         credited.append(RefundCredit(refund.refund_id, refund.amount, account.code, customer_id))
-    if credited:
-        session.flush()
     return credited
 
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from sqlalchemy.orm import Session
 
 from dust.ledger import holds, orders
-from dust.ledger.accounts import lock_existing_dust_accounts
+from dust.ledger.accounts import lock_existing_accounts
 from dust.subscribers import (
     customer_created,
     order_canceled,
@@ -55,21 +55,24 @@ TOUCHES: dict[str, Toucher] = {
 
 def lock_run(session: Session, touched: list[Touches]) -> None:
     """Before the events of a run go one after another in one transaction (``dust.tasks.inbox``):
-    lock their orders (one statement, id order), then the dust accounts of their customers
-    and of the orders' customers (one statement, id order; none opened), then read their
-    cart holds (their accounts locked), the orders' refunds and which of their products
-    are dust-only; so that their subscribers find all that without a round trip.
-    :func:`end_run` forgets what may change outside those locks (holds, products)."""
+    lock their orders (one statement, id order), then the accounts of their customers and
+    of the orders' customers (one statement, id order; none opened), then read their cart
+    holds (their accounts locked), the orders' refunds, which of their refund ids are
+    recorded and which of their products are dust-only; so that their subscribers find
+    all that without a round trip. :func:`end_run` forgets what may change outside those
+    locks (holds, refund ids, products)."""
     locked = orders.lock_orders(session, [t.order_id for t in touched if t.order_id])
     customers = {t.customer_id for t in touched if t.customer_id}
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
-    lock_existing_dust_accounts(session, customers)
+    lock_existing_accounts(session, customers)
     carts = {t.cart_id for t in touched if t.cart_id}
     holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
     orders.load_refunds(session, locked)
+    orders.load_refund_ids(session, {t.refund_id for t in touched if t.refund_id})
     order_placed.remember_dust_only(session, {p for t in touched for p in t.product_ids})
 
 
 def end_run(session: Session) -> None:
     holds.forget_cart_holds(session)
+    orders.forget_refund_ids(session)
     order_placed.forget_dust_only(session)

@@ -151,14 +151,15 @@ BulkHandler = Callable[[Session, list[Envelope], Context], Prepared | None]
 
 @dataclass(frozen=True)
 class Touches:
-    """The rows an event's subscriber locks or reads: its order, its customer's dust
-    account, its cart's holds, its items' products. The task layer reads and locks those
+    """The rows an event's subscriber locks or reads: its order, its customer's accounts,
+    its cart's holds, its items' products, its refund. The task layer reads and locks those
     of many events at once, first (``dust.tasks.inbox``, ``subscribers.lock_run``)."""
 
     order_id: str | None = None
     customer_id: str | None = None
     cart_id: str | None = None
     product_ids: tuple[str, ...] = ()
+    refund_id: str | None = None
 
 
 Toucher = Callable[[Envelope, Context], Touches | None]

@@ -58,7 +58,7 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             f"refund currency {refund.currency_code} differs from order currency"
             f" {order.currency_code}"
         )
-    known = session.get(Refund, refund.id)
+    known = orders.find_refund(session, refund.id)
     if known is not None:
         if known.event_id == envelope.id and known.status == "held":
             # An explicit replay of a held refund: still held until an admin acts.
@@ -97,4 +97,10 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
 def touched(envelope: Envelope, context: Context) -> Touches | None:
     # Not the refund's customer: a refund opens no dust account.
     payload = valid(RefundPayload, envelope, context)
-    return None if payload is None else Touches(order_id=payload.order_id)
+    return (
+        None
+        if payload is None
+        else Touches(
+            order_id=payload.order_id, customer_id=payload.customer_id, refund_id=payload.id
+        )
+    )

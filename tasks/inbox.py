@@ -359,16 +359,10 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     with session_scope() as session:
         while len(done) < len(parsed):
             results: list[Result] = []
-            if len(done) >= one_at_a_time_until and (run := _bulk_run(parsed, len(done))):
-                results, declined = _apply_bulk(session, run, context)
-                one_at_a_time_until = len(done) + declined
-                if declined == 1 and (run := _run_of(parsed, len(done), context, first=True)):
-                    # Not for the set-based path, though of its subscriber: run with the rest.
-                    results, declined = _apply_run(session, run, context)
-                    one_at_a_time_until = len(done) + declined
-            elif len(done) >= one_at_a_time_until and (run := _run_of(parsed, len(done), context)):
-                results, declined = _apply_run(session, run, context)
-                one_at_a_time_until = len(done) + declined
+            start = len(done)
+            if start >= one_at_a_time_until:
+                results, declined = _apply_next(session, parsed, start, context)
+                one_at_a_time_until = start + declined
             if not results:
                 results = [_apply_in(session, parsed[len(done)], context, False)]
             done += results
@@ -389,6 +383,45 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
 
 #: Most events one set-based run of ``_apply_bulk`` takes.
 MAX_BULK_RUN = 500
+#: Fewest events the set-based path may take together for it to go first: a shorter run
+#: of them (a store's mixed stream) goes in a run of ``_apply_run`` with its neighbours.
+MIN_BULK_RUN = 8
+
+
+def _apply_next(
+    session: Session, parsed: list[Parsed], start: int, context: Context
+) -> tuple[list[Result], int]:
+    """The envelopes from ``start`` on applied together, if they may be: set-based
+    (``_apply_bulk``) when at least ``MIN_BULK_RUN`` are for it, else in a run
+    (``_apply_run``), else, when only one is for it, set-based. Returns their results, or
+    none and how many envelopes must go one at a time."""
+    bulk = _bulk_run(parsed, start)
+    if bulk and _candidates(parsed, start) >= MIN_BULK_RUN:
+        results, declined = _apply_bulk(session, bulk, context)
+        if declined == 1 and (run := _run_of(parsed, start, context, first=True)):
+            # Not for the set-based path, though of its subscriber: run with the rest.
+            return _apply_run(session, run, context)
+        return results, declined
+    if run := _run_of(parsed, start, context):
+        return _apply_run(session, run, context)
+    if bulk:
+        return _apply_bulk(session, bulk, context)
+    return [], 1
+
+
+def _candidates(parsed: list[Parsed], start: int) -> int:
+    """How many envelopes from ``start`` on the set-based path may take together (at most
+    ``MIN_BULK_RUN`` counted): of one bulk subscriber, each one it may take."""
+    first = parsed[start]
+    count = 0
+    for one in parsed[start : start + MIN_BULK_RUN]:
+        if one.envelope is None or one.name != first.name or one.name not in BULK_SUBSCRIBERS:
+            break
+        candidate = BULK_CANDIDATES.get(one.name)
+        if candidate is not None and not candidate(one.envelope):
+            break
+        count += 1
+    return count
 
 
 def _bulk_run(parsed: list[Parsed], start: int) -> list[Parsed]:
@@ -463,9 +496,10 @@ def _run_of(
     parsed: list[Parsed], start: int, context: Context, *, first: bool = False
 ) -> _Run | None:
     """The envelopes from ``start`` on that ``_apply_run`` may take together: of
-    subscribers in ``TOUCHES``, valid payloads, no id twice, up to the next one the
-    set-based path may take (``first``: the one at ``start`` was declined by it). None
-    when there are fewer than two (one alone gains nothing)."""
+    subscribers in ``TOUCHES``, valid payloads, no id twice, up to where at least
+    ``MIN_BULK_RUN`` for the set-based path follow one another (``first``: the one at
+    ``start`` was declined by it). None when there are fewer than two (one alone gains
+    nothing)."""
     events: list[Parsed] = []
     touched: list[Touches] = []
     ids: set[str] = set()
@@ -473,10 +507,8 @@ def _run_of(
         envelope = one.envelope
         if envelope is None or one.event_id in ids or one.name not in TOUCHES:
             break
-        if one.name in BULK_SUBSCRIBERS and not (first and i == 0):
-            candidate = BULK_CANDIDATES.get(one.name)
-            if candidate is None or candidate(envelope):
-                break
+        if not (first and i == 0) and _candidates(parsed, start + i) >= MIN_BULK_RUN:
+            break
         touches = TOUCHES[one.name](envelope, context)
         if touches is None:
             break  # its handler rejects it, one at a time

@@ -214,7 +214,10 @@ def state(p: str) -> dict[str, Any]:
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """``(orders, applied)`` of every ``dust.ledger.orders.place_new`` call."""
     from dust.ledger import orders
+    from dust.tasks import inbox
 
+    # The set-based path first, whatever the length of the run of new orders.
+    monkeypatch.setattr(inbox, "MIN_BULK_RUN", 1)
     calls: list[tuple[int, bool]] = []
     real = orders.place_new
 
@@ -375,11 +378,14 @@ def test_the_set_based_path_applies_the_earn_rules(
 
 
 @st.composite
-def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], list[int]]:
+def workloads(
+    draw: st.DrawFn,
+) -> tuple[list[Callable[[str], dict[str, Any]]], list[int], int]:
     """Orders of a few customers (guests too), items with a dust-only product or none, some
     refunded or canceled before or after they are placed, some placed twice (a redelivery,
-    or a second event for the same order), in any arrival order; and where the batches
-    split the stream."""
+    or a second event for the same order), some paying with dust and store credit, in any
+    arrival order; where the batches split the stream; and how many new orders in a row
+    go set-based first (``MIN_BULK_RUN``)."""
     events: list[Callable[[str], dict[str, Any]]] = []
     for n in range(draw(st.integers(1, 8))):
         customer = draw(st.sampled_from(["c0", "c1", "c2", None]))
@@ -440,18 +446,20 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
             )
     events = draw(st.permutations(events))
     cuts = sorted(draw(st.lists(st.integers(1, len(events)), max_size=4)))
-    return events, cuts
+    # 1: new orders go set-based whenever they can; 3: runs of fewer go with the others.
+    return events, cuts, draw(st.sampled_from([1, 3]))
 
 
 @pytest.mark.timeout(1800 if LONG else 300)
 @bounded(15, 400)
 @given(w=workloads())
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
-    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int]]
+    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int], int]
 ) -> None:
+    from dust.tasks import inbox
     from dust.tasks.inbox import process_batch
 
-    events, cuts = w
+    events, cuts, min_bulk = w
     run = next(RUNS)
     a, b = f"h{run}a_", f"h{run}b_"
     for p in (a, b):
@@ -476,8 +484,13 @@ def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
         assert reserved.status == "reserved"
     one_at_a_time = [dust.process(make(a)).status for make in events]
     batched = []
-    for start, end in itertools.pairwise([0, *cuts, len(events)]):
-        batched += [r.status for r in process_batch([make(b) for make in events[start:end]])]
+    before, inbox.MIN_BULK_RUN = inbox.MIN_BULK_RUN, min_bulk
+    try:
+        for start, end in itertools.pairwise([0, *cuts, len(events)]):
+            batch = [make(b) for make in events[start:end]]
+            batched += [r.status for r in process_batch(batch)]
+    finally:
+        inbox.MIN_BULK_RUN = before
 
     assert batched == one_at_a_time
     assert_same_rows(b, a)
