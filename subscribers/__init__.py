@@ -40,8 +40,6 @@ BULK_SUBSCRIBERS: dict[str, BulkHandler] = {
 
 BULK_CANDIDATES: dict[str, Callable[[Envelope], bool]] = {
     "order.placed": order_placed.bulk_candidate,
-    "customer.created": customer_created.bulk_candidate,
-    "customer.updated": customer_created.bulk_candidate,
 }
 
 TOUCHES: dict[str, Toucher] = {

@@ -114,13 +114,6 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
     return Prepared(outcomes, apply)
 
 
-def bulk_candidate(envelope: Envelope) -> bool:
-    """Never breaks a run of events locked together (``dust.tasks.inbox``): a customer event
-    among orders, refunds and cancels goes with them; a customer event that starts a step
-    goes set-based with the customer events right after it (:func:`prepare_many`)."""
-    return False
-
-
 def touched(envelope: Envelope, context: Context) -> Touches | None:
     payload = valid(CustomerPayload, envelope, context)
     return None if payload is None else Touches(customer_id=payload.id)

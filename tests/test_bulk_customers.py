@@ -49,6 +49,15 @@ def groups(p: str) -> list[list[Any]]:
         ]
 
 
+@pytest.fixture(autouse=True)
+def set_based_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs of customer events go set-based however short (the inbox takes a short run
+    with its neighbours instead, ``MIN_BULK_RUN``): the path under test here."""
+    from dust.tasks import inbox
+
+    monkeypatch.setattr(inbox, "MIN_BULK_RUN", 1)
+
+
 @pytest.fixture
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many events each ``customer_created.prepare_many`` took."""
@@ -216,15 +225,19 @@ def streams(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], lis
     return events, cuts
 
 
+@pytest.mark.parametrize("min_bulk", [1, 8], ids=["set-based first", "short runs with others"])
 @pytest.mark.parametrize(
     "setting",
     ["no rules", "welcome, store credit", "welcome and a group rule"],
 )
 @pytest.mark.timeout(1800 if LONG else 300)
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
-    dust: Any, configure: Any, setting: str
+    dust: Any, configure: Any, setting: str, min_bulk: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    from dust.tasks import inbox
     from dust.tasks.inbox import process_batch
+
+    monkeypatch.setattr(inbox, "MIN_BULK_RUN", min_bulk)
 
     if setting != "no rules":
         add_rules("welcome_bonus", *(["group_multiplier"] if "group" in setting else []))
