@@ -27,6 +27,17 @@ One command, one printed report (BENCHMARKS.md explains the figures):
    processes (the worker's default pool on 2 cores, events interleaved between them), no
    Celery.
 
+A store's stream instead of new plain orders (``bench/mix.py``, seeded by ``--seed``):
+``--mix`` (60 % new plain orders, 15 % orders charging held dust, 15 % refunds, 5 % cancels,
+5 % new customers) or ``--only KIND``, for ``--customers`` (1,000) customers holding dust
+and store credit, with the orders to refund or cancel placed and the charging carts held
+beforehand (not counted); ``--hot-customer`` adds the full load with a tenth of it on one
+customer and prints hot / spread time; ``--workers 1,2,4`` runs the full load with that
+many events worker processes, each time on a fresh database, and compares the ledgers::
+
+    .venv/bin/python bench/e2e.py -n 20000 --half-n 8000 --mix
+    .venv/bin/python bench/e2e.py -n 20000 --mix --hot-customer --workers 1,2,4
+
 Messages are the exact bytes a bare Celery client publishes (a real ``send_task`` gives
 the template; each message gets its own task id, body and delivery tag), LPUSHed as kombu
 does. The worker's RSS and PSS (parent + pool children, from /proc) are taken before and
