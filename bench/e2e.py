@@ -335,7 +335,8 @@ def create_customers(engine: Engine, customers: int) -> None:
 
 def create_rules(engine: Engine, customers: int) -> None:
     """Three rules in force at the orders' ``occurred_at``, and a group record for every
-    third customer, so each order.placed reads the rules and its customer's groups."""
+    third customer (with its copy on the customer's dust account, as ``customer.created``
+    leaves it), so each order.placed earns by the rules and its customer's groups."""
     from decimal import Decimal
 
     from sqlalchemy.orm import Session
@@ -364,6 +365,14 @@ def create_rules(engine: Engine, customers: int) -> None:
                 " FROM generate_series(0, :n - 1, 3) c"
             ),
             {"n": customers},
+        )
+        connection.execute(
+            text(
+                "UPDATE dust_accounts a SET groups_at = g.occurred_at,"
+                " groups_event_id = g.event_id, group_ids = g.group_ids"
+                " FROM dust_customer_groups g"
+                " WHERE a.kind = 'dust' AND a.customer_id = g.customer_id"
+            )
         )
 
 

@@ -12,7 +12,11 @@ arrival order of events changes nothing:
 
 Both read under the customer's dust-account row lock, taken before the groups (order
 placement) or the orders (group record) are read, so two concurrent transactions cannot
-each miss the other's row.
+each miss the other's row. The account row carries a copy of the customer's latest group
+record (``groups_at``, ``groups_event_id``, ``group_ids``), updated by :func:`record_groups`
+under that lock: an order placed at or after it takes its groups from the row it has just
+locked (in its latest committed version), so the set-based path makes no statement of its
+own for the groups; an order placed before it reads the history.
 
 * **Multiplier**: the product of the multipliers of the group-multiplier rules (for a
   group the customer is in) and campaigns in force at ``placed_at`` (``starts_at`` ≤ t <
@@ -31,9 +35,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation, localcontext
+from functools import cached_property, lru_cache
 
 from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
@@ -43,7 +48,7 @@ from dust.ledger.accounts import ensure_account, lock_accounts, lock_dust_accoun
 from dust.ledger.errors import LedgerError
 from dust.ledger.journal import Ref
 from dust.ledger.orders import EarnPolicy, lot_expiry, settle_earnings
-from dust.models import CustomerGroups, EarnRule, EarnRuleChange, Entry, Order
+from dust.models import Account, CustomerGroups, EarnRule, EarnRuleChange, Entry, Order
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
 from dust.models.tables import DUST
@@ -91,16 +96,17 @@ class Earning:
     multiplier: Decimal
     rule_ids: tuple[int, ...]
 
-    @property
+    @cached_property
     def stored_multiplier(self) -> str | None:
         return None if not self.rule_ids else str(self.multiplier)
 
-    @property
+    @cached_property
     def stored_rules(self) -> str | None:
         return None if not self.rule_ids else json.dumps(list(self.rule_ids))
 
 
 NO_RULES = Earning(ONE, ())
+NO_GROUPS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -108,16 +114,32 @@ class RuleBook:
     """Every rule, read once per transaction (the table holds a handful of rows)."""
 
     rules: tuple[Rule, ...]
+    #: Earnings made, by the ids of the rules applied and the cap (each made once).
+    _made: dict[tuple[tuple[int, ...], Decimal], Earning] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        # in id order: an earning's rules and the order of its product do not depend on
+        # the order the rules were read in
+        object.__setattr__(self, "rules", tuple(sorted(self.rules, key=lambda r: r.id)))
 
     @property
     def has_group_rules(self) -> bool:
         return any(r.kind == GROUP_MULTIPLIER for r in self.rules)
 
+    @cached_property
+    def _multipliers(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.kind != WELCOME_BONUS)
+
     def multiplying(self, at: datetime, currency_code: str | None) -> list[Rule]:
+        """The group multipliers and campaigns in force at ``at`` for the currency."""
         return [
             r
-            for r in self.rules
-            if r.kind != WELCOME_BONUS and r.in_force(at) and r.covers(currency_code)
+            for r in self._multipliers
+            if r.starts_at <= at
+            and (r.ends_at is None or at < r.ends_at)
+            and (r.currency_code is None or r.currency_code == currency_code)
         ]
 
     def needs_groups(self, at: datetime, currency_code: str | None) -> bool:
@@ -130,22 +152,27 @@ class RuleBook:
         groups: frozenset[str],
         cap: Decimal,
     ) -> Earning:
-        applied = [
-            r
-            for r in self.multiplying(at, currency_code)
-            if r.kind == CAMPAIGN or r.group_id in groups
-        ]
+        return self.earning_of(self.multiplying(at, currency_code), groups, cap)
+
+    def earning_of(self, in_force: list[Rule], groups: frozenset[str], cap: Decimal) -> Earning:
+        """The earning of an order under the rules ``in_force`` (:meth:`multiplying`) for a
+        customer in ``groups``."""
+        applied = tuple(r for r in in_force if r.kind == CAMPAIGN or r.group_id in groups)
         if not applied:
             return NO_RULES
-        with localcontext() as exact:
-            exact.prec = 100
-            product = ONE
-            for rule in applied:
-                assert rule.multiplier is not None
-                product *= rule.multiplier
-        # normalized, written without an exponent: 2 × 5 is stored "10", not "1E+1"
-        capped = Decimal(format(min(product, cap).normalize(), "f"))
-        return Earning(capped, tuple(sorted(r.id for r in applied)))
+        key = (tuple(r.id for r in applied), cap)  # rules are in id order
+        made = self._made.get(key)
+        if made is None:
+            with localcontext() as exact:
+                exact.prec = 100
+                product = ONE
+                for rule in applied:
+                    assert rule.multiplier is not None
+                    product *= rule.multiplier
+            # normalized, written without an exponent: 2 × 5 is stored "10", not "1E+1"
+            capped = Decimal(format(min(product, cap).normalize(), "f"))
+            made = self._made[key] = Earning(capped, key[0])
+        return made
 
     def welcome(self, at: datetime) -> Rule | None:
         """The welcome rule in force at ``at`` (the largest bonus, if several are)."""
@@ -160,7 +187,8 @@ def load(session: Session) -> RuleBook:
     """The rules as this transaction sees them (read once per session)."""
     book = session.info.get(BOOK)
     if book is None:
-        book = RuleBook(tuple(_rule(row) for row in session.scalars(select(EarnRule))))
+        rows = session.scalars(select(EarnRule).order_by(EarnRule.id))
+        book = RuleBook(tuple(_rule(row) for row in rows))
         session.info[BOOK] = book
     return book
 
@@ -222,6 +250,18 @@ def group_histories(session: Session, customer_ids: Iterable[str]) -> dict[str, 
     return {c: GroupHistory(tuple(records)) for c, records in found.items()}
 
 
+@lru_cache(maxsize=4096)
+def parse_groups(text: str) -> frozenset[str]:
+    """A stored JSON list of group ids (customers share a few lists: each parsed once)."""
+    return frozenset(json.loads(text))
+
+
+@lru_cache(maxsize=4096)
+def parse_rule_ids(text: str) -> tuple[int, ...]:
+    """A stored JSON list of rule ids (``dust_orders.earn_rules``), parsed once each."""
+    return tuple(json.loads(text))
+
+
 @dataclass(frozen=True)
 class Placement:
     """What the rules need to know of an order: who, when, in which currency."""
@@ -236,27 +276,51 @@ def earnings(
 ) -> list[Earning]:
     """The earning of each placement. When a group rule may apply to any of them, the
     customers' dust accounts are locked (opened if need be) before their groups are read,
-    so a concurrent group record either is seen here or sees these orders."""
+    so a concurrent group record either is seen here or sees these orders. The groups come
+    from the copy of each customer's latest record on the locked account (no statement of
+    their own); the history is read only for orders placed before that record."""
     if not book.rules:
         return [NO_RULES] * len(placements)
-    grouped = [
-        p.customer_id
+    in_force = [
+        book.multiplying(p.placed_at, p.currency_code) if p.customer_id is not None else []
         for p in placements
-        if p.customer_id is not None and book.needs_groups(p.placed_at, p.currency_code)
     ]
+    # None: not needed (no group rule in force for the order), or read from the history
+    groups: list[frozenset[str] | None] = [None] * len(placements)
     histories: dict[str, GroupHistory] = {}
-    if grouped:
-        lock_dust_accounts(session, [p.customer_id for p in placements if p.customer_id])
-        histories = group_histories(session, grouped)
-    results = []
-    for p in placements:
-        if p.customer_id is None:
-            results.append(NO_RULES)
-            continue
-        history = histories.get(p.customer_id)
-        groups = history.at(p.placed_at) if history is not None else frozenset()
-        results.append(book.earning(p.placed_at, p.currency_code, groups, policy.max_multiplier))
-    return results
+    needed = [
+        i for i, rules_ in enumerate(in_force) if any(r.kind == GROUP_MULTIPLIER for r in rules_)
+    ]
+    if needed:
+        accounts = lock_dust_accounts(session, [p.customer_id for p in placements if p.customer_id])
+        copies: dict[str, tuple[datetime | None, str | None]] = {}
+        earlier: list[str] = []
+        for i in needed:
+            customer_id = placements[i].customer_id
+            assert customer_id is not None
+            copy = copies.get(customer_id)
+            if copy is None:
+                account = accounts[customer_id]
+                copy = copies[customer_id] = (account.groups_at, account.group_ids)
+            groups_at, group_ids = copy
+            if groups_at is None:
+                groups[i] = NO_GROUPS
+            elif placements[i].placed_at < groups_at:  # before the latest record
+                earlier.append(customer_id)
+            else:
+                assert group_ids is not None
+                groups[i] = parse_groups(group_ids)
+        if earlier:
+            histories = group_histories(session, earlier)
+            for i in needed:
+                if groups[i] is None:
+                    p = placements[i]
+                    groups[i] = histories[p.customer_id].at(p.placed_at)  # type: ignore[index]
+    cap = policy.max_multiplier
+    return [
+        book.earning_of(rules_, found or NO_GROUPS, cap) if rules_ else NO_RULES
+        for rules_, found in zip(in_force, groups, strict=True)
+    ]
 
 
 def apply_to_order(session: Session, order: Order, book: RuleBook, policy: EarnPolicy) -> bool:
@@ -303,8 +367,13 @@ def record_groups(
         .on_conflict_do_nothing()
         .returning(CustomerGroups.event_id)
     ).scalar()
+    if inserted is None:
+        return {}
     book = load(session)
-    if inserted is None or not book.has_group_rules:
+    if not book.has_group_rules:
+        account_id = ensure_account(session, customer_id, DUST)
+        copy_latest(session, lock_accounts(session, [account_id])[account_id], occurred_at)
+        session.flush()
         return {}
     following = session.scalar(
         select(CustomerGroups.occurred_at)
@@ -338,7 +407,7 @@ def record_groups(
     # lock, orders committed meanwhile (their placement read the groups without this row).
     orders = lock_orders(set())
     account_id = ensure_account(session, customer_id, DUST)
-    lock_accounts(session, [account_id])
+    copy_latest(session, lock_accounts(session, [account_id])[account_id], occurred_at)
     orders += lock_orders({o.order_id for o in orders})
     changes: dict[str, int] = {}
     for order in sorted(orders, key=lambda o: o.order_id):
@@ -347,6 +416,22 @@ def record_groups(
             changes[order.order_id] = change
     session.flush()
     return changes
+
+
+def copy_latest(session: Session, account: Account, occurred_at: datetime) -> None:
+    """Bring the copy of the customer's latest group record on their locked dust account up
+    to date after a record at ``occurred_at`` was stored. A later record than the copy's is
+    the latest; an earlier one changes nothing; at the same instant the event ids decide,
+    as :func:`group_histories` orders them (by the database)."""
+    if account.groups_at is not None and occurred_at < account.groups_at:
+        return
+    latest = session.execute(
+        select(CustomerGroups.occurred_at, CustomerGroups.event_id, CustomerGroups.group_ids)
+        .where(CustomerGroups.customer_id == account.customer_id)
+        .order_by(CustomerGroups.occurred_at.desc(), CustomerGroups.event_id.desc())
+        .limit(1)
+    ).one()
+    account.groups_at, account.groups_event_id, account.group_ids = latest
 
 
 @dataclass(frozen=True)
@@ -360,9 +445,10 @@ class GroupRecord:
 
 
 def record_groups_many(session: Session, records: Sequence[GroupRecord]) -> None:
-    """Record many customers' groups in one statement, while no group rule exists (none
-    then derives an order again: :func:`record_groups` returns nothing for each). A record
-    whose event id is there already is left out, as :func:`record_groups` leaves it."""
+    """Record many customers' groups (each customer once) in one statement, while no group
+    rule exists (none then derives an order again: :func:`record_groups` returns nothing
+    for each), and update each one's copy on their dust account. A record whose event id is
+    there already is left out, as :func:`record_groups` leaves it."""
     if not records:
         return
     if load(session).has_group_rules:
@@ -378,7 +464,20 @@ def record_groups_many(session: Session, records: Sequence[GroupRecord]) -> None
         }
         for r in records
     ]
-    insert_rows(session, CustomerGroups.__table__, rows, skip_conflicts=True)
+    inserted = set(
+        insert_rows(
+            session, CustomerGroups.__table__, rows, skip_conflicts=True, returning="event_id"
+        )
+    )
+    # As record_groups does for each: the copy of the latest record on the customer's
+    # locked dust account (all of them locked in one statement, id order).
+    done = [r for r in records if r.event_id in inserted]
+    if not done:
+        return
+    accounts = lock_dust_accounts(session, [r.customer_id for r in done])
+    for r in done:
+        copy_latest(session, accounts[r.customer_id], r.occurred_at)
+    session.flush()
 
 
 # -- welcome bonus -------------------------------------------------------------------------

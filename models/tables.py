@@ -28,6 +28,14 @@ DUST = "dust"
 STORE_CREDIT = "store_credit"
 
 
+#: ``dust_accounts.groups_*``: all three set or none, and on a dust account only.
+GROUPS_COPY = (
+    "(groups_at IS NULL AND groups_event_id IS NULL AND group_ids IS NULL)"
+    " OR (kind = 'dust' AND groups_at IS NOT NULL AND groups_event_id IS NOT NULL"
+    " AND group_ids IS NOT NULL)"
+)
+
+
 class Account(Base):
     """A dust account (one per customer) or a store-credit account (one per customer and
     currency; ``customer_id`` is null for an anonymous account, found by its ``code``)."""
@@ -47,6 +55,14 @@ class Account(Base):
     #: in the balance, not available. Always 0 for store credit.
     pending: Mapped[int] = mapped_column(BigInteger, default=0, server_default=text("0"))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: A copy of the customer's latest group record (``dust_customer_groups``, the last in
+    #: ``(occurred_at, event_id)`` order), kept by ``dust.ledger.rules.record_groups`` under
+    #: this row's lock; null: no group record. An order placed at or after ``groups_at``
+    #: reads its groups here, with the lock it takes anyway; only an earlier one reads the
+    #: history. Dust accounts only.
+    groups_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    groups_event_id: Mapped[str | None] = mapped_column(String(250))
+    group_ids: Mapped[str | None] = mapped_column(Text)
 
     __table_args__ = (
         CheckConstraint("kind IN ('dust', 'store_credit')", name="kind"),
@@ -57,6 +73,7 @@ class Account(Base):
         ),
         CheckConstraint("held >= 0", name="held_not_negative"),
         CheckConstraint("pending >= 0 AND (kind = 'dust' OR pending = 0)", name="pending"),
+        CheckConstraint(GROUPS_COPY, name="groups"),
         # Store credit is money: its available balance can never go below zero. Dust may
         # go into debt through a clawback (DUST_CLAWBACK_POLICY=debt), never by spending.
         CheckConstraint("kind = 'dust' OR balance >= held", name="store_credit_covered"),

@@ -272,5 +272,5 @@ def prepare_many(session: Session, envelopes: list[Envelope], context: Context) 
 def _bulk_outcome(order: orders.NewOrder) -> Outcome:
     detail: dict[str, object] = {"captured": {}, "debited": {}, "earned": order.earned}
     if order.earn_rules:
-        detail["earn_rules"] = json.loads(order.earn_rules)
+        detail["earn_rules"] = list(rules.parse_rule_ids(order.earn_rules))
     return Outcome(detail=detail)

@@ -29,7 +29,7 @@ from dust.ledger import holds as holds_
 from dust.ledger import journal
 from dust.ledger.accounts import ensure_account, lock_accounts
 from dust.ledger.journal import Ref
-from dust.models import Account, Base, Entry, Event, Hold, Lot
+from dust.models import Account, Base, CustomerGroups, Entry, Event, Hold, Lot
 from dust.models.schema import upgrade
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.worker import db as worker_db
@@ -368,7 +368,7 @@ class Dust:
             return list(session.scalars(select(Account).order_by(Account.id)))
 
     def check_invariants(self) -> None:
-        """I1–I4 and I6 of the ledger, for every account."""
+        """I1–I4, I6 and I7 of the ledger, for every account."""
         with worker_db.session_scope() as session:
             check_invariants(session)
 
@@ -407,11 +407,23 @@ def check_invariants(session: Session) -> None:
                 )
             )
             assert account.pending == pending, f"I6 broken on account {account.id}"
+            latest = session.execute(
+                select(
+                    CustomerGroups.occurred_at, CustomerGroups.event_id, CustomerGroups.group_ids
+                )
+                .where(CustomerGroups.customer_id == account.customer_id)
+                .order_by(CustomerGroups.occurred_at.desc(), CustomerGroups.event_id.desc())
+                .limit(1)
+            ).one_or_none()
+            copy = (account.groups_at, account.groups_event_id, account.group_ids)
+            assert copy == (tuple(latest) if latest else (None, None, None)), (
+                f"I7 broken on account {account.id}: {copy} is not the latest group record"
+            )
 
 
 @pytest.fixture
 def invariants() -> Any:
-    """``invariants(session)`` asserts I1–I4 for every account."""
+    """``invariants(session)`` asserts I1–I4, I6 and I7 for every account."""
     return check_invariants
 
 

@@ -20,7 +20,7 @@ from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 from test_bulk_orders import T0, assert_same_rows, placed, strip
 
-from dust.models import CustomerGroups
+from dust.models import Account, CustomerGroups
 from dust.worker import db as worker_db
 
 RUNS = itertools.count()
@@ -38,8 +38,9 @@ def customer(p: str, n: str, who: str, name: str = "customer.created", **data: A
 
 
 def groups(p: str) -> list[list[Any]]:
+    """The group records of prefix ``p``, and each dust account's copy of the latest."""
     with worker_db.session_scope() as session:
-        return [
+        records = [
             strip(p, [g.event_id, g.customer_id, g.group_ids]) + [g.occurred_at]
             for g in session.scalars(
                 select(CustomerGroups)
@@ -47,6 +48,15 @@ def groups(p: str) -> list[list[Any]]:
                 .order_by(CustomerGroups.event_id)
             )
         ]
+        copies = [
+            strip(p, [a.customer_id, a.groups_event_id, a.group_ids]) + [a.groups_at]
+            for a in session.scalars(
+                select(Account)
+                .where(Account.customer_id.like(f"{p}%"), Account.kind == "dust")
+                .order_by(Account.customer_id)
+            )
+        ]
+        return records + copies
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +136,7 @@ def test_a_run_of_customers_writes_the_rows_of_one_event_at_a_time(
     assert [r.detail for r in results] == [r.detail for r in one_at_a_time]
     assert [r.detail.get("welcome_bonus") for r in results] == [250, None, None, 250, 250]
     assert_same_rows("b_", "a_")
-    assert groups("b_") == groups("a_") and len(groups("b_")) == 2
+    assert groups("b_") == groups("a_") and len(groups("b_")) == 2 + 5
     assert dust.dust("b_new") == 250 and dust.dust("b_known") == 250
     assert dust.dust("b_debtor") == 255 and dust.store_credit("b_early", "eur") == 0
 
@@ -183,7 +193,7 @@ def test_an_id_already_in_the_inbox_undoes_the_run(dust: Any, bulk_calls: list[i
     assert dust.dust("cus_f") == 250 and dust.dust("cus_n") == 250
     assert inbox.process_batch([failed])[0].status == "duplicate"
     assert bulk_calls == [2, 1]
-    assert dust.dust("cus_f") == 250 and len(groups("cus_f")) == 1
+    assert dust.dust("cus_f") == 250 and len(groups("cus_f")) == 1 + 1
 
 
 @st.composite
