@@ -134,16 +134,25 @@ def state(p: str) -> dict[str, Any]:
             )
         }
 
+        hold_at = {
+            h.id: i
+            for i, h in enumerate(
+                h for h in session.scalars(select(Hold).order_by(Hold.id)) if h.account_id in owner
+            )
+        }
+
         def key(value: str | None) -> str | None:
             """An idempotency key naming an entry (a cancel's or a refund's give-back of a
-            spend) names it by its place among the entries: ids differ between runs."""
+            spend) or a hold (its capture) names it by its place among them: ids differ
+            between runs."""
             if value is None:
                 return None
-            return re.sub(
+            value = re.sub(
                 r"^(order:.*:cancel:|refund:.*:dust:)(\d+)$",
                 lambda m: f"{m[1]}#{entry_at[int(m[2])]}",
                 value,
             )
+            return re.sub(r"^hold:(\d+):", lambda m: f"hold:#{hold_at[int(m[1])]}:", value)
 
         entries = [
             strip(p, [*owner[e.account_id], e.direction, e.amount, e.balance_after, e.reason])
@@ -583,3 +592,58 @@ def test_postgresql_plans_each_statement_for_the_tables_as_they_are(postgres_url
             assert connection.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     finally:
         engine.dispose()
+
+
+def test_a_run_with_a_rejected_event_gives_the_rows_of_one_at_a_time(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orders that charge, refunds and cancels go in one run (``_apply_run``); a refund in
+    another currency than its order's is rejected inside it: the run is rolled back, the
+    events up to that one go one at a time, the rest in a run again. The same rows and
+    outcomes as one at a time, and nothing of the rejected refund."""
+    from dust.tasks import inbox
+
+    def stream(p: str) -> list[dict[str, Any]]:
+        def refund(n: str, order: str, amount: int, currency: str = "usd") -> dict[str, Any]:
+            data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_{order}", "amount": amount}
+            data |= {"currency_code": currency, "to_store_credit": True, "dust_amount": 5}
+            return {"id": f"{p}evt_r{n}", "name": "refund.created", "occurred_at": T0, "data": data}
+
+        return [
+            placed(p, "1", "c1", 5_000, dust_total=30, cart_id=f"{p}cart_1"),
+            placed(p, "2", "c1", 7_000, dust_total=20, store_credit_total=100),
+            refund("1", "1", 1_000),
+            refund("bad", "2", 500, currency="eur"),  # rejected: the order is in usd
+            {
+                "id": f"{p}evt_x2",
+                "name": "order.canceled",
+                "occurred_at": T0,
+                "data": {"id": f"{p}ord_2"},
+            },
+            refund("3", "3", 200),  # before its order: waits
+            placed(p, "3", "c2", 3_000, dust_total=10),
+        ]
+
+    for p in ("a_", "b_"):
+        dust.grant(f"{p}c1", 60, expires_at=datetime(2027, 3, 1, tzinfo=UTC))
+        dust.grant(f"{p}c1", 40, expires_at=datetime(2027, 1, 1, tzinfo=UTC))
+        dust.grant(f"{p}c1", 1_000, kind=STORE_CREDIT, currency="usd")
+        dust.grant(f"{p}c2", 10)
+        assert dust.reserve(f"{p}c1", f"{p}cart_1", 25).status == "reserved"
+    runs: list[int] = []
+    real = inbox._apply_run
+
+    def counted(session: Any, run: Any, context: Any) -> Any:
+        runs.append(len(run.events))
+        return real(session, run, context)
+
+    one_at_a_time = [dust.process(e).status for e in stream("a_")]
+    monkeypatch.setattr(inbox, "_apply_run", counted)
+    monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", 60)  # one transaction
+    batched = [r.status for r in inbox.process_batch(stream("b_"))]
+
+    assert one_at_a_time == ["processed"] * 3 + ["rejected"] + ["processed"] * 3
+    assert batched == one_at_a_time
+    assert runs == [7, 3]  # rolled back at the 4th; the 4 first one at a time, then a run
+    assert_same_rows("b_", "a_")
+    assert dust.count("dust_refunds") == 4  # two recorded per stream; no rejected one
