@@ -656,6 +656,11 @@ def record_json(record: Reconciliation) -> dict[str, Any]:
     }
 
 
+def latest_record(session: Session) -> Reconciliation | None:
+    """The last reconciliation started (a scheduled run or ``dust reconcile``), if any."""
+    return session.scalar(select(Reconciliation).order_by(Reconciliation.id.desc()).limit(1))
+
+
 # -- repair ----------------------------------------------------------------------------
 
 

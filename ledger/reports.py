@@ -1,17 +1,21 @@
-"""Read models: the JSON shapes of ``dust balance`` and ``dust history`` (docs/CONTRACT.md §6.1)."""
+"""Read models: the JSON shapes of ``dust balance``, ``dust history`` and ``dust events``
+(docs/CONTRACT.md §6.1), and what the store owes (``dust.overview``, §5.3)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
+from collections.abc import Sequence
+from decimal import ROUND_DOWN, Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from dust.ledger.accounts import customer_accounts
-from dust.models import Account, Entry
-from dust.models.tables import DUST
+from dust.models import Account, Entry, Event
+from dust.models.tables import DUST, STORE_CREDIT
 
 
 def balance(
@@ -131,3 +135,111 @@ def decode_cursor(cursor: str) -> int:
     if raw == number or not (number.isascii() and number.isdigit()) or len(number) > 19:
         raise ValueError("not a history cursor")
     return int(number)
+
+
+# -- events ----------------------------------------------------------------------------
+
+
+def event_json(event: Event, full: bool = False) -> dict[str, Any]:
+    """One recorded event as ``dust events --json`` shows it (``full``: as ``show``, with
+    ``detail`` and the ``envelope`` as received)."""
+    result = {
+        "event_id": event.event_id,
+        "name": event.name,
+        "status": event.status,
+        "reason": event.reason,
+        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
+        "received_at": event.received_at.isoformat(),
+        "attempts": event.attempts,
+    }
+    if full:
+        result["detail"] = json.loads(event.detail) if event.detail else None
+        result["envelope"] = stored_envelope(event.envelope)
+    return result
+
+
+def stored_envelope(text: str) -> Any:
+    """An envelope as stored: the JSON object, or the text when it is not one."""
+    if text.startswith("{"):
+        try:
+            return json.loads(text)
+        except (ValueError, RecursionError):
+            return text
+    return text
+
+
+def events(session: Session, statuses: Sequence[str] | None, limit: int) -> list[dict[str, Any]]:
+    """Recorded events, newest first (by arrival), of the given statuses when given."""
+    stmt = select(Event).order_by(Event.received_at.desc(), Event.event_id).limit(limit)
+    if statuses:
+        stmt = stmt.where(Event.status.in_(list(statuses)))
+    return [event_json(e) for e in session.scalars(stmt)]
+
+
+def event_counts(session: Session, statuses: Sequence[str]) -> dict[str, int]:
+    """How many recorded events have each of ``statuses`` (0 when none)."""
+    rows = session.execute(
+        select(Event.status, func.count())
+        .where(Event.status.in_(list(statuses)))
+        .group_by(Event.status)
+    ).all()
+    found = dict(rows)
+    return {status: int(found.get(status, 0)) for status in statuses}
+
+
+# -- what the store owes ---------------------------------------------------------------
+
+
+def owed(session: Session, redeem_values: dict[str, str]) -> dict[str, Any]:
+    """What the store owes its customers, from the accounts' balances.
+
+    ``dust``: the dust outstanding (every dust account's balance, pending included), of
+    which held and pending. ``currencies``: per currency with store credit or a
+    redemption value of its own (``DUST_REDEEM_VALUES``), the store credit outstanding
+    (balances of every store-credit account, a guest's anonymous one included, in minor
+    units) and held, and the dust outstanding's money value at the currency's redemption
+    value (``redeem_values``, else ``default``), in whole minor units rounded down: what
+    that dust would pay for, never more than Dust would charge (§2.2)."""
+    dust_row = session.execute(
+        select(
+            func.coalesce(func.sum(Account.balance), 0),
+            func.coalesce(func.sum(Account.held), 0),
+            func.coalesce(func.sum(Account.pending), 0),
+            func.count(),
+        ).where(Account.kind == DUST)
+    ).one()
+    dust_total = int(dust_row[0])
+    credit_rows = session.execute(
+        select(
+            Account.currency_code,
+            func.sum(Account.balance),
+            func.sum(Account.held),
+            func.count(),
+        )
+        .where(Account.kind == STORE_CREDIT)
+        .group_by(Account.currency_code)
+    ).all()
+    credit = {row[0]: (int(row[1]), int(row[2]), int(row[3])) for row in credit_rows}
+    codes = sorted(set(credit) | {c for c in redeem_values if c != "default"})
+    currencies = []
+    for code in codes:
+        value = Decimal(redeem_values.get(code, redeem_values["default"]))
+        outstanding, held, accounts = credit.get(code, (0, 0, 0))
+        currencies.append(
+            {
+                "currency_code": code,
+                "store_credit": {"outstanding": outstanding, "held": held, "accounts": accounts},
+                "redeem_value": str(value),
+                "dust_value": int((dust_total * value).to_integral_value(ROUND_DOWN)),
+            }
+        )
+    return {
+        "dust": {
+            "outstanding": dust_total,
+            "held": int(dust_row[1]),
+            "pending": int(dust_row[2]),
+            "accounts": int(dust_row[3]),
+        },
+        "currencies": currencies,
+        "redeem_values": dict(redeem_values),
+    }

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
-from dust.ledger import holds, orders, reports
+from dust.ledger import holds, orders, reconcile, reports
 from dust.ledger.accounts import ensure_account, lock_accounts
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount, describe
@@ -137,3 +137,31 @@ def order_refunds(**kwargs: Any) -> dict[str, Any]:
     with session_scope(read_only=True) as session:
         refunds = orders.refunds_of(session, request.order_id)
     return {"order_id": request.order_id, "refunds": refunds}
+
+
+#: The event statuses someone has to look at (docs/CONTRACT.md §3.4).
+ATTENTION = ("needs_attention", "failed")
+
+
+class OverviewRequest(Payload):
+    limit: int = Field(default=20, strict=True, ge=1, le=100)
+
+
+@app.task(name="dust.overview")
+def overview(**kwargs: Any) -> dict[str, Any]:
+    """What an operator's page shows (docs/CONTRACT.md §5.3): the last reconciliation, the
+    events that need attention or failed (newest first) with how many there are, and what
+    the store owes per currency."""
+    try:
+        request = OverviewRequest.model_validate(kwargs)
+    except ValidationError as exc:
+        return _invalid(exc)
+    redeem_values = get_settings().redeem_table()
+    with session_scope(read_only=True) as session:
+        record = reconcile.latest_record(session)
+        return {
+            "reconciliation": reconcile.record_json(record) if record is not None else None,
+            "events": reports.events(session, ATTENTION, request.limit),
+            "event_counts": reports.event_counts(session, ATTENTION),
+            "owed": reports.owed(session, redeem_values),
+        }

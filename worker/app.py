@@ -130,6 +130,9 @@ def create_app(settings: Settings | None = None) -> Celery:
             "dust.reserve": {"queue": REQUESTS_QUEUE},
             "dust.release": {"queue": REQUESTS_QUEUE},
             "dust.balance": {"queue": REQUESTS_QUEUE},
+            "dust.history": {"queue": REQUESTS_QUEUE},
+            "dust.order_refunds": {"queue": REQUESTS_QUEUE},
+            "dust.overview": {"queue": REQUESTS_QUEUE},
             # Admin one-off tasks: an operator waits for the reply, never behind events.
             "dust.admin.adjust": {"queue": REQUESTS_QUEUE},
             "dust.admin.claim": {"queue": REQUESTS_QUEUE},

@@ -218,19 +218,14 @@ def events(
         return
     if status is not None and status not in EVENT_STATUSES:
         raise fail(f"--status must be one of {', '.join(EVENT_STATUSES)}; got {status!r}")
-    from sqlalchemy import select
-
-    from dust.models import Event
+    from dust.ledger import reports
     from dust.worker.db import session_scope
 
     if status == "conflict":
         _list_conflicts(limit, as_json)
         return
-    stmt = select(Event).order_by(Event.received_at.desc()).limit(limit)
-    if status:
-        stmt = stmt.where(Event.status == status)
     with session_scope() as session:
-        rows = [_event_json(e) for e in session.scalars(stmt)]
+        rows = reports.events(session, [status] if status else None, limit)
     if as_json:
         print_json(rows)
         return
@@ -293,6 +288,7 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
     """One recorded event in full, with the conflicting envelopes its id was sent with."""
     from sqlalchemy import select
 
+    from dust.ledger import reports
     from dust.models import Event, EventConflict, EventResolution
     from dust.worker.db import session_scope
 
@@ -300,7 +296,7 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
         row = session.get(Event, event_id)
         if row is None:
             raise fail(f"no event with id {event_id}")
-        result = _event_json(row, full=True)
+        result = reports.event_json(row, full=True)
         result["content_hash"] = row.content_hash
         conflicts = session.scalars(
             select(EventConflict)
@@ -308,7 +304,8 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
             .order_by(EventConflict.received_at, EventConflict.id)
         )
         result["conflicts"] = [
-            {**_conflict_json(c, row), "envelope": _stored_envelope(c.envelope)} for c in conflicts
+            {**_conflict_json(c, row), "envelope": reports.stored_envelope(c.envelope)}
+            for c in conflicts
         ]
         if row.status == "resolved":
             found = session.scalar(
@@ -323,32 +320,6 @@ def events_show(event_id: str, as_json: JsonOption = False) -> None:
                     "resolved_at": found.resolved_at.isoformat(),
                 }
     print_json(result) if as_json else console.print_json(json.dumps(result, default=str))
-
-
-def _event_json(event: Any, full: bool = False) -> dict[str, Any]:
-    result = {
-        "event_id": event.event_id,
-        "name": event.name,
-        "status": event.status,
-        "reason": event.reason,
-        "occurred_at": event.occurred_at.isoformat() if event.occurred_at else None,
-        "received_at": event.received_at.isoformat(),
-        "attempts": event.attempts,
-    }
-    if full:
-        result["detail"] = json.loads(event.detail) if event.detail else None
-        result["envelope"] = _stored_envelope(event.envelope)
-    return result
-
-
-def _stored_envelope(text: str) -> Any:
-    """An envelope as stored: the JSON object, or the text when it is not one."""
-    if text.startswith("{"):
-        try:
-            return json.loads(text)
-        except (ValueError, RecursionError):
-            return text
-    return text
 
 
 # -- demo ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import itertools
 import json
 import subprocess
 import time
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -313,3 +314,76 @@ def test_order_refunds_give_a_guest_refund_its_claim_code(dust, envelope, uid):
         == 400
     )
     assert dust.request("order_refunds", order_id=" ")["status"] == "rejected"
+
+
+def test_overview_reports_reconciliation_attention_and_what_is_owed(dust, envelope, uid):
+    """``dust.overview``: the last reconciliation as ``dust reconcile`` stored it, events
+    that need attention with their reasons (gone once resolved), and what the store owes,
+    which moves by exactly what was credited."""
+    customer = f"cus_{uid}"
+    before = dust.request("overview")
+    assert set(before) == {"reconciliation", "events", "event_counts", "owed"}
+    assert set(before["event_counts"]) == {"needs_attention", "failed"}
+
+    earn(dust, envelope, customer, 250)
+    adjust = {"customer_id": customer, "direction": "credit", "reason": "goodwill", "actor": "t"}
+    assert (
+        dust.request(
+            "admin.adjust", **adjust, amount=1234, kind="store_credit", currency_code="jpy"
+        )["status"]
+        == "ok"
+    )
+    # A refund of an order Dust knows, above what it charged: held for a person.
+    order = {"id": f"o_{uid}", "customer_id": customer, "currency_code": "usd", "total": 1000}
+    dust.apply(envelope("order.placed", order))
+    over = envelope(
+        "refund.created",
+        {
+            "id": f"r_{uid}",
+            "order_id": order["id"],
+            "amount": 1001,
+            "currency_code": "usd",
+            "to_store_credit": True,
+        },
+    )
+    assert dust.apply(over)[over["id"]]["status"] == "needs_attention"
+    # (the order earned 10 more dust: 1000 cents at 0.01)
+    # The event needing attention is a discrepancy: `dust reconcile` exits 1 and says so.
+    done = subprocess.run(
+        [str(BIN / "dust"), "reconcile", "--json"],
+        env=worker_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1, done.stderr
+    run = json.loads(done.stdout)
+
+    after = dust.request("overview", limit=100)
+    assert after["reconciliation"]["id"] == run["reconciliation_id"]
+    assert after["reconciliation"]["ok"] is False
+    assert after["reconciliation"]["discrepancy_count"] >= 1
+    listed = {e["event_id"]: e for e in after["events"]}
+    assert listed[over["id"]]["status"] == "needs_attention"
+    assert "1001" in listed[over["id"]]["reason"]
+    assert after["event_counts"]["needs_attention"] == before["event_counts"]["needs_attention"] + 1
+    owed_before = {c["currency_code"]: c for c in before["owed"]["currencies"]}
+    owed_after = {c["currency_code"]: c for c in after["owed"]["currencies"]}
+    assert after["owed"]["dust"]["outstanding"] == before["owed"]["dust"]["outstanding"] + 260
+    jpy_before = owed_before.get("jpy", {"store_credit": {"outstanding": 0}})
+    assert (
+        owed_after["jpy"]["store_credit"]["outstanding"]
+        == jpy_before["store_credit"]["outstanding"] + 1234
+    )
+    for code, row in owed_after.items():
+        value = after["owed"]["redeem_values"].get(code, after["owed"]["redeem_values"]["default"])
+        assert row["redeem_value"] == value
+        assert row["dust_value"] == int(after["owed"]["dust"]["outstanding"] * Decimal(value))
+
+    resolved = dust.request(
+        "admin.resolve", event_id=over["id"], reason="refunded by hand", actor="t"
+    )
+    assert resolved["status"] == "ok"
+    final = dust.request("overview", limit=100)
+    assert over["id"] not in {e["event_id"] for e in final["events"]}
+    assert dust.request("overview", limit=0)["status"] == "rejected"

@@ -16,6 +16,13 @@
 #   DUST_MEDUSA_E2E_MEDUSA_REDIS_DB 8, DUST_MEDUSA_E2E_DUST_REDIS_DB 9  (both flushed)
 #   DUST_MEDUSA_E2E_PORT       9000                    Medusa's HTTP port
 #   VENV                       <repo>/.venv            Dust's virtualenv (make install)
+#   DUST_MEDUSA_E2E_ADMIN=1   build Medusa's admin with the plugin's widgets once (medusa build
+#                              --admin-only) and serve it: Medusa runs with NODE_ENV=production
+#                              (start-medusa.sh) and session cookies without `Secure` over plain
+#                              http (medusa-config.ts) (ui-e2e/run.sh)
+#   DUST_MEDUSA_E2E_FLOWS      the command run as the flows (default: node --test flows/e2e.test.mjs)
+#   DUST_MEDUSA_E2E_NAME       the name in the last line (default: test-medusa)
+#   DUST_MEDUSA_E2E_UNIT_TESTS=0  skip the plugin's unit tests (test-ui: test-medusa runs them)
 #   DUST_MEDUSA_E2E_REUSE_INSTALL=1  development only (refused under CI=true): keep the installed
 #                              node_modules and the built plugin, skip npm ci, the unit tests and the build
 set -euo pipefail
@@ -39,6 +46,12 @@ export MEDUSA_URL="http://127.0.0.1:$MEDUSA_PORT"
 export MEDUSA_DATABASE_URL="$PG_URL/$MEDUSA_DB"
 export MEDUSA_REDIS_URL="$REDIS_URL/$MEDUSA_REDIS_DB"
 export NODE_ENV=development # production would make Medusa's session cookies Secure-only
+if [ "${DUST_MEDUSA_E2E_ADMIN:-}" = 1 ]; then
+    # start-medusa.sh then runs Medusa with NODE_ENV=production: the admin's build is served
+    # only so (development starts Vite's dev server). Not here: npm ci would skip devDependencies.
+    export DUST_E2E_ADMIN=1
+fi
+NAME="${DUST_MEDUSA_E2E_NAME:-test-medusa}"
 export DUST_DATABASE_URL="${PG_URL/#postgresql:/postgresql+psycopg:}/$DUST_DB"
 export DUST_DATABASE_URL="${DUST_DATABASE_URL/#postgres:/postgresql+psycopg:}"
 export DUST_PG_URL="$PG_URL/$DUST_DB" # the same database for psql (the flows poll its inbox)
@@ -76,9 +89,9 @@ stop_all() {
             printf '\n----- last 150 lines of %s (whole log kept in %s) -----\n' "$f" "$E2E_WORK/$f"
             tail -n 150 "$E2E_WORK/$f"
         done
-        printf '\ntest-medusa FAILED after %ss\n' "$((SECONDS - started))"
+        printf '\n%s FAILED after %ss\n' "$NAME" "$((SECONDS - started))"
     else
-        printf '\ntest-medusa passed in %ss\n' "$((SECONDS - started))"
+        printf '\n%s passed in %ss\n' "$NAME" "$((SECONDS - started))"
     fi
     exit "$rc"
 }
@@ -95,8 +108,13 @@ node_major="$(node -p 'process.versions.node.split(".")[0]')"
 if [ "${DUST_MEDUSA_E2E_REUSE_INSTALL:-}" = 1 ] && [ "${CI:-}" != true ]; then
     log "reusing the installed store and plugin (DUST_MEDUSA_E2E_REUSE_INSTALL=1)"
 else
-    log "plugin: npm ci, unit tests, medusa plugin:build"
-    (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+    if [ "${DUST_MEDUSA_E2E_UNIT_TESTS:-1}" = 0 ]; then
+        log "plugin: npm ci, medusa plugin:build"
+        (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npx medusa plugin:build)
+    else
+        log "plugin: npm ci, unit tests, medusa plugin:build"
+        (cd "$PLUGIN" && npm ci --no-audit --no-fund --loglevel=error && npm test && npx medusa plugin:build)
+    fi
 
     log "store: npm ci, install the plugin from $PLUGIN"
     (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
@@ -104,6 +122,15 @@ else
     # (npm keeps an installed copy of the same version, so the old one goes first.)
     rm -rf "$HERE/node_modules/medusa-plugin-dust"
     (cd "$HERE" && npm install --no-save --install-links --no-audit --no-fund --loglevel=error "$PLUGIN")
+    if [ "${DUST_E2E_ADMIN:-}" = 1 ]; then
+        log "store: medusa build --admin-only (the dashboard with the plugin's widgets and page)"
+        rm -rf "$HERE/.medusa/admin" "$HERE/public/admin"
+        (cd "$HERE" && node node_modules/@medusajs/cli/cli.js build --admin-only) \
+            >"$E2E_WORK/admin-build.log" 2>&1 || { tail -n 50 "$E2E_WORK/admin-build.log"; exit 1; }
+        # `medusa start` serves <store>/public/admin; the admin-only build writes .medusa/admin.
+        mkdir -p "$HERE/public"
+        mv "$HERE/.medusa/admin" "$HERE/public/admin"
+    fi
 fi
 
 log "databases: $MEDUSA_DB, $DUST_DB; redis dbs $MEDUSA_REDIS_DB, $DUST_REDIS_DB"
@@ -141,4 +168,9 @@ log "medusa: start; products through the admin API"
 node "$HERE/flows/seed-products.mjs"
 
 log "flows"
-node --test --test-timeout=900000 "$HERE/flows/e2e.test.mjs"
+if [ -n "${DUST_MEDUSA_E2E_FLOWS:-}" ]; then
+    # shellcheck disable=SC2086 # a command line, split as a shell would
+    $DUST_MEDUSA_E2E_FLOWS
+else
+    node --test --test-timeout=900000 "$HERE/flows/e2e.test.mjs"
+fi

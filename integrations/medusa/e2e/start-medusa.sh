@@ -7,7 +7,11 @@ cd "$(dirname "$0")"
 : "${E2E_WORK:?}" "${MEDUSA_PORT:?}"
 log="$E2E_WORK/medusa.log"
 printf '\n===== medusa start %s (DUST_SKIP_EVENTS=%s)\n' "$(date -u +%FT%TZ)" "${DUST_SKIP_EVENTS:-}" >>"$log"
-PORT="$MEDUSA_PORT" node node_modules/@medusajs/cli/cli.js start >>"$log" 2>&1 &
+node_env="${NODE_ENV:-development}"
+# With the admin (DUST_E2E_ADMIN=1, the browser test): its production build is served only
+# under NODE_ENV=production; medusa-config.ts keeps the session cookie usable over http.
+[ "${DUST_E2E_ADMIN:-}" = 1 ] && node_env=production
+PORT="$MEDUSA_PORT" NODE_ENV="$node_env" node node_modules/@medusajs/cli/cli.js start >>"$log" 2>&1 &
 pid=$!
 echo "$pid" >"$E2E_WORK/medusa.pid"
 deadline=$((SECONDS + ${MEDUSA_START_TIMEOUT:-180}))

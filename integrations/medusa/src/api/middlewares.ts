@@ -1,5 +1,5 @@
 import { authenticate, defineMiddlewares, validateAndTransformBody } from "@medusajs/framework/http"
-import { AdminAdjust, AdminCatchUp, StoreApplyToCart, StoreClaim } from "./validators"
+import { AdminAdjust, AdminCatchUp, AdminResolve, StoreApplyToCart, StoreClaim } from "./validators"
 
 // Store routes for the signed-in customer (Medusa's own customer auth: 401 without it);
 // admin routes for admin users (session, bearer token or secret API key).
@@ -24,6 +24,13 @@ export default defineMiddlewares({
     { matcher: "/admin/dust/credit", method: ["POST"], middlewares: [admin, validateAndTransformBody(AdminAdjust)] },
     { matcher: "/admin/dust/debit", method: ["POST"], middlewares: [admin, validateAndTransformBody(AdminAdjust)] },
     { matcher: "/admin/dust/balance/:customer_id", method: ["GET"], middlewares: [admin] },
+    { matcher: "/admin/dust/history/:customer_id", method: ["GET"], middlewares: [admin] },
+    { matcher: "/admin/dust/overview", method: ["GET"], middlewares: [admin] },
+    {
+      matcher: "/admin/dust/events/:event_id/resolve",
+      method: ["POST"],
+      middlewares: [admin, validateAndTransformBody(AdminResolve)],
+    },
     { matcher: "/admin/dust/catch-up", method: ["POST"], middlewares: [admin, validateAndTransformBody(AdminCatchUp)] },
   ],
 })

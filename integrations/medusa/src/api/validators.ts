@@ -53,6 +53,13 @@ export const AdminAdjust = z
   .strict()
 export type AdminAdjustType = z.infer<typeof AdminAdjust>
 
+export const AdminOverview = z
+  .object({ limit: z.coerce.number().int().min(1).max(100).default(20) })
+  .strict()
+
+export const AdminResolve = z.object({ reason: z.string().trim().min(1).max(2000) }).strict()
+export type AdminResolveType = z.infer<typeof AdminResolve>
+
 export const AdminCatchUp = z
   .object({
     since: z
