@@ -124,6 +124,27 @@ def lock_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[st
     return {c: found[c] for c in wanted}
 
 
+def open_accounts(session: Session, customer_ids: Iterable[str], currency: str | None) -> None:
+    """Open, in one statement, the dust account of each customer and (with ``currency``)
+    its store-credit account in that currency, where missing: what :func:`ensure_account`
+    does for each in turn, in the same order (a customer's dust account, then its store
+    credit; ``INSERT … ON CONFLICT DO NOTHING``, so a concurrent opening races harmlessly)."""
+    now = utcnow()
+    rows: list[dict[str, object]] = []
+    for customer_id in dict.fromkeys(customer_ids):
+        rows.append(
+            {"customer_id": customer_id, "kind": DUST, "currency_code": None, "code": None}
+            | {"balance": 0, "held": 0, "created_at": now}
+        )
+        if currency:
+            rows.append(
+                {"customer_id": customer_id, "kind": STORE_CREDIT}
+                | {"currency_code": currency.lower(), "code": new_code()}
+                | {"balance": 0, "held": 0, "created_at": now}
+            )
+    insert_rows(session, Account.__table__, rows, skip_conflicts=True)
+
+
 def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> None:
     """Lock the accounts that exist of ``customer_ids``, of every kind (one statement, id
     order), so that :func:`ensure_account` and :func:`lock_accounts` find them locked later

@@ -34,6 +34,8 @@ SUBSCRIBERS: dict[str, Handler] = {
 
 BULK_SUBSCRIBERS: dict[str, BulkHandler] = {
     "order.placed": order_placed.prepare_many,
+    "customer.created": customer_created.prepare_many,
+    "customer.updated": customer_created.prepare_many,
 }
 
 BULK_CANDIDATES: dict[str, Callable[[Envelope], bool]] = {

@@ -136,9 +136,11 @@ Handler = Callable[[Session, Envelope, Context], Outcome]
 @dataclass(frozen=True)
 class Prepared:
     """The first events of a run that a subscriber applies together (``BULK_SUBSCRIBERS``):
-    their outcomes, known before anything is written, one per event taken, and ``apply``,
-    which writes them all and returns False when the database turned out not to allow it
-    (the caller then rolls back and applies them one at a time)."""
+    their outcomes, one per event taken, and ``apply``, which writes them all and returns
+    False when the database turned out not to allow it (the caller then rolls back and
+    applies them one at a time). The outcomes are complete once ``apply`` has returned
+    True (what it found under its locks, e.g. a welcome bonus credited before, may fill
+    in their details)."""
 
     outcomes: list[Outcome]
     apply: Callable[[Session], bool]
