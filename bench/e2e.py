@@ -4,6 +4,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
 
     .venv/bin/python bench/e2e.py              # N = 5000
     .venv/bin/python bench/e2e.py -n 20000 --half-n 5000
+    .venv/bin/python bench/e2e.py --pg-cluster    # a cluster of its own (bench/pg_cluster.py)
 
 1. The Procfile's processes (all but ``beat``) are started unchanged (``dust.worker.procfile``), on
    ``DUST_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt with ``dust db
@@ -116,6 +117,12 @@ def parse_args() -> argparse.Namespace:
         default=0,
         help="then R rounds of the full load with metrics off and on (DUST_METRICS_PORT),"
         " alternating which goes first, each on a fresh worker: what the metrics cost",
+    )
+    parser.add_argument(
+        "--pg-cluster",
+        action="store_true",
+        help="run against a PostgreSQL cluster of its own with production settings"
+        " (bench/pg_cluster.py) instead of --database-url",
     )
     return parser.parse_args()
 
@@ -528,6 +535,17 @@ def run_direct(
 
 def main() -> None:
     args = parse_args()
+    if args.pg_cluster:
+        from pg_cluster import production_cluster
+
+        with production_cluster(database="dust_perf") as url:
+            args.database_url = url
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     if urlsplit(args.broker_url).path.strip("/") in ("", "0", "15"):
         sys.exit("refusing Redis database 0 or 15: pass --broker-url redis://host:6379/N")
     n = args.events

@@ -5,6 +5,7 @@ One command, one printed report (BENCHMARKS.md explains the figures):
     .venv/bin/python bench/requests.py                      # backlogs 40,000 and 200,000
     .venv/bin/python bench/requests.py --backlog 40000 --burst 0
     .venv/bin/python bench/requests.py --procfile /tmp/old-Procfile   # another process layout
+    .venv/bin/python bench/requests.py --pg-cluster --diagnose   # production PostgreSQL, why
 
 Every process of the Procfile but ``beat`` is started through ``dust.worker.procfile`` on
 ``DUST_PERF_DATABASE_URL`` (default database ``dust_perf``, schema rebuilt) and
@@ -35,6 +36,7 @@ prints numbers.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import subprocess
 import sys
@@ -66,6 +68,8 @@ from e2e import (  # noqa: E402
     template,
     wire,
 )
+from pg_cluster import production_cluster  # noqa: E402
+from stalls import Sampler, checkpoints, explain  # noqa: E402
 from throughput import reset_database  # noqa: E402
 
 from dust.worker import procfile  # noqa: E402
@@ -88,7 +92,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--burst", type=int, default=40000, help="0 skips the burst phase")
     parser.add_argument("--idle", type=int, default=200, help="idle reserves (default 200)")
     parser.add_argument("--shop-customers", type=int, default=50)
-    parser.add_argument("--claims", type=int, default=200, help="anonymous accounts to claim")
+    parser.add_argument(
+        "--claims", type=int, default=1000, help="anonymous accounts to claim (default 1000)"
+    )
     parser.add_argument("--orders-per-customer", type=int, default=5)
     parser.add_argument("--procfile", type=Path, default=procfile.PROCFILE)
     parser.add_argument("--cli", action="store_true", help="also time the dust credit command")
@@ -103,6 +109,24 @@ def parse_args() -> argparse.Namespace:
         default=os.environ.get("DUST_PERF_BROKER_URL", "redis://127.0.0.1:6379/11"),
     )
     parser.add_argument("--timeout", type=float, default=1800, help="per drain (s)")
+    parser.add_argument(
+        "--pg-cluster",
+        action="store_true",
+        help="run against a PostgreSQL cluster of its own with production settings"
+        " (bench/pg_cluster.py) instead of --database-url",
+    )
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="sample pg_stat_activity and Redis during each drain and explain the slowest"
+        " requests (bench/stalls.py)",
+    )
+    parser.add_argument(
+        "--server-log",
+        type=Path,
+        help="PostgreSQL's log, for its checkpoint and lock-wait lines (automatic with"
+        " --pg-cluster)",
+    )
     args = parser.parse_args()
     args.backlog = args.backlog or [40000, 200000]
     return args
@@ -111,10 +135,13 @@ def parse_args() -> argparse.Namespace:
 # -- the processes ------------------------------------------------------------------------
 
 
-def environment(args: argparse.Namespace) -> dict[str, str]:
+def environment(args: argparse.Namespace, name: str = "cli") -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DUST_")}
+    url = make_url(args.database_url)
+    if url.get_backend_name() == "postgresql":  # tells the processes' connections apart
+        url = url.update_query_dict({"application_name": f"dust-{name}"})
     env.update(
-        DUST_DATABASE_URL=args.database_url,
+        DUST_DATABASE_URL=url.render_as_string(hide_password=False),
         DUST_BROKER_URL=args.broker_url,
         DUST_RESULT_BACKEND=args.broker_url,
         PYTHONUNBUFFERED="1",
@@ -124,13 +151,12 @@ def environment(args: argparse.Namespace) -> dict[str, str]:
 
 def processes(args: argparse.Namespace, folder: Path) -> list[procfile.Process]:
     """Every process of the Procfile but the scheduler, as an operator starts them."""
-    env = environment(args)
     return [
         procfile.Process(
             name,
             procfile.command(name, path=args.procfile),
             folder / f"{name}.log",
-            env=env,
+            env=environment(args, name),
             cwd=ROOT,
         )
         for name in procfile.read(args.procfile)
@@ -152,13 +178,19 @@ def client(broker_url: str) -> Celery:
     return app
 
 
+#: (sent at, epoch s; round trip, s; task id; kind) of every request, for ``--diagnose``.
+SENT: list[tuple[float, float, str, str]] = []
+
+
 def call(app: Celery, task: str, timeout: float = 600, **kwargs: Any) -> tuple[float, Any]:
     """(round trip in seconds, reply) of one request, as the CLI and a store send it."""
+    at = time.time()
     started = time.perf_counter()
-    reply = app.send_task(task, kwargs=kwargs, queue=REQUESTS_QUEUE).get(
-        timeout=timeout, interval=0.005
-    )
-    return time.perf_counter() - started, reply
+    result = app.send_task(task, kwargs=kwargs, queue=REQUESTS_QUEUE)
+    reply = result.get(timeout=timeout, interval=0.005)
+    took = time.perf_counter() - started
+    SENT.append((at, took, result.id, task.rsplit(".", 1)[-1]))
+    return took, reply
 
 
 class Checkout:
@@ -253,6 +285,23 @@ def cli_credit(args: argparse.Namespace, customer: str) -> float:
     return time.perf_counter() - started
 
 
+def no_garbage_collection() -> None:
+    """No garbage collection of this benchmark's own during the phase that follows: a full
+    collection walked every object the client had made (Celery, Redis, SQLAlchemy, the
+    replies so far) and stopped its threads for up to 350 ms in the middle of a drain,
+    which the round trips timed as if Dust had been slow (BENCHMARKS.md). Freezing what
+    exists (as Dust's workers do at start, ``dust.worker.app``) left pauses of 150 ms, so
+    the collector is off until :func:`collect_garbage` (a phase makes a few MB of it)."""
+    gc.collect()
+    gc.freeze()
+    gc.disable()
+
+
+def collect_garbage() -> None:
+    gc.enable()
+    gc.collect()
+
+
 # -- the events ---------------------------------------------------------------------------
 
 
@@ -264,10 +313,22 @@ def committed(engine: Engine, tag: str) -> int:
 
 
 def watch_drain(
-    engine: Engine, tag: str, n: int, done: threading.Event, timeout: float, alive: Callable
+    engine: Engine,
+    r: redis.Redis,
+    tag: str,
+    n: int,
+    done: threading.Event,
+    timeout: float,
+    alive: Callable,
 ) -> threading.Thread:
+    """Sets ``done`` once the ``n`` events tagged ``tag`` are committed. Counting them is a
+    scan of a table of hundreds of thousands of rows, so it waits for the queue to be empty
+    first (a Redis LLEN): a count every 0.1 s through the drain took a third of a core."""
+
     def run() -> None:
         deadline = time.monotonic() + timeout
+        while r.llen("dust.events") and time.monotonic() < deadline and alive():
+            time.sleep(0.1)
         while committed(engine, tag) < n:
             if time.monotonic() > deadline or not alive():
                 print(f"!! drain of {tag} incomplete after {timeout}s or a process stopped")
@@ -278,6 +339,12 @@ def watch_drain(
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread
+
+
+def wal_position(engine: Engine) -> int:
+    """Bytes of WAL the server has written since it was created."""
+    with engine.connect() as connection:
+        return int(connection.scalar(text("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")))
 
 
 def last_commit(engine: Engine, tag: str) -> float:
@@ -359,6 +426,18 @@ def admin_lines(admin: Admin, idle_median: float) -> list[str]:
 
 def main() -> None:
     args = parse_args()
+    if not args.pg_cluster:
+        run(args, Path(tempfile.mkdtemp(prefix="dust-requests-")))
+        return
+    folder = Path(tempfile.mkdtemp(prefix="dust-requests-"))
+    folder.chmod(0o755)  # the server (user postgres) writes its log here
+    args.server_log = folder / "postgresql.log"
+    with production_cluster(database="dust_perf", log=args.server_log) as url:
+        args.database_url = url
+        run(args, folder)
+
+
+def run(args: argparse.Namespace, folder: Path) -> None:
     if urlsplit(args.broker_url).path.strip("/") in ("", "0", "15"):
         sys.exit("refusing Redis database 0 or 15: pass --broker-url redis://host:6379/N")
     problem = procfile.unreachable(args.database_url, args.broker_url)
@@ -382,7 +461,6 @@ def main() -> None:
     r.flushdb()
     tmpl = template(args.broker_url)
     app = client(args.broker_url)
-    folder = Path(tempfile.mkdtemp(prefix="dust-requests-"))
     running = processes(args, folder)
 
     def alive() -> bool:
@@ -414,6 +492,7 @@ def main() -> None:
         checkout = Checkout(app, args.shop_customers)
         for _ in range(20):  # warm-up: connections, first queries
             checkout.reserve()
+        no_garbage_collection()
         idle = [checkout.reserve() for _ in range(args.idle)]
         idle_median = percentile(idle, 50)
         print(f"\nidle [{load_average()}]")
@@ -430,8 +509,15 @@ def main() -> None:
             print(f"  dust credit command: {', '.join(ms(x) for x in idle_cli)}")
 
         def drain(tag: str, n: int, started: float, cli: bool) -> None:
+            no_garbage_collection()
+            first_sent = len(SENT)
+            wal_before = wal_position(engine)
+            sampler = None
+            if args.diagnose:
+                sampler = Sampler(args.database_url, args.broker_url)
+                sampler.start()
             done = threading.Event()
-            watcher = watch_drain(engine, tag, n, done, args.timeout, alive)
+            watcher = watch_drain(engine, r, tag, n, done, args.timeout, alive)
             admin = Admin(app, args.shop_customers, codes, done)
             admin.start()
             cli_times: list[float] = []
@@ -444,6 +530,9 @@ def main() -> None:
             latencies = checkout.until(done)
             watcher.join()
             admin.join()
+            if sampler is not None:
+                sampler.stop()
+            collect_garbage()
             rate = n / max(1e-9, last_commit(engine, tag) - started)
             print(f"  {first_line(latencies, idle_median)}")
             print(f"  reserve over the drain: {summary(latencies, idle_median)}")
@@ -452,6 +541,23 @@ def main() -> None:
                 cli_thread.join()
                 print(f"  dust credit command: {', '.join(ms(x) for x in cli_times)}")
             print(f"  drain: {n} events at {rate:.1f} events/s  [{load_average()}]")
+            wal = wal_position(engine) - wal_before
+            print(
+                f"  WAL written during the drain: {wal / 2**20:.0f} MiB,"
+                f" {wal / n / 1024:.1f} KiB per event (the whole server's)"
+            )
+            if sampler is not None:
+                print("  where the slowest requests' time went (ms):")
+                lines = explain(
+                    SENT[first_sent:],
+                    sampler,
+                    folder / "requests.log",
+                    args.server_log,
+                    threshold=max(0.05, 5 * idle_median),
+                )
+                print("\n".join(lines))
+                for line in checkpoints(args.server_log, started - 1, time.time()):
+                    print(f"  server: {line[:230]}")
 
         if args.burst:
             print(f"\nburst: {args.burst} order.placed pushed while the processes run")
