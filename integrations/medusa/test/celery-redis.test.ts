@@ -19,7 +19,10 @@ let unreachable: string | undefined
 
 beforeAll(async () => {
   const probe = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
-  probe.on("error", () => undefined)
+  let cause: Error | undefined
+  probe.on("error", (error: Error) => {
+    cause ??= error
+  })
   try {
     await probe.connect()
     await probe.ping()
@@ -27,7 +30,7 @@ beforeAll(async () => {
     await redis.del(REQUESTS_QUEUE)
   } catch (error) {
     probe.disconnect()
-    unreachable = `no Redis at ${REDIS_URL} (DUST_MEDUSA_TEST_REDIS_URL): ${(error as Error).message}`
+    unreachable = `no Redis at ${REDIS_URL} (DUST_MEDUSA_TEST_REDIS_URL): ${(cause ?? (error as Error)).message}`
     if (process.env.CI === "true") {
       throw new Error(unreachable)
     }
