@@ -28,6 +28,17 @@ One command, one printed report (BENCHMARKS.md explains the figures):
    processes (the worker's default pool on 2 cores, events interleaved between them), no
    Celery.
 
+A store's stream instead of new plain orders (``bench/mix.py``, seeded by ``--seed``):
+``--mix`` (60 % new plain orders, 15 % orders charging held dust, 15 % refunds, 5 % cancels,
+5 % new customers) or ``--only KIND``, for ``--customers`` (1,000) customers holding dust
+and store credit, with the orders to refund or cancel placed and the charging carts held
+beforehand (not counted); ``--hot-customer`` adds the full load with a tenth of it on one
+customer and prints hot / spread time; ``--workers 1,2,4`` runs the full load with that
+many events worker processes, each time on a fresh database, and compares the ledgers::
+
+    .venv/bin/python bench/e2e.py -n 20000 --half-n 8000 --mix
+    .venv/bin/python bench/e2e.py -n 20000 --mix --hot-customer --workers 1,2,4
+
 Messages are the exact bytes a bare Celery client publishes (a real ``send_task`` gives
 the template; each message gets its own task id, body and delivery tag), LPUSHed as kombu
 does. The worker's RSS and PSS (parent + pool children, from /proc) are taken before and
@@ -38,6 +49,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import json
 import multiprocessing
 import os
@@ -60,6 +72,7 @@ from sqlalchemy.engine import Engine, make_url
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import mix  # noqa: E402
 from throughput import reset_database  # noqa: E402
 
 from dust.worker import procfile  # noqa: E402
@@ -96,6 +109,38 @@ def parse_args() -> argparse.Namespace:
         action="store_true",
         help="three earn rules in force (a vip group x2, a campaign x1.5, a welcome bonus),"
         " every third customer in the vip group",
+    )
+    workload = parser.add_argument_group(
+        "a store's stream (bench/mix.py): customers with balances, orders placed before"
+    )
+    workload.add_argument(
+        "--mix",
+        action="store_true",
+        help="60 %% new plain orders, 15 %% orders charging dust (their carts held),"
+        " 15 %% refunds (half to store credit), 5 %% cancels, 5 %% new customers",
+    )
+    workload.add_argument(
+        "--only", choices=mix.KINDS, help="one kind of event alone (as in --mix's setup)"
+    )
+    workload.add_argument(
+        "--hot-customer",
+        action="store_true",
+        help="the full load twice, spread over the customers and with a tenth of it on one"
+        " customer: the time of the hot stream over the spread one (target <= 1.5)",
+    )
+    workload.add_argument("--customers", type=int, default=1000, help="(default 1000)")
+    workload.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--workers",
+        default="1",
+        help="events worker processes (the Procfile's worker line, each its own node); a"
+        " list (1,2,4): for each, a fresh database and the same stream, full load only, and"
+        " the ledgers compared: the same whatever the number of workers",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        help="pool processes of each events worker (default: the Procfile's, one per core)",
     )
     parser.add_argument("--direct-processes", type=int, default=2)
     parser.add_argument(
@@ -170,17 +215,35 @@ def start_processes(
     broker_url: str,
     folder: Path,
     path: Path = procfile.PROCFILE,
+    workers: int = 1,
+    concurrency: int | None = None,
     **extra: str,
 ) -> list[procfile.Process]:
-    """Every process of the Procfile but the scheduler, unchanged, until each is ready."""
+    """Every process of the Procfile but the scheduler, unchanged, until each is ready;
+    with ``workers`` > 1, that many of the ``worker`` line, each a node of its own
+    (``--hostname events<k>@%h``); ``concurrency``: each one's pool size."""
     env = worker_env(database_url, broker_url, **extra)
-    processes = [
-        procfile.Process(
-            name, procfile.command(name, path=path), folder / f"{name}.log", env=env, cwd=ROOT
-        )
-        for name in procfile.read(path)
-        if name != "beat"
-    ]
+    processes = []
+    for name in procfile.read(path):
+        if name == "beat":
+            continue
+        copies = workers if name == "worker" else 1
+        for k in range(copies):
+            words: list[str] = []
+            if name == "worker" and concurrency:
+                words += ["--concurrency", str(concurrency)]
+            if copies > 1:
+                words += ["--hostname", f"events{k}@%h"]
+            label = f"{name}{k}" if copies > 1 else name
+            processes.append(
+                procfile.Process(
+                    label,
+                    procfile.command(name, *words, path=path),
+                    folder / f"{label}.log",
+                    env=env,
+                    cwd=ROOT,
+                )
+            )
     try:
         procfile.start_all(processes)
     except procfile.ProcessFailed as exc:
@@ -393,11 +456,19 @@ def run_noop(r: redis.Redis, tmpl: dict[str, Any], n: int, timeout: float) -> di
 
 
 def run_full(
-    r: redis.Redis, engine: Engine, tmpl: dict[str, Any], n: int, customers: int, args: Any, proc
+    r: redis.Redis,
+    engine: Engine,
+    tmpl: dict[str, Any],
+    envelopes: list[dict[str, Any]],
+    tag: str,
+    args: Any,
+    proc,
 ) -> dict[str, Any]:
-    messages = [wire(tmpl, "dust.handle_event", order_placed("f", o, customers)) for o in range(n)]
+    """``envelopes`` (ids ``evt_<tag>…``) pushed in one pipeline, timed to the last commit."""
+    messages = [wire(tmpl, "dust.handle_event", e) for e in envelopes]
+    n = len(envelopes)
     started, pushed = push_all(r, messages)
-    rows = wait_for_events(engine, "f", n, args.timeout, proc)
+    rows = wait_for_events(engine, tag, n, args.timeout, proc)
     last = max(at for _, _, at in rows)
     elapsed = last - started
     return {
@@ -454,15 +525,16 @@ def run_paced(
     r: redis.Redis,
     engine: Engine,
     tmpl: dict[str, Any],
-    n: int,
+    envelopes: list[dict[str, Any]],
+    tag: str,
     rate: float,
-    customers: int,
     args: Any,
     proc,
 ) -> dict[str, Any]:
+    n = len(envelopes)
     started = time.time()
     behind = 0.0
-    for o in range(n):
+    for o, envelope in enumerate(envelopes):
         due = started + o / rate
         now = time.time()
         if due > now:
@@ -470,9 +542,9 @@ def run_paced(
         else:
             behind = max(behind, now - due)
         published = time.time()
-        r.lpush(QUEUE, wire(tmpl, "dust.handle_event", order_placed("h", o, customers, published)))
+        r.lpush(QUEUE, wire(tmpl, "dust.handle_event", {**envelope, "published_at": published}))
     publishing = time.time() - started
-    rows = wait_for_events(engine, "h", n, args.timeout, proc)
+    rows = wait_for_events(engine, tag, n, args.timeout, proc)
     latencies = [at - json.loads(envelope)["published_at"] for _, envelope, at in rows]
     return {
         "rate": n / publishing,
@@ -504,13 +576,13 @@ def _direct_child(
 def run_direct(
     engine: Engine,
     database_url: str,
-    n: int,
-    customers: int,
+    envelopes: list[dict[str, Any]],
+    tag: str,
     processes: int,
     timeout: float,
     batch: int,
 ) -> dict[str, Any]:
-    envelopes = [order_placed("d", o, customers) for o in range(n)]
+    n = len(envelopes)
     ctx = multiprocessing.get_context("spawn")
     ready, go, out = ctx.Barrier(processes + 1), ctx.Event(), ctx.Queue()
     children = [
@@ -528,7 +600,7 @@ def run_direct(
     ends = [out.get(timeout=timeout) for _ in children]
     for child in children:
         child.join()
-    rows = wait_for_events(engine, "d", n, 10, None)
+    rows = wait_for_events(engine, tag, n, 10, None)
     elapsed = max(ends) - started
     return {"rate": n / elapsed, "elapsed": elapsed, "statuses": statuses(rows)}
 
@@ -548,16 +620,53 @@ def main() -> None:
 def run(args: argparse.Namespace) -> None:
     if urlsplit(args.broker_url).path.strip("/") in ("", "0", "15"):
         sys.exit("refusing Redis database 0 or 15: pass --broker-url redis://host:6379/N")
+    # This process applies what the loads find (bench/mix.py) and the direct ceiling.
+    os.environ["DUST_DATABASE_URL"] = args.database_url
+    get_settings.cache_clear()
+    counts = [int(k) for k in args.workers.split(",")]
+    if len(counts) > 1:
+        sweep_workers(args, counts)
+        return
     n = args.events
     half_n = args.half_n or max(1, n // 2)
-    customers = max(1, -(-n // args.orders_per_customer))
+    stream_mode = bool(args.mix or args.only or args.hot_customer)
     print(f"Dust end to end, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC, {load_average()}")
 
     reset_database(args.database_url)
     engine = create_engine(args.database_url)
-    create_customers(engine, customers)
-    if args.rules:
-        create_rules(engine, customers)
+    loads: dict[str, tuple[list[dict[str, Any]], str]] = {}
+    if stream_mode:
+        customers = args.customers
+        what = "mixed events" if args.mix else f"{args.only or 'plain'} events"
+        if args.rules:
+            create_rules(engine, customers)
+        shares = mix.shares_for(args.mix, args.only)
+        phases = {"full": ("f", n, 0.0), "half": ("h", half_n, 0.0), "direct": ("d", n, 0.0)}
+        if args.hot_customer:
+            phases["hot"] = ("g", n, 0.1)
+        streams = {
+            phase: mix.generate(tag, size, shares, customers, args.seed, hot)
+            for phase, (tag, size, hot) in phases.items()
+            if phase not in args.skip
+        }
+        began = time.time()
+        mix.prepare(customers, list(streams.values()))
+        loads = {phase: (s.envelopes, s.tag) for phase, s in streams.items()}
+        setup = (
+            f"{customers} customers holding {mix.DUST_GRANT} dust and {mix.STORE_CREDIT_GRANT}"
+            f" usd of store credit; {sum(len(s.prior) for s in streams.values())} orders"
+            f" placed and {sum(len(s.holds) for s in streams.values())} carts held before"
+            f" ({time.time() - began:.1f} s, not counted)"
+        )
+    else:
+        customers = max(1, -(-n // args.orders_per_customer))
+        what = "order.placed"
+        create_customers(engine, customers)
+        if args.rules:
+            create_rules(engine, customers)
+        for phase, tag, size in (("full", "f", n), ("half", "h", half_n), ("direct", "d", n)):
+            loads[phase] = ([order_placed(tag, o, customers) for o in range(size)], tag)
+        setup = f"{customers} customers' dust accounts pre-created"
     r = redis.Redis.from_url(args.broker_url)
     r.flushdb()
     tmpl = template(args.broker_url)
@@ -566,15 +675,24 @@ def run(args: argparse.Namespace) -> None:
     for name, words in procfile.read(args.procfile).items():
         if name != "beat":
             print(f"{name + ':':<9} {shlex.join(words)}  (the Procfile's line)")
+    if counts[0] > 1 or args.concurrency:
+        print(
+            f"workers:  {counts[0]} events worker processes, pool {args.concurrency or 'default'}"
+        )
     print(f"database: {make_url(args.database_url).render_as_string(hide_password=True)}")
-    print(f"broker:   {args.broker_url}; {customers} customers' dust accounts pre-created")
+    print(f"broker:   {args.broker_url}; {setup}")
+    if stream_mode and "full" in loads:
+        kinds = mix.generate("f", n, shares, customers, args.seed).kinds
+        print(f"stream:   seed {args.seed}, {n} events: {kinds}")
     if args.rules:
         print("rules:    vip x2 (every third customer), campaign x1.5, welcome bonus 100")
     print(f"git:      {git_state()}")
 
     logs = Path(tempfile.mkdtemp(prefix="dust-e2e-"))
     results: dict[str, dict[str, Any]] = {}
-    processes = start_processes(args.database_url, args.broker_url, logs, args.procfile)
+    processes = start_processes(
+        args.database_url, args.broker_url, logs, args.procfile, counts[0], args.concurrency
+    )
     proc = processes[0].proc  # the events worker: a run stops if it does
     mains = [p.pid for p in processes]
     try:
@@ -586,16 +704,19 @@ def run(args: argparse.Namespace) -> None:
                 f"({res['elapsed']:.2f} s to the last ack; push {res['publish'] * 1000:.0f} ms)"
                 f"  [{load_average()}]"
             )
-        if "full" not in args.skip:
-            results["full"] = res = run_full(r, engine, tmpl, n, customers, args, proc)
+        for phase, label in (("full", "full load:   "), ("hot", "hot customer:")):
+            if phase not in loads or phase in args.skip:
+                continue
+            envelopes, tag = loads[phase]
+            results[phase] = res = run_full(r, engine, tmpl, envelopes, tag, args, proc)
             print(
-                f"full load:      {n} order.placed, {res['rate']:.1f} events/s "
+                f"{label}  {len(envelopes)} {what}, {res['rate']:.1f} events/s "
                 f"({res['elapsed']:.2f} s first push to last commit; "
                 f"push {res['publish'] * 1000:.0f} ms)  [{load_average()}]"
             )
             print(f"                latency from the push: {latency_line(res['latencies'])}")
             print(f"                statuses {res['statuses']}")
-            print(f"worker memory, after full:    {memory(*mains)}")
+            print(f"worker memory, after {phase}:    {memory(*mains)}")
         if args.poison:
             results["poisoned"] = res = run_poisoned(r, engine, tmpl, n, customers, args, proc)
             print(
@@ -607,9 +728,10 @@ def run(args: argparse.Namespace) -> None:
             print(f"                worker still running: {res['alive']}")
         if "half" not in args.skip:
             rate = args.half_rate or (results["full"]["rate"] / 2 if "full" in results else 40.0)
-            results["half"] = res = run_paced(r, engine, tmpl, half_n, rate, customers, args, proc)
+            envelopes, tag = loads["half"]
+            results["half"] = res = run_paced(r, engine, tmpl, envelopes, tag, rate, args, proc)
             print(
-                f"half load:      {half_n} order.placed paced at {rate:.1f}/s "
+                f"half load:      {len(envelopes)} {what} paced at {rate:.1f}/s "
                 f"(achieved {res['rate']:.1f}/s, publisher at most "
                 f"{res['publisher behind'] * 1000:.0f} ms behind)  [{load_average()}]"
             )
@@ -620,8 +742,9 @@ def run(args: argparse.Namespace) -> None:
         procfile.stop_all(processes)
     if "direct" not in args.skip:
         batch = get_settings().event_batch_size
+        envelopes, tag = loads["direct"]
         results["direct"] = res = run_direct(
-            engine, args.database_url, n, customers, args.direct_processes, args.timeout, batch
+            engine, args.database_url, envelopes, tag, args.direct_processes, args.timeout, batch
         )
         how = (
             "dust.tasks.inbox.process"
@@ -629,7 +752,7 @@ def run(args: argparse.Namespace) -> None:
             else f"dust.tasks.inbox.process_batch ({batch} each)"
         )
         print(
-            f"direct ceiling: {n} order.placed via {how} in "
+            f"direct ceiling: {len(envelopes)} {what} via {how} in "
             f"{args.direct_processes} processes, no Celery: {res['rate']:.1f} events/s "
             f"({res['elapsed']:.2f} s)  [{load_average()}]"
         )
@@ -644,17 +767,111 @@ def run(args: argparse.Namespace) -> None:
     if "full" in results:
         e2e = results["full"]["rate"]
         if "noop" in results:
-            print(
-                f"e2e / no-op ceiling:  {e2e / results['noop']['rate']:.3f}  (target >= 1.0, then 2.0)"
+            target = (
+                "target >= 2.0"
+                if args.mix
+                else "target >= 1.0 alone"
+                if stream_mode
+                else "target >= 1.0, then 2.0"
             )
+            print(f"e2e / no-op ceiling:  {e2e / results['noop']['rate']:.3f}  ({target})")
         if "direct" in results:
             print(f"e2e / direct ceiling: {e2e / results['direct']['rate']:.3f}")
+        if "hot" in results:
+            ratio = results["hot"]["elapsed"] / results["full"]["elapsed"]
+            verdict = "met" if ratio <= 1.5 else "NOT met"
+            print(f"hot / spread time:    {ratio:.3f}  (target <= 1.5: {verdict})")
     if "half" in results:
         p99 = 1000 * percentile(results["half"]["latencies"], 99)
         verdict = "met" if p99 < 50 else "NOT met"
         print(f"half-load p99:        {p99:.1f} ms  (target < 50 ms: {verdict})")
     print(f"process logs: {logs}")
     print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+
+
+def sweep_workers(args: Any, counts: list[int]) -> None:
+    """The same seeded stream (``--mix`` / ``--only``; a tenth on one customer with
+    ``--hot-customer``) applied by 1, 2, 4 … events worker processes, each time on a fresh
+    database set up the same way: events/s, the no-op ceiling with as many workers, and
+    the ledger each leaves. Exactly once and order independence: every event processed,
+    no idempotency key twice, ``dust reconcile`` clean, and the same ledger (balances,
+    lots, orders, holds, entries by reason) whatever the number of workers."""
+    from dust.worker import db as worker_db
+
+    n = args.events
+    shares = mix.shares_for(args.mix, args.only)
+    hot = 0.1 if args.hot_customer else 0.0
+    print(f"Dust end to end, several workers, {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC,")
+    print(f"{load_average()}; workers {counts}, pool {args.concurrency or 'default'} each")
+    r = redis.Redis.from_url(args.broker_url)
+    prints: dict[int, str] = {}
+    ledgers: dict[int, dict[str, Any]] = {}
+    logs = Path(tempfile.mkdtemp(prefix="dust-e2e-workers-"))
+    for k in counts:
+        for engine_ in list(worker_db._engines.values()):
+            engine_.dispose()
+        worker_db._engines.clear()
+        reset_database(args.database_url)
+        engine = create_engine(args.database_url)
+        stream = mix.generate("f", n, shares, args.customers, args.seed, hot)
+        mix.prepare(args.customers, [stream])
+        if k == counts[0]:
+            for line in machine(engine, args.broker_url):
+                print(line)
+            print(f"stream: seed {args.seed}, {n} events {stream.kinds}, hot share {hot}")
+            print(f"git: {git_state()}")
+        r.flushdb()
+        tmpl = template(args.broker_url)
+        deadlocks = deadlock_count(engine)
+        folder = logs / f"workers-{k}"
+        folder.mkdir()
+        processes = start_processes(
+            args.database_url, args.broker_url, folder, args.procfile, k, args.concurrency
+        )
+        try:
+            noop = run_noop(r, tmpl, n, args.timeout) if "noop" not in args.skip else None
+            res = run_full(r, engine, tmpl, stream.envelopes, "f", args, processes[0].proc)
+        finally:
+            procfile.stop_all(processes)
+        deadlocks = deadlock_count(engine) - deadlocks
+        ledgers[k] = ledger = mix.fingerprint(engine)
+        prints[k] = hashlib.sha256(repr(ledger).encode()).hexdigest()[:16]
+        reconcile = subprocess.run(
+            [str(BIN / "dust"), "reconcile", "--json"],
+            cwd=ROOT,
+            env=worker_env(args.database_url, args.broker_url),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        engine.dispose()
+        ratio = f", {res['rate'] / noop['rate']:.3f} of the no-op ceiling" if noop else ""
+        print(
+            f"{k} worker(s): {n} events {res['rate']:.1f} events/s{ratio}"
+            + (f" (no-op {noop['rate']:.0f} tasks/s)" if noop else "")
+            + f"  [{load_average()}]"
+        )
+        print(
+            f"    statuses {res['statuses']}; deadlocks {deadlocks};"
+            f" idempotency keys twice {ledger['keys_twice'][0][0]};"
+            f" reconcile {'clean' if reconcile.returncode == 0 else 'NOT CLEAN'};"
+            f" ledger {prints[k]}"
+        )
+    same = len(set(prints.values())) == 1
+    print(f"\nthe same ledger whatever the number of workers: {'yes' if same else 'NO'}")
+    if not same:
+        first = ledgers[counts[0]]
+        for k in counts[1:]:
+            for table, rows in ledgers[k].items():
+                if rows != first[table]:
+                    diff = [(a, b) for a, b in zip(first[table], rows, strict=False) if a != b]
+                    print(
+                        f"  {k} workers, {table}: {diff[:3]} (rows {len(first[table])} vs {len(rows)})"
+                    )
+    print(f"process logs: {logs}")
+    print(f"finished {datetime.now(UTC):%H:%M:%S} UTC, {load_average()}")
+    if not same:
+        sys.exit(1)
 
 
 def run_metrics_rounds(
@@ -701,6 +918,19 @@ def run_metrics_rounds(
         f"metrics cost:   mean {off:.1f} events/s off, {on:.1f} on: "
         f"{(off - on) / off * 100:+.1f} % (target < 3 %)  [{load_average()}]"
     )
+
+
+def deadlock_count(engine: Engine) -> int:
+    """Deadlocks PostgreSQL has detected in this database so far (its statistics lag by
+    up to a second: read after a pause)."""
+    time.sleep(1.5)
+    with engine.connect() as connection:
+        return int(
+            connection.scalar(
+                text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+            )
+            or 0
+        )
 
 
 def git_state() -> str:

@@ -27,7 +27,10 @@ duplicated and mismatches (of events and of requests) are all 0::
     .venv/bin/python bench/faults.py --events 100000 --kills 20 --redis-restarts 3 \\
         --db-interruptions 3 --rate 150 --seed 1  # the full run: ~17 min here
 
-``--json`` prints the summary as one JSON line as well.
+``--mix`` publishes the mixed workload (``generate_mix``: customers holding a welcome
+bonus, orders charging dust, refunds, cancels, new customers; ``--hot-share``: a share of
+the orders on one customer). The summary counts the deadlocks PostgreSQL detected in the
+run's database. ``--json`` prints the summary as one JSON line as well.
 """
 
 from __future__ import annotations
@@ -135,15 +138,89 @@ def generate(events: int, seed: int, run: str) -> list[dict[str, Any]]:
     return stream
 
 
+#: ``--mix``: each customer created before the stream holds this welcome bonus (a rule in
+#: force), so the orders charging dust always find it, in whatever order they arrive.
+WELCOME = 100_000
+
+
+def generate_mix(
+    events: int, seed: int, run: str, hot_share: float = 0.0
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The mixed workload: ``(before, stream)``. ``before``: the ``customer.created`` of
+    the customers who hold a balance (the welcome bonus), applied before the faults. The
+    stream: about ``events`` envelopes, three in four an ``order.placed`` (one in five of
+    them charging 1-300 dust of a customer's balance), about 15 % refunds (half to store
+    credit), 5 % cancels, 5 % new customers (created among their order's events); each
+    order's events shuffled, orders interleaved in windows. With ``hot_share``, that share
+    of the orders is of one customer."""
+    rng = random.Random(seed)
+    holders = [f"cus_{run}_s{k}" for k in range(max(20, events // 20))]
+    before = [
+        envelope(f"evt_{run}_s{k}", "customer.created", {"id": customer})
+        for k, customer in enumerate(holders)
+    ]
+    units: list[list[dict[str, Any]]] = []
+    count = 0
+    o = 0
+    while count < events:
+        unit: list[dict[str, Any]] = []
+        if rng.random() < 0.07:
+            customer = f"cus_{run}_n{o}"
+            unit.append(envelope(f"evt_{run}_c{o}", "customer.created", {"id": customer}))
+            dust = 0
+        else:
+            customer = holders[0] if rng.random() < hot_share else rng.choice(holders)
+            dust = rng.randint(1, 300) if rng.random() < 0.2 else 0
+        order = f"order_{run}_{o}"
+        total = rng.randint(400, 50_000)
+        shipping = rng.randint(0, min(2_000, total - dust))
+        data = {
+            "id": order,
+            "customer_id": customer,
+            "currency_code": "usd",
+            "total": total,
+            "shipping_total": shipping,
+        }
+        if dust:
+            data["dust_total"] = dust
+        unit.append(envelope(f"evt_{run}_o{o}", "order.placed", data))
+        left = total - dust  # the money cap: what was paid in money
+        if rng.random() < 0.2 and left >= 1:
+            amount = rng.randint(1, left)
+            refund = {
+                "id": f"ref_{run}_{o}",
+                "order_id": order,
+                "customer_id": customer,
+                "amount": amount,
+                "currency_code": "usd",
+                "to_store_credit": rng.random() < 0.5,
+            }
+            unit.append(envelope(f"evt_{run}_r{o}", "refund.created", refund))
+        if rng.random() < 0.07:
+            unit.append(envelope(f"evt_{run}_x{o}", "order.canceled", {"id": order}))
+        rng.shuffle(unit)
+        units.append(unit)
+        count += len(unit)
+        o += 1
+    stream: list[dict[str, Any]] = []
+    for start in range(0, len(units), 20):  # interleave the events of 20 orders
+        window = [e for u in units[start : start + 20] for e in u]
+        rng.shuffle(window)
+        stream.extend(window)
+    return before, stream
+
+
 def envelope(id: str, name: str, data: dict[str, Any]) -> dict[str, Any]:
     return {"id": id, "name": name, "occurred_at": OCCURRED_AT, "data": data}
 
 
-def model(stream: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+def model(stream: list[dict[str, Any]], welcome: int = 0) -> dict[str, dict[str, int]]:
     """Expected dust and usd store credit of every customer, from the events alone
-    (docs/CONTRACT.md §3.3.3, rate 0.01): earn floor(base * rate) with base = total - shipping;
-    refunds to store credit are credited; after refunds an order keeps
-    floor(max(0, base - refunded) * rate); a canceled order keeps no dust."""
+    (docs/CONTRACT.md §3.3.3, rate 0.01, redeem value 1): each customer created holds the
+    ``welcome`` bonus; an order charges its ``dust_total`` and earns floor(base * rate)
+    with base = total - shipping - dust_total; refunds to store credit are credited; after
+    refunds an order keeps floor(max(0, base - refunded) * rate); a canceled order charges
+    nothing and keeps no dust."""
     orders: dict[str, dict[str, Any]] = {}
     refunded: Counter[str] = Counter()
     canceled: set[str] = set()
@@ -161,12 +238,13 @@ def model(stream: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
                 credit[d["customer_id"]] += d["amount"]
         elif e["name"] == "order.canceled":
             canceled.add(d["id"])
-    dust: Counter[str] = Counter()
+    dust: Counter[str] = Counter({c: welcome for c in customers})
     for order_id, d in orders.items():
         if order_id in canceled:
             continue
-        base = d["total"] - d["shipping_total"]
-        dust[d["customer_id"]] += max(0, base - refunded[order_id]) * 1 // 100
+        charged = d.get("dust_total", 0)
+        base = max(0, d["total"] - d["shipping_total"] - charged)
+        dust[d["customer_id"]] += max(0, base - refunded[order_id]) * 1 // 100 - charged
     return {c: {"dust": dust[c], "usd": credit[c]} for c in customers}
 
 
@@ -405,6 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--admin-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
     )
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="the mixed workload: customers holding a balance (a welcome bonus), orders"
+        " charging dust, refunds, cancels and new customers (generate_mix)",
+    )
+    parser.add_argument(
+        "--hot-share", type=float, default=0.0, help="with --mix: share of orders of one customer"
+    )
     parser.add_argument("--short", action="store_true", help="the CI form (about a minute)")
     parser.add_argument("--json", action="store_true", help="also print the summary as JSON")
     parser.add_argument("--quiet", action="store_true")
@@ -468,8 +555,17 @@ def execute(run: Run) -> dict[str, Any]:
     workers = [worker(name, run.folder, env, args.concurrency) for name in names]
     checkout: Checkout | None = None
     engine = create_engine(database_url, pool_pre_ping=True, pool_size=2)
-    stream = generate(args.events, args.seed, run_id)
-    expected = model(stream)
+    before: list[dict[str, Any]] = []
+    if args.mix:
+        before, stream = generate_mix(args.events, args.seed, run_id, args.hot_share)
+        subprocess.run(
+            [str(BIN / "dust"), "rules", "add", "welcome-bonus", str(WELCOME)]
+            + ["--starts", "2026-01-01", "--reason", "faults", "--actor", "faults"],
+            cwd=ROOT, env=env, check=True, capture_output=True, timeout=120,
+        )  # fmt: skip
+    else:
+        stream = generate(args.events, args.seed, run_id)
+    expected = model(before + stream, WELCOME if args.mix else 0)
     rng = random.Random(args.seed + 1)
     # Duplicates: copies of earlier envelopes, published again later in the stream.
     plan: list[dict[str, Any]] = []
@@ -495,6 +591,11 @@ def execute(run: Run) -> dict[str, Any]:
             task_serializer="json", accept_content=["json"], broker_connection_retry=True
         )
         r = redis.Redis.from_url(server.url, socket_timeout=5, socket_connect_timeout=2)
+        if before:
+            for e in before:
+                publish(client, e, run)
+            run.say(f"{len(before)} customers created before the faults, with their balance")
+            drain(run, engine, r, [e["id"] for e in before], hard_deadline, workers)
         if args.requests_workers:
             checkout = Checkout(server.url, run_id, run)
             checkout.start()
@@ -525,17 +626,19 @@ def execute(run: Run) -> dict[str, Any]:
                 run.say(f"published {i}/{len(plan)}")
         publish_seconds = time.monotonic() - t0
         run.say(f"published in {publish_seconds:.1f}s; draining")
-        ids = [e["id"] for e in stream]
+        ids = [e["id"] for e in before + stream]
         statuses = drain(run, engine, r, ids, hard_deadline, workers)
         elapsed = time.monotonic() - t0
         if checkout is not None:
             checkout.finish()
-        summary = check(run, engine, env, expected, stream, statuses)
+        summary = check(run, engine, env, expected, before + stream, statuses)
         if checkout is not None:
             summary.update(checkout.check(engine))
         summary.update(
-            events=len(stream),
-            published=len(plan),
+            events=len(before) + len(stream),
+            events_before_the_faults=len(before),
+            kinds=dict(Counter(e["name"] for e in stream)),
+            published=len(plan) + len(before),
             duplicates_published=len(plan) - len(stream) + run.publish_retries,
             publish_seconds=round(publish_seconds, 1),
             seconds=round(elapsed, 1),
@@ -750,17 +853,23 @@ def check(
                 )
             ).all()
         )
-        # Exactly once: one store-credit refund entry per refund id, at most one earn per order.
+        # Exactly once: one store-credit refund entry per refund id, at most one earn and
+        # one charge per order, one welcome bonus per customer.
         doubled = c.execute(
             text(
                 "SELECT reference_id, reason, COUNT(*) FROM dust_entries e"
                 " JOIN dust_accounts a ON a.id = e.account_id"
                 " WHERE (a.kind = 'store_credit' AND e.reason = 'refund')"
-                "    OR (a.kind = 'dust' AND e.reason = 'earn')"
+                "    OR (a.kind = 'dust' AND e.reason IN ('earn', 'spend', 'welcome'))"
                 " GROUP BY reference_id, reason HAVING COUNT(*) > 1"
             )
         ).all()
         attempts = c.scalar(text("SELECT COALESCE(MAX(attempts), 0) FROM dust_events"))
+        # Deadlocks PostgreSQL detected (and broke by failing one transaction, retried) in
+        # this run's database, which is new for each run.
+        deadlocks = c.scalar(
+            text("SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()")
+        )
     mismatches = []
     for customer, want in expected.items():
         got = {"dust": dust.get(customer, 0), "usd": credit.get(customer, 0)}
@@ -782,6 +891,7 @@ def check(
         "customers": len(expected),
         "statuses": dict(Counter(statuses.values())),
         "max_attempts": attempts,
+        "deadlocks": deadlocks,
         "reconcile_clean": reconcile.returncode == 0,
         "reconcile_output": "" if reconcile.returncode == 0 else reconcile.stdout[-2000:],
     }
@@ -797,12 +907,20 @@ def print_summary(s: dict[str, Any]) -> None:
         f"events {s.get('events')} (published {s.get('published')}, of which duplicates"
         f" {s.get('duplicates_published')}), customers {s.get('customers')}"
     )
+    if s.get("events_before_the_faults"):
+        print(
+            f"mixed: {s['events_before_the_faults']} customers created (with a balance) before"
+            f" the faults, then {s.get('kinds')}"
+        )
     print(f"faults: {faults}")
     for kind, values in sorted(redelivery.items()):
         print(
             f"after each {kind} kill, until every message then in flight was applied (s): {values}"
         )
-    print(f"statuses: {s.get('statuses')}; max attempts {s.get('max_attempts')}")
+    print(
+        f"statuses: {s.get('statuses')}; max attempts {s.get('max_attempts')};"
+        f" deadlocks detected by PostgreSQL {s.get('deadlocks')}"
+    )
     print(
         f"lost {s.get('lost')}, duplicated {s.get('duplicated')},"
         f" mismatches {s.get('mismatches')}, not final {s.get('not_final_count')},"

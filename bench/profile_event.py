@@ -1,8 +1,18 @@
-"""Where one ``order.placed`` spends its time: statements, round trips, commit, Python.
+"""Where one event spends its time: statements, round trips, commit, Python.
 
     .venv/bin/python bench/profile_event.py            # 500 events, then 500 under cProfile
     .venv/bin/python bench/profile_event.py -n 2000 --top 40
     .venv/bin/python bench/profile_event.py --batch 50   # 50 per transaction, as batched
+    .venv/bin/python bench/profile_event.py --batch 100 --event charge   # or refund, cancel
+
+``--event``: ``placed`` (default; an ``order.placed`` that charges nothing), ``charge`` (an
+``order.placed`` that pays 100 dust, every other one from a hold on its cart reserved
+beforehand), ``refund`` (a ``refund.created`` of an order placed beforehand, half of them
+to store credit, every fourth also giving back dust), ``cancel`` (an ``order.canceled``
+of an order placed beforehand, half of them charged dust), ``mix`` (per 20 events: 12
+new orders that charge nothing, 3 that charge dust, 3 refunds, 1 cancel, 1 new
+customer). For all but ``placed``, each customer has 1,000,000 dust in ten lots of
+different expiries.
 
 Runs ``dust.tasks.inbox.process`` (what ``dust.handle_event`` calls) in this one process, no
 Celery, on the database ``dust_perf_profile`` (rebuilt; customers' dust accounts created
@@ -115,6 +125,129 @@ def shape(statement: str) -> str:
 
 
 BATCH: int | None = None
+EVENT = "placed"
+EXPECTED = {"processed"}
+
+
+def fund_customers(engine: Any, customers: int) -> None:
+    """Give every customer's dust account 1,000,000 dust: ten credits of 100,000, each
+    its own entry and lot, expiring 30 to 300 days out (so debits draw several lots)."""
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO dust_entries (account_id, direction, amount, balance_after, reason,"
+                " reference_type, reference_id, forgiven, created_at)"
+                " SELECT a.id, 'credit', 100000, 100000 * k, 'adjustment', 'admin', 'seed', 0,"
+                " now() FROM dust_accounts a, generate_series(1, 10) k ORDER BY a.id, k"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO dust_lots (account_id, entry_id, amount, remaining, expires_at,"
+                " created_at) SELECT e.account_id, e.id, e.amount, e.amount,"
+                " now() + make_interval(days => 30 * (e.balance_after / 100000)::int), now()"
+                " FROM dust_entries e WHERE e.reference_id = 'seed'"
+            )
+        )
+        connection.execute(text("UPDATE dust_accounts SET balance = 1000000"))
+
+
+def reserve_holds(tag: str, orders: range, customers: int) -> None:
+    """Reserve 100 dust for the cart of every other order (``dust.ledger.holds.reserve``)."""
+    from dust.ledger import holds
+    from dust.ledger.accounts import ensure_account, lock_accounts
+    from dust.models.tables import DUST
+    from dust.worker.db import session_scope
+
+    with session_scope() as session:
+        for o in orders:
+            account_id = ensure_account(session, f"cus_{o % customers}", DUST)
+            account = lock_accounts(session, [account_id])[account_id]
+            holds.reserve(session, account, f"cart_{tag}{o}", 100, 3600)
+
+
+def charging(tag: str, o: int, customers: int) -> dict:
+    envelope = order_placed(tag, o, customers)
+    envelope["data"]["dust_total"] = 100
+    return envelope
+
+
+def refund(tag: str, o: int) -> dict:
+    return {
+        "id": f"evt_r{tag}{o}",
+        "name": "refund.created",
+        "occurred_at": "2026-11-21T10:00:00Z",
+        "data": {
+            "id": f"re_{tag}{o}",
+            "order_id": f"order_{tag}{o}",
+            "amount": 2000 + o % 100,
+            "currency_code": "usd",
+            "to_store_credit": o % 2 == 0,
+            "dust_amount": 50 if o % 4 == 1 else 0,
+        },
+    }
+
+
+def cancel(tag: str, o: int) -> dict:
+    return {
+        "id": f"evt_x{tag}{o}",
+        "name": "order.canceled",
+        "occurred_at": "2026-11-21T10:00:00Z",
+        "data": {"id": f"order_{tag}{o}"},
+    }
+
+
+def stream(tag: str, n: int, customers: int) -> list[dict]:
+    """The ``n`` events measured (``--event``), after what they need is in place."""
+    if EVENT == "placed":
+        return [order_placed(tag, o, customers) for o in range(n)]
+    if EVENT == "charge":
+        reserve_holds(tag, list(range(0, n, 2)), customers)
+        return [charging(tag, o, customers) for o in range(n)]
+    # Refunds and cancels: their orders first (every other one charging 100 dust, from a
+    # hold for half of those), in batches of 100.
+    charged = {o for o in range(n) if o % 2 == 1}
+    reserve_holds(tag, [o for o in charged if o % 4 == 1], customers)
+    placed = [
+        charging(tag, o, customers) if o in charged else order_placed(tag, o, customers)
+        for o in range(n)
+    ]
+    for start in range(0, n, 100):
+        for result in inbox.process_batch(placed[start : start + 100]):
+            assert result.status == "processed", result
+    if EVENT == "mix":
+        return mix(tag, n, customers)
+    make = refund if EVENT == "refund" else cancel
+    return [make(tag, o) for o in range(n)]
+
+
+def mix(tag: str, n: int, customers: int) -> list[dict]:
+    """A store's stream: of every 20 events, 12 new orders that charge nothing, 3 orders
+    that pay 100 dust (from a hold for every other one), 3 refunds (of the orders placed
+    beforehand; half to store credit), 1 cancel (of those too), 1 new customer."""
+    out: list[dict] = []
+    kinds = "PPPCPPRPPCPXRPPCPRNP"  # P plain, C charge, R refund, X cancel, N customer
+    held = [i for i in range(0, n, 2) if kinds[i % len(kinds)] == "C"]
+    reserve_holds(f"{tag}c", held, customers)
+    for i in range(n):
+        kind = kinds[i % len(kinds)]
+        if kind == "P":
+            out.append(order_placed(f"{tag}n", i, customers))
+        elif kind == "C":
+            out.append(charging(f"{tag}c", i, customers))
+        elif kind == "R":
+            out.append(refund(tag, i))
+        elif kind == "X":
+            out.append(cancel(tag, i))
+        else:
+            out.append(
+                {
+                    "id": f"evt_c{tag}{i}",
+                    "name": "customer.created",
+                    "data": {"id": f"cus_new_{tag}{i}"},
+                }
+            )
+    return out
 
 
 def run(envelopes: list[dict]) -> float:
@@ -125,11 +258,11 @@ def run(envelopes: list[dict]) -> float:
     if BATCH is None:
         for envelope in envelopes:
             result = inbox.process(envelope)
-            assert result.status == "processed", result
+            assert result.status in EXPECTED, result
     else:
         for start in range(0, len(envelopes), BATCH):
             for result in inbox.process_batch(envelopes[start : start + BATCH]):
-                assert result.status == "processed", result
+                assert result.status in EXPECTED, result
     return time.perf_counter() - started
 
 
@@ -143,9 +276,13 @@ def main() -> None:
     parser.add_argument(
         "--rules", action="store_true", help="three earn rules in force (bench/e2e.py --rules)"
     )
+    parser.add_argument(
+        "--event", choices=("placed", "charge", "refund", "cancel", "mix"), default="placed"
+    )
     args = parser.parse_args()
-    global BATCH
+    global BATCH, EVENT
     BATCH = args.batch
+    EVENT = args.event
     n = args.events
     customers = max(1, n // 5)
 
@@ -154,6 +291,8 @@ def main() -> None:
     create_customers(engine, customers)
     if args.rules:
         create_rules(engine, customers)
+    if EVENT != "placed":
+        fund_customers(engine, customers)
     meter = Meter()
     meter.install(engine)
     run([order_placed("w", o, customers) for o in range(20)])  # connect, warm caches
@@ -163,15 +302,14 @@ def main() -> None:
         for _ in range(200):
             connection.execute(text("SELECT 1"))
         rtt = (time.perf_counter() - started) / 200
+    measured = stream("m", n, customers)
+    profiled = stream("p", n, customers)
     meter.reset()
 
     rules = ", three earn rules in force" if args.rules else ""
-    print(
-        f"order.placed, one process, {n} events, {BATCH} per transaction{rules}, {load_average()}"
-    )
-    envelopes = [order_placed("m", o, customers) for o in range(n)]
+    print(f"{EVENT}, one process, {n} events, {BATCH} per transaction{rules}, {load_average()}")
     cpu = time.process_time()
-    wall = run(envelopes)
+    wall = run(measured)
     cpu = time.process_time() - cpu
     statements = sum(meter.statements.values())
     sql = sum(meter.sql_seconds.values())
@@ -194,9 +332,8 @@ def main() -> None:
         print(f"    {count / n:5.2f}  {meter.sql_seconds[key] * per:6.3f} ms  {key}")
 
     profiler = cProfile.Profile()
-    envelopes = [order_placed("p", o, customers) for o in range(n)]
     profiler.enable()
-    run(envelopes)
+    run(profiled)
     profiler.disable()
     for order in ("cumulative", "tottime"):
         out = io.StringIO()

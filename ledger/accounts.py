@@ -32,6 +32,15 @@ def new_code() -> str:
 #: one event's steps (charge, earn, refund credit) find and lock an account once.
 KNOWN = "dust.accounts.known"
 LOCKED = "dust.accounts.locked"
+#: ``session.info`` keys of what is known under an order's or account's lock, forgotten
+#: with the locks: order rows locked (``dust.ledger.orders.lock_orders``), every refund of a
+#: locked order (``dust.ledger.orders.order_refunds``), every active hold of a cart whose
+#: holders are locked (``dust.ledger.holds.load_cart_holds``).
+LOCKED_ORDERS = "dust.orders.locked"
+ORDER_REFUNDS = "dust.orders.refunds"
+CART_HOLDS = "dust.holds.carts"
+#: Refund ids read and found not recorded (``ledger.orders.find_refund``).
+ABSENT_REFUNDS = "dust.refunds.absent"
 
 
 def _insert_ignore(session: Session, values: dict[str, object]) -> None:
@@ -115,6 +124,48 @@ def lock_dust_accounts(session: Session, customer_ids: Iterable[str]) -> dict[st
     return {c: found[c] for c in wanted}
 
 
+def open_accounts(session: Session, customer_ids: Iterable[str], currency: str | None) -> None:
+    """Open, in one statement, the dust account of each customer and (with ``currency``)
+    its store-credit account in that currency, where missing: what :func:`ensure_account`
+    does for each in turn, in the same order (a customer's dust account, then its store
+    credit; ``INSERT … ON CONFLICT DO NOTHING``, so a concurrent opening races harmlessly)."""
+    now = utcnow()
+    rows: list[dict[str, object]] = []
+    for customer_id in dict.fromkeys(customer_ids):
+        rows.append(
+            {"customer_id": customer_id, "kind": DUST, "currency_code": None, "code": None}
+            | {"balance": 0, "held": 0, "created_at": now}
+        )
+        if currency:
+            rows.append(
+                {"customer_id": customer_id, "kind": STORE_CREDIT}
+                | {"currency_code": currency.lower(), "code": new_code()}
+                | {"balance": 0, "held": 0, "created_at": now}
+            )
+    insert_rows(session, Account.__table__, rows, skip_conflicts=True)
+
+
+def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> None:
+    """Lock the accounts that exist of ``customer_ids``, of every kind (one statement, id
+    order), so that :func:`ensure_account` and :func:`lock_accounts` find them locked later
+    in the transaction without a round trip. Opens none: a missing account is opened when
+    an event needs it, in the order the events open accounts one at a time."""
+    wanted = set(customer_ids)
+    if not wanted:
+        return
+    stmt = (
+        select(Account)
+        .where(Account.customer_id.in_(wanted))
+        .order_by(Account.id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = list(session.scalars(stmt))
+    known = session.info.setdefault(KNOWN, {})
+    known.update({(a.customer_id, a.kind, a.currency_code): a.id for a in found})
+    session.info.setdefault(LOCKED, {}).update({a.id: a for a in found})
+
+
 def open_anonymous_account(session: Session, currency: str) -> Account:
     """A new store-credit account with no customer, identified by its code only."""
     account = Account(
@@ -161,6 +212,11 @@ def forget_locks(session: Session) -> None:
     session.info.pop(KNOWN, None)
     for account in session.info.pop(LOCKED, {}).values():
         session.expire(account)
+    for order in session.info.pop(LOCKED_ORDERS, {}).values():
+        session.expire(order)
+    session.info.pop(ORDER_REFUNDS, None)
+    session.info.pop(CART_HOLDS, None)
+    session.info.pop(ABSENT_REFUNDS, None)
 
 
 def customer_accounts(session: Session, customer_id: str) -> list[Account]:

@@ -15,7 +15,7 @@ from sqlalchemy import and_, func, select, update
 from sqlalchemy.orm import Session
 
 from dust.ledger import journal
-from dust.ledger.accounts import lock_accounts
+from dust.ledger.accounts import CART_HOLDS, lock_accounts
 from dust.ledger.expiry import among, forget_cached_rows, lock_due_accounts
 from dust.ledger.journal import Ref
 from dust.models import Account, Hold
@@ -109,7 +109,6 @@ def capture(
     take = min(amount, hold.amount, max(0, available(account) + hold.amount))
     _settle(account, hold, "captured" if take else "released", utcnow(), captured=take)
     hold.order_id = order_id
-    session.flush()
     if take:
         journal.debit(session, account, take, ref, prefer_order_id=None)
     return take
@@ -141,12 +140,56 @@ def lock_holds(
     return accounts, list(holds)
 
 
-def lock_cart_holds(session: Session, cart_id: str) -> tuple[dict[int, Account], list[Hold]]:
-    """The active holds of ``cart_id``, with their accounts locked."""
-    ids = session.scalars(
-        select(Hold.id).where(Hold.cart_id == cart_id, Hold.status == "active")
+def lock_cart_holds(
+    session: Session, cart_id: str | None, also_lock: Iterable[int] = ()
+) -> tuple[dict[int, Account], list[Hold]]:
+    """The active holds of ``cart_id`` (none: no cart), with their accounts and the
+    accounts ``also_lock`` locked (:func:`lock_holds`); without a round trip for a cart
+    of :func:`load_cart_holds` whose accounts are locked already."""
+    known: dict[str, list[Hold]] = session.info.get(CART_HOLDS, {})
+    if cart_id is not None and cart_id in known:
+        holds = [hold for hold in known[cart_id] if hold.status == "active"]
+        return lock_accounts(session, [*(h.account_id for h in holds), *also_lock]), holds
+    ids = (
+        session.scalars(
+            select(Hold.id).where(Hold.cart_id == cart_id, Hold.status == "active")
+        ).all()
+        if cart_id
+        else []
+    )
+    return lock_holds(session, list(ids), also_lock)
+
+
+def load_cart_holds(session: Session, cart_ids: Iterable[str]) -> None:
+    """:func:`lock_cart_holds` for many carts at once, kept (``session.info``) until
+    :func:`forget_cart_holds`: the active holds' ids and accounts read, the accounts
+    locked (id order), the holds read again under those locks (as :func:`lock_holds`).
+    A hold reserved on one of the carts after the first read is not among them, as it
+    would not be one at a time after the order's first read."""
+    known: dict[str, list[Hold]] = session.info.setdefault(CART_HOLDS, {})
+    carts = set(cart_ids) - set(known)
+    if not carts:
+        return
+    found = session.execute(
+        select(Hold.id, Hold.account_id).where(Hold.cart_id.in_(carts), Hold.status == "active")
     ).all()
-    return lock_holds(session, list(ids))
+    for cart_id in carts:
+        known[cart_id] = []
+    if not found:
+        return
+    lock_accounts(session, [account_id for _, account_id in found])
+    holds = session.scalars(
+        select(Hold)
+        .where(Hold.id.in_([hold_id for hold_id, _ in found]), Hold.status == "active")
+        .order_by(Hold.id)
+        .execution_options(populate_existing=True)
+    )
+    for hold in holds:
+        known[hold.cart_id].append(hold)
+
+
+def forget_cart_holds(session: Session) -> None:
+    session.info.pop(CART_HOLDS, None)
 
 
 def release_holds(session: Session, accounts: dict[int, Account], holds: list[Hold]) -> int:
@@ -154,7 +197,6 @@ def release_holds(session: Session, accounts: dict[int, Account], holds: list[Ho
     now = utcnow()
     for hold in holds:
         _settle(accounts[hold.account_id], hold, "released", now)
-    session.flush()
     return sum(h.amount for h in holds)
 
 

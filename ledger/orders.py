@@ -8,10 +8,15 @@ and post only the difference. Because targets depend on the set of facts, not on
 arrival order, every arrival order converges to the same balances and lots.
 
 Lock order: the order row first, then accounts (id order), then holds and lots.
+
+What these functions change on the order, its refunds, holds and accounts is written when
+the session next reads or commits (no flush of their own): the events of a batch's run
+(``dust.tasks.inbox``) then write several orders' changes in one statement.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -22,13 +27,16 @@ from sqlalchemy.orm import Session
 from dust.ledger import earning, journal
 from dust.ledger import holds as holds_
 from dust.ledger.accounts import (
+    ABSENT_REFUNDS,
+    LOCKED_ORDERS,
+    ORDER_REFUNDS,
     ensure_account,
     lock_accounts,
     lock_dust_accounts,
     open_anonymous_account,
 )
 from dust.ledger.journal import Ref
-from dust.models import Account, Entry, Hold, Lot, Order, Refund
+from dust.models import Account, Entry, Lot, Order, Refund
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
 from dust.models.tables import DUST, STORE_CREDIT
@@ -56,7 +64,11 @@ class EarnPolicy:
 
 def lock_order(session: Session, order_id: str) -> Order:
     """The order's state row, created empty if this is the first event of the order, and
-    locked for the rest of the transaction."""
+    locked for the rest of the transaction (found without a round trip when
+    :func:`lock_orders` locked it earlier in the transaction)."""
+    locked: dict[str, Order] = session.info.get(LOCKED_ORDERS, {})
+    if order_id in locked:
+        return locked[order_id]
     insert = insert_for(session)
     session.execute(insert(Order).values(order_id=order_id).on_conflict_do_nothing())
     order = session.scalar(
@@ -69,14 +81,104 @@ def lock_order(session: Session, order_id: str) -> Order:
     return order
 
 
+def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
+    """:func:`lock_order` for many orders at once: the rows missing created empty (one
+    INSERT), then all locked in one statement, in ``order_id`` order (so two transactions
+    never wait on each other's orders in opposite orders), and remembered for the rest of
+    the transaction, so that :func:`lock_order` finds them without a round trip."""
+    wanted = sorted(set(order_ids))
+    if not wanted:
+        return {}
+    # The columns' defaults, as ``lock_order``'s INSERT writes them (a JSON document
+    # insert writes only the columns it names).
+    empty = {
+        c.name: c.default.arg
+        for c in Order.__table__.columns
+        if c.default is not None and c.default.is_scalar
+    }
+    rows = [empty | {"order_id": order_id} for order_id in wanted]
+    insert_rows(session, Order.__table__, rows, skip_conflicts=True)
+    stmt = (
+        select(Order)
+        .where(Order.order_id.in_(wanted))
+        .order_by(Order.order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = {order.order_id: order for order in session.scalars(stmt)}
+    assert len(found) == len(wanted), "an order row vanished"
+    session.info.setdefault(LOCKED_ORDERS, {}).update(found)
+    return found
+
+
+def order_refunds(session: Session, order_id: str) -> list[Refund]:
+    """Every refund of a locked order, in arrival order (``created_at``, then id): read
+    once per transaction (or with the order's batch, :func:`load_refunds`), then kept, as
+    refunds of an order are written only under its lock (:func:`add_refund`)."""
+    known: dict[str, list[Refund]] = session.info.setdefault(ORDER_REFUNDS, {})
+    if order_id not in known:
+        known[order_id] = list(
+            session.scalars(
+                select(Refund)
+                .where(Refund.order_id == order_id)
+                .order_by(Refund.created_at, Refund.refund_id)
+            )
+        )
+    return known[order_id]
+
+
+def load_refunds(session: Session, order_ids: Iterable[str]) -> None:
+    """:func:`order_refunds` of many locked orders read in one statement."""
+    wanted = set(order_ids)
+    known: dict[str, list[Refund]] = session.info.setdefault(ORDER_REFUNDS, {})
+    if not (wanted := wanted - set(known)):
+        return
+    for order_id in wanted:
+        known[order_id] = []
+    stmt = (
+        select(Refund)
+        .where(Refund.order_id.in_(wanted))
+        .order_by(Refund.created_at, Refund.refund_id)
+    )
+    for refund in session.scalars(stmt):
+        known[refund.order_id].append(refund)
+
+
+def add_refund(session: Session, refund: Refund) -> None:
+    """Record a new refund of a locked order (last in its arrival order)."""
+    refunds = order_refunds(session, refund.order_id)
+    session.add(refund)
+    session.flush()
+    refunds.append(refund)
+    session.info.get(ABSENT_REFUNDS, set()).discard(refund.refund_id)
+
+
+def find_refund(session: Session, refund_id: str) -> Refund | None:
+    """The refund ``refund_id`` if recorded; without a round trip for one that
+    :func:`load_refund_ids` found missing."""
+    if refund_id in session.info.get(ABSENT_REFUNDS, ()):
+        return None
+    return session.get(Refund, refund_id)
+
+
+def load_refund_ids(session: Session, refund_ids: Iterable[str]) -> None:
+    """Read which of ``refund_ids`` are recorded (one statement), for :func:`find_refund`
+    until :func:`forget_refund_ids`. Refund ids are unique across orders: one recorded by
+    another transaction meanwhile makes the insert of the same id fail, as one at a time."""
+    wanted = set(refund_ids)
+    if not wanted:
+        return
+    found = set(session.scalars(select(Refund.refund_id).where(Refund.refund_id.in_(wanted))))
+    session.info[ABSENT_REFUNDS] = wanted - found
+
+
+def forget_refund_ids(session: Session) -> None:
+    session.info.pop(ABSENT_REFUNDS, None)
+
+
 def refunded_total(session: Session, order_id: str) -> int:
     """Money refunded on the order by the refunds that passed its caps."""
-    total = session.scalar(
-        select(func.coalesce(func.sum(Refund.amount), 0)).where(
-            Refund.order_id == order_id, Refund.status == "applied"
-        )
-    )
-    return int(total or 0)
+    return _applied_sums(session, order_id)[0]
 
 
 def earn_target(session: Session, order: Order) -> tuple[int, str | None]:
@@ -217,14 +319,7 @@ def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
             mine[STORE_CREDIT] = ensure_account(
                 session, order.customer_id, STORE_CREDIT, order.currency_code
             )
-    hold_ids: list[int] = []
-    if order.cart_id:
-        hold_ids = list(
-            session.scalars(
-                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
-            )
-        )
-    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock=mine.values())
+    accounts, holds = holds_.lock_cart_holds(session, order.cart_id, also_lock=mine.values())
     by_id = {account_id: kind for kind, account_id in mine.items()}
     for hold in holds:
         kind = by_id.get(hold.account_id)
@@ -249,14 +344,13 @@ def charge(session: Session, order: Order, event_id: str) -> ChargeResult:
         if take and account is not None:
             already = order.charged_dust if kind == DUST else order.charged_store_credit
             key = f"order:{order.order_id}:spend:{kind}:{already}"
+            _add_charged(order, kind, take)  # before the entry: in the same flush
             journal.debit(
                 session, account, take, Ref("spend", "order", order.order_id, key, event_id)
             )
-            _add_charged(order, kind, take)
             result.debited[kind] = take
         if amount - take:
             result.shortfall[kind] = amount - take
-    session.flush()
     return result
 
 
@@ -272,15 +366,10 @@ def return_charges(session: Session, order: Order, event_id: str) -> int:
     the dust refunds gave back already (dust goes back to the lots it was drawn from).
     Returns the total credited back."""
     spends = [] if order.returned else _spends(session, order.order_id)
-    hold_ids: list[int] = []
-    if order.cart_id:
-        hold_ids = list(
-            session.scalars(
-                select(Hold.id).where(Hold.cart_id == order.cart_id, Hold.status == "active")
-            )
-        )
     # The cart's hold accounts and the charged accounts, locked in one statement (id order).
-    accounts, holds = holds_.lock_holds(session, hold_ids, also_lock={e.account_id for e in spends})
+    accounts, holds = holds_.lock_cart_holds(
+        session, order.cart_id, also_lock={e.account_id for e in spends}
+    )
     holds_.release_holds(session, accounts, holds)
     if order.returned:
         return 0
@@ -299,7 +388,6 @@ def return_charges(session: Session, order: Order, event_id: str) -> int:
         journal.credit(session, accounts[spend.account_id], amount, ref, give_back=spend)
         total += amount
     order.returned = True
-    session.flush()
     return total
 
 
@@ -335,6 +423,7 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
         expires_at = lot_expiry(order.placed_at, policy.points_ttl_days)
         key = f"order:{order.order_id}:earn:{order.earned}"
         ref = Ref("earn", "order", order.order_id, key, event_id)
+        order.earned += amount  # before the entry: the order's row goes in the same flush
         journal.credit(
             session,
             account,
@@ -344,8 +433,6 @@ def settle_earnings(session: Session, order: Order, event_id: str, policy: EarnP
             order_id=order.order_id,
             pending_until=pending_until(order.placed_at, policy.pending_days, utcnow()),
         )
-        order.earned += amount
-        session.flush()
         return amount
     return -clawback(session, account, order, net - target, event_id, policy)
 
@@ -367,6 +454,9 @@ def clawback(
         own = _pending_of_order(session, account, order.order_id)
         take = min(amount, own + max(0, holds_.available(account)))
         forgiven = amount - take
+    # Before the entry: the order's row goes in the same flush.
+    order.clawed_back += take
+    order.forgiven += forgiven
     if take:
         ref = Ref("clawback", "order", order.order_id, key, event_id)
         journal.debit(
@@ -378,9 +468,6 @@ def clawback(
             prefer_order_id=order.order_id,
             forgiven=forgiven,
         )
-    order.clawed_back += take
-    order.forgiven += forgiven
-    session.flush()
     return amount
 
 
@@ -447,13 +534,7 @@ def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSett
     """
     settled = RefundsSettled()
     if order.placed_event_id is not None:
-        waiting = list(
-            session.scalars(
-                select(Refund)
-                .where(Refund.order_id == order.order_id, Refund.status == "waiting")
-                .order_by(Refund.created_at, Refund.refund_id)
-            )
-        )
+        waiting = [r for r in order_refunds(session, order.order_id) if r.status == "waiting"]
         if waiting:
             money, dust = _applied_sums(session, order.order_id)
             for refund in waiting:
@@ -466,19 +547,14 @@ def settle_refunds(session: Session, order: Order, event_id: str) -> RefundsSett
                 money += refund.amount
                 dust += refund.dust_amount
                 settled.dust_returned += give_back_dust(session, order, refund, event_id)
-            session.flush()
     settled.credits = settle_refund_credits(session, order, event_id)
     return settled
 
 
 def _applied_sums(session: Session, order_id: str) -> tuple[int, int]:
-    money, dust = session.execute(
-        select(
-            func.coalesce(func.sum(Refund.amount), 0),
-            func.coalesce(func.sum(Refund.dust_amount), 0),
-        ).where(Refund.order_id == order_id, Refund.status == "applied")
-    ).one()
-    return int(money), int(dust)
+    """Money and dust of the order's applied refunds."""
+    applied = [r for r in order_refunds(session, order_id) if r.status == "applied"]
+    return sum(r.amount for r in applied), sum(r.dust_amount for r in applied)
 
 
 def _over_cap(order: Order, refund: Refund, money: int, dust: int) -> str | None:
@@ -522,7 +598,6 @@ def give_back_dust(session: Session, order: Order, refund: Refund, event_id: str
     assert not left, f"order {order.order_id}: charged dust not found in its spends"
     order.dust_given_back += amount
     refund.dust_returned = amount
-    session.flush()
     return amount
 
 
@@ -530,19 +605,11 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
     """Credit store credit for every applied to-store-credit refund of the order that has
     not been credited yet and whose owner is known (the refund's customer, else the placed
     order's customer, else, for a placed guest order, a new anonymous account)."""
-    pending = list(
-        session.scalars(
-            select(Refund)
-            .where(
-                Refund.order_id == order.order_id,
-                Refund.status == "applied",
-                Refund.to_store_credit.is_(True),
-                Refund.credit_entry_id.is_(None),
-                Refund.amount > 0,
-            )
-            .order_by(Refund.created_at, Refund.refund_id)
-        )
-    )
+    pending = [
+        r
+        for r in order_refunds(session, order.order_id)
+        if r.status == "applied" and r.to_store_credit and r.credit_entry_id is None and r.amount
+    ]
     credited = []
     for refund in pending:
         customer_id = refund.customer_id or order.customer_id
@@ -558,7 +625,6 @@ def settle_refund_credits(session: Session, order: Order, event_id: str) -> list
         entry = journal.credit(session, account, refund.amount, ref)
         refund.credit_entry_id = entry.id
         credited.append(RefundCredit(refund.refund_id, refund.amount, account.code, customer_id))
-    session.flush()
     return credited
 
 

@@ -50,6 +50,7 @@ from dust.ledger.journal import Ref
 from dust.ledger.orders import EarnPolicy, lot_expiry, settle_earnings
 from dust.models import Account, CustomerGroups, EarnRule, EarnRuleChange, Entry, Order
 from dust.models.base import insert_for, utcnow
+from dust.models.bulk import insert_rows
 from dust.models.tables import DUST
 
 GROUP_MULTIPLIER = "group_multiplier"
@@ -433,6 +434,52 @@ def copy_latest(session: Session, account: Account, occurred_at: datetime) -> No
     account.groups_at, account.groups_event_id, account.group_ids = latest
 
 
+@dataclass(frozen=True)
+class GroupRecord:
+    """One ``customer.created`` / ``customer.updated``'s groups (:func:`record_groups_many`)."""
+
+    customer_id: str
+    group_ids: Iterable[str]
+    occurred_at: datetime
+    event_id: str
+
+
+def record_groups_many(session: Session, records: Sequence[GroupRecord]) -> None:
+    """Record many customers' groups (each customer once) in one statement, while no group
+    rule exists (none then derives an order again: :func:`record_groups` returns nothing
+    for each), and update each one's copy on their dust account. A record whose event id is
+    there already is left out, as :func:`record_groups` leaves it."""
+    if not records:
+        return
+    if load(session).has_group_rules:
+        raise AssertionError("group records under group rules go one at a time")
+    now = utcnow()
+    rows = [
+        {
+            "event_id": r.event_id,
+            "customer_id": r.customer_id,
+            "occurred_at": r.occurred_at,
+            "group_ids": json.dumps(sorted(set(r.group_ids))),
+            "recorded_at": now,
+        }
+        for r in records
+    ]
+    inserted = set(
+        insert_rows(
+            session, CustomerGroups.__table__, rows, skip_conflicts=True, returning="event_id"
+        )
+    )
+    # As record_groups does for each: the copy of the latest record on the customer's
+    # locked dust account (all of them locked in one statement, id order).
+    done = [r for r in records if r.event_id in inserted]
+    if not done:
+        return
+    accounts = lock_dust_accounts(session, [r.customer_id for r in done])
+    for r in done:
+        copy_latest(session, accounts[r.customer_id], r.occurred_at)
+    session.flush()
+
+
 # -- welcome bonus -------------------------------------------------------------------------
 
 
@@ -462,6 +509,56 @@ def credit_welcome(
         expires_at=lot_expiry(occurred_at, policy.points_ttl_days),
     )
     return rule.amount
+
+
+@dataclass(frozen=True)
+class Welcome:
+    """A ``customer.created`` that may earn the welcome bonus (:func:`credit_welcomes`)."""
+
+    customer_id: str
+    occurred_at: datetime
+    event_id: str
+
+
+def credit_welcomes(
+    session: Session, welcomes: Sequence[Welcome], policy: EarnPolicy
+) -> dict[str, int]:
+    """:func:`credit_welcome` for many customers (each once in ``welcomes``) at once: the
+    accounts of those a rule gives a bonus locked in one statement (id order, opened if
+    need be), then their bonus entries looked up in one, the bonuses not yet credited
+    posted with one ``journal.credit_many``. Returns ``{customer_id: bonus}`` of those
+    credited now. The same entries and lots as :func:`credit_welcome` for each in turn."""
+    book = load(session)
+    due = [(w, rule) for w in welcomes if (rule := book.welcome(w.occurred_at)) and rule.amount]
+    if not due:
+        return {}
+    if len({w.customer_id for w, _ in due}) != len(due):
+        raise ValueError("a customer twice among the welcomes")
+    accounts = lock_dust_accounts(session, [w.customer_id for w, _ in due])
+    keys = [welcome_key(w.customer_id) for w, _ in due]
+    credited = set(
+        session.scalars(select(Entry.idempotency_key).where(Entry.idempotency_key.in_(keys)))
+    )
+    credits = []
+    bonuses: dict[str, int] = {}
+    for (w, rule), key in zip(due, keys, strict=True):
+        if key in credited:
+            continue
+        assert rule.amount is not None
+        ref = Ref(
+            "welcome", "customer", w.customer_id, key, w.event_id, memo=f"earn rule {rule.id}"
+        )
+        credits.append(
+            journal.Credit(
+                accounts[w.customer_id],
+                rule.amount,
+                ref,
+                expires_at=lot_expiry(w.occurred_at, policy.points_ttl_days),
+            )
+        )
+        bonuses[w.customer_id] = rule.amount
+    journal.credit_many(session, credits)
+    return bonuses
 
 
 # -- managing rules (dust rules add / end / list) ----------------------------------------------

@@ -1,9 +1,18 @@
 """One module per commerce event (docs/CONTRACT.md §3.3). ``SUBSCRIBERS`` maps event names to their
 handler; a name not in it is recorded as ``ignored``. ``BULK_SUBSCRIBERS`` maps the names
-whose events a batch may also apply many at a time, set-based (``dust.tasks.inbox``)."""
+whose events a batch may also apply many at a time, set-based (``dust.tasks.inbox``);
+``BULK_CANDIDATES`` which of their events it may take (default: all). ``TOUCHES`` maps the
+names whose events a batch may run one after another in one savepoint, their order rows
+and dust accounts locked together first (``dust.tasks.inbox``), to what an event touches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from sqlalchemy.orm import Session
+
+from dust.ledger import holds, orders
+from dust.ledger.accounts import lock_existing_accounts
 from dust.subscribers import (
     customer_created,
     order_canceled,
@@ -11,7 +20,7 @@ from dust.subscribers import (
     product_updated,
     refund_created,
 )
-from dust.subscribers.base import BulkHandler, Handler
+from dust.subscribers.base import BulkHandler, Envelope, Handler, Toucher, Touches
 
 SUBSCRIBERS: dict[str, Handler] = {
     "customer.created": customer_created.handle,
@@ -25,4 +34,43 @@ SUBSCRIBERS: dict[str, Handler] = {
 
 BULK_SUBSCRIBERS: dict[str, BulkHandler] = {
     "order.placed": order_placed.prepare_many,
+    "customer.created": customer_created.prepare_many,
+    "customer.updated": customer_created.prepare_many,
 }
+
+BULK_CANDIDATES: dict[str, Callable[[Envelope], bool]] = {
+    "order.placed": order_placed.bulk_candidate,
+}
+
+TOUCHES: dict[str, Toucher] = {
+    "customer.created": customer_created.touched,
+    "customer.updated": customer_created.touched,
+    "order.placed": order_placed.touched,
+    "refund.created": refund_created.touched,
+    "order.canceled": order_canceled.touched,
+}
+
+
+def lock_run(session: Session, touched: list[Touches]) -> None:
+    """Before the events of a run go one after another in one transaction (``dust.tasks.inbox``):
+    lock their orders (one statement, id order), then the accounts of their customers and
+    of the orders' customers (one statement, id order; none opened), then read their cart
+    holds (their accounts locked), the orders' refunds, which of their refund ids are
+    recorded and which of their products are dust-only; so that their subscribers find
+    all that without a round trip. :func:`end_run` forgets what may change outside those
+    locks (holds, refund ids, products)."""
+    locked = orders.lock_orders(session, [t.order_id for t in touched if t.order_id])
+    customers = {t.customer_id for t in touched if t.customer_id}
+    customers |= {o.customer_id for o in locked.values() if o.customer_id}
+    lock_existing_accounts(session, customers)
+    carts = {t.cart_id for t in touched if t.cart_id}
+    holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
+    orders.load_refunds(session, locked)
+    orders.load_refund_ids(session, {t.refund_id for t in touched if t.refund_id})
+    order_placed.remember_dust_only(session, {p for t in touched for p in t.product_ids})
+
+
+def end_run(session: Session) -> None:
+    holds.forget_cart_holds(session)
+    orders.forget_refund_ids(session)
+    order_placed.forget_dust_only(session)

@@ -136,12 +136,39 @@ Handler = Callable[[Session, Envelope, Context], Outcome]
 @dataclass(frozen=True)
 class Prepared:
     """The first events of a run that a subscriber applies together (``BULK_SUBSCRIBERS``):
-    their outcomes, known before anything is written, one per event taken, and ``apply``,
-    which writes them all and returns False when the database turned out not to allow it
-    (the caller then rolls back and applies them one at a time)."""
+    their outcomes, one per event taken, and ``apply``, which writes them all and returns
+    False when the database turned out not to allow it (the caller then rolls back and
+    applies them one at a time). The outcomes are complete once ``apply`` has returned
+    True (what it found under its locks, e.g. a welcome bonus credited before, may fill
+    in their details)."""
 
     outcomes: list[Outcome]
     apply: Callable[[Session], bool]
 
 
 BulkHandler = Callable[[Session, list[Envelope], Context], Prepared | None]
+
+
+@dataclass(frozen=True)
+class Touches:
+    """The rows an event's subscriber locks or reads: its order, its customer's accounts,
+    its cart's holds, its items' products, its refund. The task layer reads and locks those
+    of many events at once, first (``dust.tasks.inbox``, ``subscribers.lock_run``)."""
+
+    order_id: str | None = None
+    customer_id: str | None = None
+    cart_id: str | None = None
+    product_ids: tuple[str, ...] = ()
+    refund_id: str | None = None
+
+
+Toucher = Callable[[Envelope, Context], Touches | None]
+"""What an event touches; None when its payload is invalid (its handler rejects it)."""
+
+
+def valid(model: type[P], envelope: Envelope, context: Context) -> P | None:
+    """``envelope``'s payload validated as ``model``; None when it is not valid."""
+    try:
+        return model.model_validate(envelope.data, context=validation_context(context))
+    except ValidationError:
+        return None

@@ -7,7 +7,16 @@ from __future__ import annotations
 from sqlalchemy.orm import Session
 
 from dust.ledger import orders
-from dust.subscribers.base import Context, Envelope, Identifier, Outcome, Payload, parse
+from dust.subscribers.base import (
+    Context,
+    Envelope,
+    Identifier,
+    Outcome,
+    Payload,
+    Touches,
+    parse,
+    valid,
+)
 
 
 class OrderCanceledPayload(Payload):
@@ -30,3 +39,8 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
         session, order, envelope.id, context.policy
     )
     return outcome
+
+
+def touched(envelope: Envelope, context: Context) -> Touches | None:
+    payload = valid(OrderCanceledPayload, envelope, context)
+    return None if payload is None else Touches(order_id=payload.id)

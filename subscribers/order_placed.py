@@ -32,7 +32,9 @@ from dust.subscribers.base import (
     PositiveAmount,
     Prepared,
     Rejected,
+    Touches,
     parse,
+    valid,
     validation_context,
 )
 
@@ -76,6 +78,9 @@ def dust_only_products(session: Session, orders: list[OrderPlacedPayload]) -> se
     product_ids = {i.product_id for o in orders for i in o.items or () if i.product_id}
     if not product_ids:
         return set()
+    asked, dust_only = session.info.get(DUST_ONLY, (frozenset(), set()))
+    if product_ids <= asked:
+        return product_ids & dust_only
     stmt = select(Product.product_id).where(
         Product.product_id.in_(product_ids), Product.dust_only.is_(True)
     )
@@ -170,6 +175,40 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
         held = "; ".join(refunds.held.values())
         outcome.reason = f"{outcome.reason}; {held}" if outcome.reason else held
     return outcome
+
+
+def touched(envelope: Envelope, context: Context) -> Touches | None:
+    placed = valid(OrderPlacedPayload, envelope, context)
+    if placed is None:
+        return None
+    products = tuple(i.product_id for i in placed.items or () if i.product_id)
+    return Touches(placed.id, placed.customer_id, placed.cart_id, products)
+
+
+#: ``session.info`` key: the products :func:`remember_dust_only` read, and which of them
+#: are dust-only (until :func:`forget_dust_only`: a ``product.updated`` may change them).
+DUST_ONLY = "dust.products.dust_only"
+
+
+def remember_dust_only(session: Session, product_ids: set[str]) -> None:
+    """Read which of ``product_ids`` are dust-only (one query), for
+    :func:`dust_only_products` to answer without a round trip."""
+    if not product_ids:
+        return
+    stmt = select(Product.product_id).where(
+        Product.product_id.in_(product_ids), Product.dust_only.is_(True)
+    )
+    session.info[DUST_ONLY] = (frozenset(product_ids), set(session.scalars(stmt)))
+
+
+def forget_dust_only(session: Session) -> None:
+    session.info.pop(DUST_ONLY, None)
+
+
+def bulk_candidate(envelope: Envelope) -> bool:
+    """Whether :func:`prepare_many` may take the event (an order that charges nothing)."""
+    data = envelope.data
+    return not data.get("dust_total") and not data.get("store_credit_total")
 
 
 def prepare_many(session: Session, envelopes: list[Envelope], context: Context) -> Prepared | None:

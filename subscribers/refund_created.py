@@ -26,7 +26,9 @@ from dust.subscribers.base import (
     Outcome,
     Payload,
     Rejected,
+    Touches,
     parse,
+    valid,
 )
 
 
@@ -56,13 +58,14 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             f"refund currency {refund.currency_code} differs from order currency"
             f" {order.currency_code}"
         )
-    known = session.get(Refund, refund.id)
+    known = orders.find_refund(session, refund.id)
     if known is not None:
         if known.event_id == envelope.id and known.status == "held":
             # An explicit replay of a held refund: still held until an admin acts.
             return Outcome("needs_attention", known.held_reason)
         return Outcome("ignored", f"refund {refund.id} already recorded by event {known.event_id}")
-    session.add(
+    orders.add_refund(
+        session,
         Refund(
             refund_id=refund.id,
             order_id=refund.order_id,
@@ -75,9 +78,8 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             status="waiting",
             event_id=envelope.id,
             created_at=utcnow(),
-        )
+        ),
     )
-    session.flush()
     settled = orders.settle_refunds(session, order, envelope.id)
     if refund.id in settled.held:
         return Outcome("needs_attention", settled.held[refund.id], {"held": True})
@@ -90,3 +92,15 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     if order.placed_event_id is None:
         outcome.detail["waiting_for_order"] = True
     return outcome
+
+
+def touched(envelope: Envelope, context: Context) -> Touches | None:
+    # Not the refund's customer: a refund opens no dust account.
+    payload = valid(RefundPayload, envelope, context)
+    return (
+        None
+        if payload is None
+        else Touches(
+            order_id=payload.order_id, customer_id=payload.customer_id, refund_id=payload.id
+        )
+    )

@@ -11,7 +11,11 @@ worker's batches, ``worker/batching.py``); in it, consecutive envelopes of a sub
 ``BULK_SUBSCRIBERS`` go together set-based (``_apply_bulk``): the subscriber's writes,
 then all their inbox rows in one ``INSERT … ON CONFLICT DO NOTHING``, in one savepoint
 rolled back whole if any id turns out to be there already; those envelopes then go one at
-a time as above.
+a time as above. Consecutive envelopes of the other subscribers in ``TOUCHES`` (orders that
+charge, refunds, cancels, customers) go together too (``_apply_run``): their order rows and
+their customers' dust accounts locked first, all at once, in id order; then each event's
+subscriber as one at a time, in one savepoint for all of them (a rejected event rolls it
+back, and the events up to it go one at a time); then their inbox rows in one INSERT.
 """
 
 from __future__ import annotations
@@ -35,8 +39,15 @@ from dust.ledger.orders import EarnPolicy
 from dust.models import Event, EventConflict
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
-from dust.subscribers import BULK_SUBSCRIBERS, SUBSCRIBERS
-from dust.subscribers.base import Context, Envelope, Outcome, Rejected
+from dust.subscribers import (
+    BULK_CANDIDATES,
+    BULK_SUBSCRIBERS,
+    SUBSCRIBERS,
+    TOUCHES,
+    end_run,
+    lock_run,
+)
+from dust.subscribers.base import Context, Envelope, Outcome, Rejected, Touches
 from dust.worker.db import session_scope
 from dust.worker.settings import Settings, get_settings
 
@@ -348,9 +359,10 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     with session_scope() as session:
         while len(done) < len(parsed):
             results: list[Result] = []
-            if len(done) >= one_at_a_time_until and (run := _bulk_run(parsed, len(done))):
-                results, declined = _apply_bulk(session, run, context)
-                one_at_a_time_until = len(done) + declined
+            start = len(done)
+            if start >= one_at_a_time_until:
+                results, declined = _apply_next(session, parsed, start, context)
+                one_at_a_time_until = start + declined
             if not results:
                 results = [_apply_in(session, parsed[len(done)], context, False)]
             done += results
@@ -371,6 +383,45 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
 
 #: Most events one set-based run of ``_apply_bulk`` takes.
 MAX_BULK_RUN = 500
+#: Fewest events the set-based path may take together for it to go first: a shorter run
+#: of them (a store's mixed stream) goes in a run of ``_apply_run`` with its neighbours.
+MIN_BULK_RUN = 8
+
+
+def _apply_next(
+    session: Session, parsed: list[Parsed], start: int, context: Context
+) -> tuple[list[Result], int]:
+    """The envelopes from ``start`` on applied together, if they may be: set-based
+    (``_apply_bulk``) when at least ``MIN_BULK_RUN`` are for it, else in a run
+    (``_apply_run``), else, when only one is for it, set-based. Returns their results, or
+    none and how many envelopes must go one at a time."""
+    bulk = _bulk_run(parsed, start)
+    if bulk and _candidates(parsed, start) >= MIN_BULK_RUN:
+        results, declined = _apply_bulk(session, bulk, context)
+        if declined == 1 and (run := _run_of(parsed, start, context, first=True)):
+            # Not for the set-based path, though of its subscriber: run with the rest.
+            return _apply_run(session, run, context)
+        return results, declined
+    if run := _run_of(parsed, start, context):
+        return _apply_run(session, run, context)
+    if bulk:
+        return _apply_bulk(session, bulk, context)
+    return [], 1
+
+
+def _candidates(parsed: list[Parsed], start: int) -> int:
+    """How many envelopes from ``start`` on the set-based path may take together (at most
+    ``MIN_BULK_RUN`` counted): of one bulk subscriber, each one it may take."""
+    first = parsed[start]
+    count = 0
+    for one in parsed[start : start + MIN_BULK_RUN]:
+        if one.envelope is None or one.name != first.name or one.name not in BULK_SUBSCRIBERS:
+            break
+        candidate = BULK_CANDIDATES.get(one.name)
+        if candidate is not None and not candidate(one.envelope):
+            break
+        count += 1
+    return count
 
 
 def _bulk_run(parsed: list[Parsed], start: int) -> list[Parsed]:
@@ -428,6 +479,98 @@ def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> tuple[
     savepoint.rollback()
     forget_locks(session)  # locks taken inside the savepoint went with it
     return [], len(taken)
+
+
+#: Most events one run of ``_apply_run`` takes: its order rows and accounts stay locked
+#: until the transaction commits.
+MAX_RUN = 64
+
+
+@dataclass(frozen=True)
+class _Run:
+    events: list[Parsed]
+    touched: list[Touches]
+
+
+def _run_of(
+    parsed: list[Parsed], start: int, context: Context, *, first: bool = False
+) -> _Run | None:
+    """The envelopes from ``start`` on that ``_apply_run`` may take together: of
+    subscribers in ``TOUCHES``, valid payloads, no id twice, up to where at least
+    ``MIN_BULK_RUN`` for the set-based path follow one another (``first``: the one at
+    ``start`` was declined by it). None when there are fewer than two (one alone gains
+    nothing)."""
+    events: list[Parsed] = []
+    touched: list[Touches] = []
+    ids: set[str] = set()
+    for i, one in enumerate(parsed[start : start + MAX_RUN]):
+        envelope = one.envelope
+        if envelope is None or one.event_id in ids or one.name not in TOUCHES:
+            break
+        if not (first and i == 0) and _candidates(parsed, start + i) >= MIN_BULK_RUN:
+            break
+        touches = TOUCHES[one.name](envelope, context)
+        if touches is None:
+            break  # its handler rejects it, one at a time
+        events.append(one)
+        touched.append(touches)
+        ids.add(one.event_id)
+    if len(events) < 2:
+        return None
+    return _Run(events, touched)
+
+
+def _apply_run(session: Session, run: _Run, context: Context) -> tuple[list[Result], int]:
+    """Apply the envelopes of ``run`` as one at a time, in one savepoint: their order rows
+    locked together (``dust.ledger.orders.lock_orders``), then the dust accounts of the orders'
+    and events' customers (one statement each, in id order); then each subscriber in
+    turn, without a savepoint of its own; then their inbox rows in one INSERT. Returns
+    their results; or, with nothing written, none and how many envelopes must go one at a
+    time: those up to the first already in the inbox, or up to the first rejected, or
+    all when the inbox refused one of their ids (a concurrent delivery)."""
+    events = run.events
+    ids = [one.event_id for one in events]
+    known = set(session.scalars(select(Event.event_id).where(Event.event_id.in_(ids))))
+    if known:
+        return [], next(i for i, event_id in enumerate(ids) if event_id in known) + 1
+    savepoint = session.begin_nested()
+    outcomes: list[Outcome] = []
+    try:
+        lock_run(session, run.touched)
+        for i, one in enumerate(events):
+            assert one.envelope is not None
+            try:
+                outcomes.append(SUBSCRIBERS[one.name](session, one.envelope, context))
+            except Rejected:
+                savepoint.rollback()
+                forget_locks(session)  # locks taken inside the savepoint went with it
+                return [], i + 1
+    finally:
+        end_run(session)
+    now = utcnow()
+    rows = [
+        _event_row(
+            one,
+            outcome.status,
+            now,
+            reason=outcome.reason,
+            detail=canonical(outcome.detail) if outcome.detail else None,
+            occurred_at=one.envelope.occurred_at if one.envelope else None,
+            processed_at=now,
+        )
+        for one, outcome in zip(events, outcomes, strict=True)
+    ]
+    claimed = insert_rows(session, Event.__table__, rows, skip_conflicts=True, returning="event_id")
+    if len(claimed) != len(rows):
+        savepoint.rollback()
+        forget_locks(session)
+        return [], len(events)
+    savepoint.commit()
+    results = [
+        Result(one.event_id, outcome.status, outcome.reason, outcome.detail)
+        for one, outcome in zip(events, outcomes, strict=True)
+    ]
+    return results, 0
 
 
 def _apply_in(session: Session, parsed: Parsed, context: Context, replay: bool) -> Result:

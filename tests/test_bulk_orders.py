@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import re
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -15,7 +16,8 @@ from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
 
-from dust.models import Account, Entry, Event, Lot, Order
+from dust.models import Account, Entry, Event, Hold, Lot, LotMovement, Order, Refund
+from dust.models.tables import STORE_CREDIT
 from dust.worker import db as worker_db
 
 T0 = "2026-11-20T10:00:00Z"
@@ -123,9 +125,38 @@ def state(p: str) -> dict[str, Any]:
             for a in session.scalars(select(Account).order_by(Account.id))
             if a.id in owner
         ]
+        entry_at = {
+            e.id: i
+            for i, e in enumerate(
+                e
+                for e in session.scalars(select(Entry).order_by(Entry.id))
+                if e.account_id in owner
+            )
+        }
+
+        hold_at = {
+            h.id: i
+            for i, h in enumerate(
+                h for h in session.scalars(select(Hold).order_by(Hold.id)) if h.account_id in owner
+            )
+        }
+
+        def key(value: str | None) -> str | None:
+            """An idempotency key naming an entry (a cancel's or a refund's give-back of a
+            spend) or a hold (its capture) names it by its place among them: ids differ
+            between runs."""
+            if value is None:
+                return None
+            value = re.sub(
+                r"^(order:.*:cancel:|refund:.*:dust:)(\d+)$",
+                lambda m: f"{m[1]}#{entry_at[int(m[2])]}",
+                value,
+            )
+            return re.sub(r"^hold:(\d+):", lambda m: f"hold:#{hold_at[int(m[1])]}:", value)
+
         entries = [
             strip(p, [*owner[e.account_id], e.direction, e.amount, e.balance_after, e.reason])
-            + strip(p, [e.reference_type, e.reference_id, e.idempotency_key, e.event_id])
+            + strip(p, [e.reference_type, e.reference_id, key(e.idempotency_key), e.event_id])
             + [e.forgiven]
             for e in session.scalars(select(Entry).order_by(Entry.id))
             if e.account_id in owner
@@ -143,6 +174,32 @@ def state(p: str) -> dict[str, Any]:
                 select(Order).where(Order.order_id.like(f"{p}%")).order_by(Order.order_id)
             )
         ]
+        lot_at = {
+            lot.id: i
+            for i, lot in enumerate(
+                lot
+                for lot in session.scalars(select(Lot).order_by(Lot.id))
+                if lot.account_id in owner
+            )
+        }
+        movements = sorted(
+            [entry_at[m.entry_id], lot_at[m.lot_id], m.amount]
+            for m in session.scalars(select(LotMovement))
+            if m.entry_id in entry_at
+        )
+        holds = [
+            strip(p, [*owner[h.account_id], h.cart_id, h.amount, h.captured, h.status, h.order_id])
+            for h in session.scalars(select(Hold).order_by(Hold.id))
+            if h.account_id in owner
+        ]
+        refunds = [
+            strip(p, [r.refund_id, r.order_id, r.customer_id, r.amount, r.to_store_credit])
+            + strip(p, [r.dust_amount, r.dust_returned, r.status, r.held_reason, r.event_id])
+            + [r.credit_entry_id is not None and entry_at.get(r.credit_entry_id, "anonymous")]
+            for r in session.scalars(
+                select(Refund).where(Refund.order_id.like(f"{p}%")).order_by(Refund.refund_id)
+            )
+        ]
         events = [
             strip(p, [e.event_id, e.name, e.status, e.reason, e.detail, e.attempts])
             + [e.occurred_at, e.processed_at is not None]
@@ -156,6 +213,9 @@ def state(p: str) -> dict[str, Any]:
         "lots": lots,
         "orders": orders,
         "events": events,
+        "movements": movements,
+        "holds": holds,
+        "refunds": refunds,
     }
 
 
@@ -163,7 +223,10 @@ def state(p: str) -> dict[str, Any]:
 def bulk_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, bool]]:
     """``(orders, applied)`` of every ``dust.ledger.orders.place_new`` call."""
     from dust.ledger import orders
+    from dust.tasks import inbox
 
+    # The set-based path first, whatever the length of the run of new orders.
+    monkeypatch.setattr(inbox, "MIN_BULK_RUN", 1)
     calls: list[tuple[int, bool]] = []
     real = orders.place_new
 
@@ -324,11 +387,14 @@ def test_the_set_based_path_applies_the_earn_rules(
 
 
 @st.composite
-def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], list[int]]:
+def workloads(
+    draw: st.DrawFn,
+) -> tuple[list[Callable[[str], dict[str, Any]]], list[int], int]:
     """Orders of a few customers (guests too), items with a dust-only product or none, some
     refunded or canceled before or after they are placed, some placed twice (a redelivery,
-    or a second event for the same order), in any arrival order; and where the batches
-    split the stream."""
+    or a second event for the same order), some paying with dust and store credit, in any
+    arrival order; where the batches split the stream; and how many new orders in a row
+    go set-based first (``MIN_BULK_RUN``)."""
     events: list[Callable[[str], dict[str, Any]]] = []
     for n in range(draw(st.integers(1, 8))):
         customer = draw(st.sampled_from(["c0", "c1", "c2", None]))
@@ -348,6 +414,11 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
         if draw(st.booleans()):
             data["gift_card_total"] = draw(st.integers(0, total))
             data["raw"] = {"total": f"{total / 100}"}
+        if customer is not None and draw(st.booleans()):
+            # Paid partly with dust and store credit: captured from a cart's hold, debited
+            # from lots (soonest-expiring first), or short (needs_attention).
+            data["dust_total"] = draw(st.integers(0, 60))
+            data["store_credit_total"] = draw(st.sampled_from([0, 0, 300, 5_000]))
 
         def order(p: str, n: int = n, c: Any = customer, t: int = total, d: Any = data) -> Any:
             return placed(p, str(n), c, t, **d)
@@ -357,10 +428,14 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
             events.append(order)  # a redelivery
         if draw(st.booleans()):
             refund = draw(st.integers(1, 40_000))
+            to_credit = draw(st.booleans())
+            dust_back = draw(st.sampled_from([0, 0, 10, 70]))
 
-            def refunded(p: str, n: int = n, amount: int = refund) -> dict[str, Any]:
+            def refunded(
+                p: str, n: int = n, amount: int = refund, sc: bool = to_credit, d: int = dust_back
+            ) -> dict[str, Any]:
                 data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_{n}", "amount": amount}
-                data |= {"currency_code": "usd", "to_store_credit": True}
+                data |= {"currency_code": "usd", "to_store_credit": sc, "dust_amount": d}
                 return {
                     "id": f"{p}evt_r{n}",
                     "name": "refund.created",
@@ -380,18 +455,20 @@ def workloads(draw: st.DrawFn) -> tuple[list[Callable[[str], dict[str, Any]]], l
             )
     events = draw(st.permutations(events))
     cuts = sorted(draw(st.lists(st.integers(1, len(events)), max_size=4)))
-    return events, cuts
+    # 1: new orders go set-based whenever they can; 3: runs of fewer go with the others.
+    return events, cuts, draw(st.sampled_from([1, 3]))
 
 
 @pytest.mark.timeout(1800 if LONG else 300)
 @bounded(15, 400)
 @given(w=workloads())
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
-    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int]]
+    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int], int]
 ) -> None:
+    from dust.tasks import inbox
     from dust.tasks.inbox import process_batch
 
-    events, cuts = w
+    events, cuts, min_bulk = w
     run = next(RUNS)
     a, b = f"h{run}a_", f"h{run}b_"
     for p in (a, b):
@@ -405,10 +482,24 @@ def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
         )
         dust.grant(f"{p}c1", 40)
         assert dust.reserve(f"{p}c1", f"{p}cart_1", 25).status == "reserved"
+        # Lots of three expiries, and store credit, for the orders that charge.
+        for days, amount in ((90, 30), (10, 20), (400, 25)):
+            dust.grant(
+                f"{p}c2", amount, expires_at=datetime(2027, 1, 1, tzinfo=UTC) + timedelta(days)
+            )
+        dust.grant(f"{p}c2", 4_000, kind=STORE_CREDIT, currency="usd")
+        assert dust.reserve(f"{p}c2", f"{p}cart_2", 35).status == "reserved"
+        reserved = dust.reserve(f"{p}c2", f"{p}cart_3", 1_000, kind=STORE_CREDIT, currency="usd")
+        assert reserved.status == "reserved"
     one_at_a_time = [dust.process(make(a)).status for make in events]
     batched = []
-    for start, end in itertools.pairwise([0, *cuts, len(events)]):
-        batched += [r.status for r in process_batch([make(b) for make in events[start:end]])]
+    before, inbox.MIN_BULK_RUN = inbox.MIN_BULK_RUN, min_bulk
+    try:
+        for start, end in itertools.pairwise([0, *cuts, len(events)]):
+            batch = [make(b) for make in events[start:end]]
+            batched += [r.status for r in process_batch(batch)]
+    finally:
+        inbox.MIN_BULK_RUN = before
 
     assert batched == one_at_a_time
     assert_same_rows(b, a)
@@ -501,3 +592,58 @@ def test_postgresql_plans_each_statement_for_the_tables_as_they_are(postgres_url
             assert connection.scalar(text("SHOW plan_cache_mode")) == "force_custom_plan"
     finally:
         engine.dispose()
+
+
+def test_a_run_with_a_rejected_event_gives_the_rows_of_one_at_a_time(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Orders that charge, refunds and cancels go in one run (``_apply_run``); a refund in
+    another currency than its order's is rejected inside it: the run is rolled back, the
+    events up to that one go one at a time, the rest in a run again. The same rows and
+    outcomes as one at a time, and nothing of the rejected refund."""
+    from dust.tasks import inbox
+
+    def stream(p: str) -> list[dict[str, Any]]:
+        def refund(n: str, order: str, amount: int, currency: str = "usd") -> dict[str, Any]:
+            data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_{order}", "amount": amount}
+            data |= {"currency_code": currency, "to_store_credit": True, "dust_amount": 5}
+            return {"id": f"{p}evt_r{n}", "name": "refund.created", "occurred_at": T0, "data": data}
+
+        return [
+            placed(p, "1", "c1", 5_000, dust_total=30, cart_id=f"{p}cart_1"),
+            placed(p, "2", "c1", 7_000, dust_total=20, store_credit_total=100),
+            refund("1", "1", 1_000),
+            refund("bad", "2", 500, currency="eur"),  # rejected: the order is in usd
+            {
+                "id": f"{p}evt_x2",
+                "name": "order.canceled",
+                "occurred_at": T0,
+                "data": {"id": f"{p}ord_2"},
+            },
+            refund("3", "3", 200),  # before its order: waits
+            placed(p, "3", "c2", 3_000, dust_total=10),
+        ]
+
+    for p in ("a_", "b_"):
+        dust.grant(f"{p}c1", 60, expires_at=datetime(2027, 3, 1, tzinfo=UTC))
+        dust.grant(f"{p}c1", 40, expires_at=datetime(2027, 1, 1, tzinfo=UTC))
+        dust.grant(f"{p}c1", 1_000, kind=STORE_CREDIT, currency="usd")
+        dust.grant(f"{p}c2", 10)
+        assert dust.reserve(f"{p}c1", f"{p}cart_1", 25).status == "reserved"
+    runs: list[int] = []
+    real = inbox._apply_run
+
+    def counted(session: Any, run: Any, context: Any) -> Any:
+        runs.append(len(run.events))
+        return real(session, run, context)
+
+    one_at_a_time = [dust.process(e).status for e in stream("a_")]
+    monkeypatch.setattr(inbox, "_apply_run", counted)
+    monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", 60)  # one transaction
+    batched = [r.status for r in inbox.process_batch(stream("b_"))]
+
+    assert one_at_a_time == ["processed"] * 3 + ["rejected"] + ["processed"] * 3
+    assert batched == one_at_a_time
+    assert runs == [7, 3]  # rolled back at the 4th; the 4 first one at a time, then a run
+    assert_same_rows("b_", "a_")
+    assert dust.count("dust_refunds") == 4  # two recorded per stream; no rejected one
