@@ -14,6 +14,8 @@
 #   DUST_MEDUSA_E2E_DUST_DB    dust_medusa_e2e_ledger  Dust's database (dropped and created)
 #   DUST_MEDUSA_E2E_REDIS_URL  redis://127.0.0.1:6379  (server, no database number)
 #   DUST_MEDUSA_E2E_MEDUSA_REDIS_DB 8, DUST_MEDUSA_E2E_DUST_REDIS_DB 9  (both flushed)
+#   DUST_MEDUSA_TEST_REDIS_URL  $DUST_MEDUSA_E2E_REDIS_URL/7  the Redis of the plugin's unit
+#                              tests (test/celery-redis.test.ts)
 #   DUST_MEDUSA_E2E_PORT       9000                    Medusa's HTTP port
 #   VENV                       <repo>/.venv            Dust's virtualenv (make install)
 #   DUST_MEDUSA_E2E_ADMIN=1   build Medusa's admin with the plugin's widgets once (medusa build
@@ -39,6 +41,7 @@ DUST_DB="${DUST_MEDUSA_E2E_DUST_DB:-dust_medusa_e2e_ledger}"
 REDIS_URL="${DUST_MEDUSA_E2E_REDIS_URL:-redis://127.0.0.1:6379}"
 MEDUSA_REDIS_DB="${DUST_MEDUSA_E2E_MEDUSA_REDIS_DB:-8}"
 DUST_REDIS_DB="${DUST_MEDUSA_E2E_DUST_REDIS_DB:-9}"
+export DUST_MEDUSA_TEST_REDIS_URL="${DUST_MEDUSA_TEST_REDIS_URL:-$REDIS_URL/7}"
 
 export E2E_WORK="$HERE/.e2e"
 export MEDUSA_PORT="${DUST_MEDUSA_E2E_PORT:-9000}"

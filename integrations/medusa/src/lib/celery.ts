@@ -98,6 +98,11 @@ export function taskMessage(
   return { id, text: JSON.stringify(message) }
 }
 
+function describe(connection: Redis): string {
+  const { host, port, db } = connection.options
+  return `${host}:${port}/${db ?? 0}`
+}
+
 function shorten(text: string): string {
   return text.length > 500 ? `${text.slice(0, 497)}...` : text
 }
@@ -130,27 +135,58 @@ export async function withTimeout<T>(promise: Promise<T>, ms: number, what: stri
 
 type Waiter = (payload: Record<string, any>) => void
 
+/**
+ * How an idle connection tries again after Redis went away: 50 ms, 100 ms, ... then every
+ * 500 ms. A command waits for the next attempt at most (see `CeleryClient.connected`), so
+ * with Redis down a caller hears 503 within about half a second, and the plugin is back
+ * within half a second of Redis.
+ */
+export function retryDelayMs(attempt: number): number {
+  return Math.min(attempt * 50, 500)
+}
+
 export class CeleryClient {
   private readonly broker: Redis
   private readonly backend: Redis
   private readonly listener: Redis
   private readonly waiters = new Map<string, Waiter>()
+  /** Per connection: the attempt under way, shared by every command waiting for it. */
+  private readonly attempts = new Map<Redis, Promise<void>>()
+  private readonly lastErrors = new Map<Redis, Error>()
+  private listenerWasReady = false
+  private closed = false
 
   constructor(readonly options: CeleryClientOptions) {
     const common = {
+      // Connected on first use, by `connected()`: no command is sent before its connection
+      // is ready (see there).
       lazyConnect: true,
-      // A command while Redis is away fails after one retry instead of waiting forever;
-      // every call is also bounded by withTimeout.
+      // A command caught by a lost connection fails after one retry instead of waiting
+      // forever; every call is also bounded by withTimeout.
       maxRetriesPerRequest: 1,
       connectTimeout: Math.max(1000, options.requestTimeoutMs),
+      retryStrategy: retryDelayMs,
     }
     this.broker = new Redis(options.brokerUrl, common)
     this.backend = new Redis(options.resultBackendUrl ?? options.brokerUrl, common)
-    this.listener = new Redis(options.resultBackendUrl ?? options.brokerUrl, { ...common, maxRetriesPerRequest: null })
+    // The listener resubscribes itself after a reconnect (`resubscribe`): to the channels of
+    // the requests still waiting, then reads their results, so a reply published while it
+    // was away is not lost.
+    this.listener = new Redis(options.resultBackendUrl ?? options.brokerUrl, {
+      ...common,
+      maxRetriesPerRequest: null,
+      autoResubscribe: false,
+    })
     for (const connection of [this.broker, this.backend, this.listener]) {
       // Errors surface on the commands; without a listener ioredis would print each retry.
-      connection.on("error", () => undefined)
+      connection.on("error", (error: Error) => this.lastErrors.set(connection, error))
     }
+    this.listener.on("ready", () => {
+      if (this.listenerWasReady) {
+        void this.resubscribe()
+      }
+      this.listenerWasReady = true
+    })
     this.listener.on("message", (channel: string, text: string) => {
       const waiter = this.waiters.get(channel)
       if (!waiter) {
@@ -165,6 +201,87 @@ export class CeleryClient {
   }
 
   /**
+   * Resolves once `connection` is ready for commands; rejects when the attempt under way
+   * (or the next one, while ioredis waits to reconnect) fails, or the client is closed.
+   *
+   * Why commands wait for this instead of riding ioredis's offline queue: while a lazy
+   * connection is in its handshake (status `connect`), ioredis writes at once the commands
+   * Redis accepts while loading, SUBSCRIBE among them, ahead of its own ready check. A
+   * SUBSCRIBE there turns the connection into a subscriber before the ready check's INFO,
+   * which ioredis then refuses ("Connection in subscriber mode"): the connection is torn
+   * down as failed, the commands queued meanwhile are rejected (a 503 at once) and the
+   * SUBSCRIBE that got through is not renewed on the new connection (its reply never
+   * arrives: a 503 at the timeout). Two concurrent first requests did exactly that.
+   */
+  private connected(connection: Redis): Promise<void> {
+    if (connection.status === "ready") {
+      return Promise.resolve()
+    }
+    if (this.closed) {
+      return Promise.reject(new DustUnavailable("the Dust client is closed"))
+    }
+    let attempt = this.attempts.get(connection)
+    if (!attempt) {
+      attempt = new Promise<void>((resolve, reject) => {
+        const settle = (error?: Error) => {
+          connection.off("ready", onReady)
+          connection.off("close", onClose)
+          connection.off("end", onClose)
+          this.attempts.delete(connection)
+          if (error) {
+            reject(error)
+          } else {
+            resolve()
+          }
+        }
+        const onReady = () => settle()
+        const onClose = () => {
+          const cause = this.lastErrors.get(connection)
+          settle(new DustUnavailable(`Redis at ${describe(connection)}: ${cause?.message ?? "connection closed"}`))
+        }
+        connection.on("ready", onReady)
+        connection.on("close", onClose)
+        connection.on("end", onClose)
+        // "wait": never connected (lazyConnect); "end": ioredis gave up. Otherwise an
+        // attempt is under way or scheduled (reconnecting): its outcome settles this one.
+        if (connection.status === "wait" || connection.status === "end") {
+          this.lastErrors.delete(connection)
+          connection.connect().catch(() => undefined)
+        }
+      })
+      this.attempts.set(connection, attempt)
+    }
+    return attempt
+  }
+
+  /** After the listener reconnected: the waiting requests' channels again, then their results. */
+  private async resubscribe(): Promise<void> {
+    const keys = [...this.waiters.keys()]
+    if (keys.length === 0) {
+      return
+    }
+    try {
+      await this.listener.subscribe(...keys)
+    } catch {
+      return // lost again: the next "ready" does this again
+    }
+    await Promise.all(keys.map((key) => this.deliverStored(key)))
+  }
+
+  /** Hand a stored result to its waiter, if the reply was stored while nobody listened. */
+  private async deliverStored(key: string): Promise<void> {
+    try {
+      await this.connected(this.backend)
+      const stored = await this.backend.get(key)
+      if (stored) {
+        this.waiters.get(key)?.(JSON.parse(stored))
+      }
+    } catch {
+      // Not readable now: the request's own timeout bounds the wait.
+    }
+  }
+
+  /**
    * Publish an envelope as `dust.handle_event` on `dust.events` and mark it published, in
    * one MULTI. Resolves once Redis has both; rejects (DustUnavailable) otherwise.
    */
@@ -172,6 +289,7 @@ export class CeleryClient {
     const { text } = taskMessage(HANDLE_EVENT, [envelope], {}, { queue: EVENTS_QUEUE, ignoreResult: true })
     await withTimeout(
       (async () => {
+        await this.connected(this.broker)
         const results = await this.broker
           .multi()
           .lpush(EVENTS_QUEUE, text)
@@ -198,6 +316,7 @@ export class CeleryClient {
     }
     const scores = await withTimeout(
       (async () => {
+        await this.connected(this.broker)
         const pipeline = this.broker.pipeline()
         for (const id of ids) {
           pipeline.zscore(PUBLISHED_KEY, id)
@@ -219,7 +338,7 @@ export class CeleryClient {
   /** Forget published marks older than `before` (the catch-up never looks that far back). */
   async prunePublished(before: Date): Promise<number> {
     return withTimeout(
-      this.broker.zremrangebyscore(PUBLISHED_KEY, "-inf", `(${before.getTime()}`),
+      this.onBroker((broker) => broker.zremrangebyscore(PUBLISHED_KEY, "-inf", `(${before.getTime()}`)),
       this.options.requestTimeoutMs,
       "pruning published marks"
     )
@@ -227,11 +346,19 @@ export class CeleryClient {
 
   /** A small value kept beside Dust's queues (the catch-up's watermark). */
   async getValue(key: string): Promise<string | null> {
-    return withTimeout(this.broker.get(key), this.options.requestTimeoutMs, `reading ${key}`)
+    return withTimeout(
+      this.onBroker((broker) => broker.get(key)),
+      this.options.requestTimeoutMs,
+      `reading ${key}`
+    )
   }
 
   async setValue(key: string, value: string): Promise<void> {
-    await withTimeout(this.broker.set(key, value), this.options.requestTimeoutMs, `writing ${key}`)
+    await withTimeout(
+      this.onBroker((broker) => broker.set(key, value)),
+      this.options.requestTimeoutMs,
+      `writing ${key}`
+    )
   }
 
   /**
@@ -248,6 +375,7 @@ export class CeleryClient {
     const reply = new Promise<Record<string, any>>((resolve) => {
       resolveReply = resolve
     })
+    // Registered before the SUBSCRIBE, so no message on the channel can pass unseen.
     this.waiters.set(key, (payload) => {
       if (READY_STATES.has(payload?.status)) {
         resolveReply(payload)
@@ -256,16 +384,14 @@ export class CeleryClient {
     try {
       const payload = await withTimeout(
         (async () => {
+          // Subscribed before the LPUSH: the worker cannot reply before we listen.
+          await this.connected(this.listener)
           await this.listener.subscribe(key)
+          await this.connected(this.broker)
           await this.broker.lpush(REQUESTS_QUEUE, text)
-          // The reply may have been stored before the subscription saw it (a reconnect).
-          const stored = await this.backend.get(key)
-          if (stored) {
-            const parsed = JSON.parse(stored)
-            if (READY_STATES.has(parsed?.status)) {
-              return parsed
-            }
-          }
+          // The listener may have lost the connection meanwhile (a reply published then is
+          // not delivered): the stored result covers that; `resubscribe` covers a later loss.
+          void this.deliverStored(key)
           return reply
         })(),
         timeoutMs,
@@ -279,13 +405,31 @@ export class CeleryClient {
       return payload.result as T
     } finally {
       this.waiters.delete(key)
-      // Best effort: the reply is read, it need not wait for Celery's result_expires.
-      this.listener.unsubscribe(key).catch(() => undefined)
-      this.backend.del(key).catch(() => undefined)
+      // Best effort, and only on a live connection (nothing piles up in ioredis's offline
+      // queue while Redis is away): a reconnected listener subscribes to the waiting
+      // requests' channels only, and Celery's result_expires removes a result left behind.
+      if (this.listener.status === "ready") {
+        this.listener.unsubscribe(key).catch(() => undefined)
+      }
+      if (this.backend.status === "ready") {
+        this.backend.del(key).catch(() => undefined)
+      }
     }
   }
 
+  /** `command` once the broker connection is ready. */
+  private async onBroker<T>(command: (broker: Redis) => Promise<T>): Promise<T> {
+    await this.connected(this.broker)
+    return command(this.broker)
+  }
+
   async close(): Promise<void> {
-    await Promise.allSettled([this.broker.quit(), this.backend.quit(), this.listener.quit()])
+    this.closed = true
+    await Promise.allSettled(
+      [this.broker, this.backend, this.listener].map((connection) =>
+        // quit() on a connection never used would connect it first.
+        connection.status === "wait" ? Promise.resolve(connection.disconnect()) : connection.quit()
+      )
+    )
   }
 }
