@@ -150,7 +150,7 @@ BAD_INPUT = [
     (["backfill", "no-such-file.jsonl"], "no such file"),
     (["export", "--since", "soon"], "--since: 'soon' is not a date"),
     (["export", "--since", "2026-02-01", "--until", "2026-01-01"], "--since must be before --until"),
-    (["export", "--until", "2026-01-01T10:00:00"], "needs a UTC offset"),
+    (["export", "--since", "2026-01-01T10:00:00", "--until", "2026-01-01T09:00Z"], "--since must be before --until"),
 ]  # fmt: skip
 
 

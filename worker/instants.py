@@ -4,11 +4,10 @@
 Two forms, both in UTC unless they say otherwise:
 
 - a date, ``2026-11-20``: midnight UTC that day;
-- an ISO 8601 date and time with its offset, ``2026-11-20T10:00:00Z``,
-  ``2026-11-20T10:00+01:00`` (``Z`` or ``z`` for UTC; seconds and fractions optional).
-
-A date and time without an offset (``2026-11-20T10:00``) is refused rather than guessed:
-the same text means another instant on a machine in another zone.
+- an ISO 8601 date and time, ``2026-11-20T10:00:00Z``, ``2026-11-20T10:00+01:00``
+  (``Z`` or ``z`` for UTC; seconds and fractions optional). Without an offset
+  (``2026-11-20T10:00``) it is UTC, as everything Dust stores and prints is: never the
+  machine's local zone, so the same text names the same instant on every machine.
 """
 
 from __future__ import annotations
@@ -35,5 +34,5 @@ def parse_instant(text: str) -> datetime:
     except ValueError:
         raise NotAnInstant(f"{text!r} is not a date or an ISO 8601 instant ({EXAMPLES})") from None
     if instant.tzinfo is None:
-        raise NotAnInstant(f"{text!r} needs a UTC offset (e.g. 2026-11-20T10:00:00Z)")
+        return instant.replace(tzinfo=UTC)
     return instant.astimezone(UTC)
