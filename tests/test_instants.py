@@ -61,4 +61,7 @@ def test_every_option_refuses_the_same_text_the_same_way(
     result = CliRunner().invoke(app, [*command, text])
     assert result.exit_code == 1, (result.stdout, result.stderr)
     option = command[-1]
-    assert result.stderr == f"dust: {option}: {text!r} {says} (e.g. 2026-11-20 or 2026-11-20T10:00:00Z)\n"
+    assert (
+        result.stderr
+        == f"dust: {option}: {text!r} {says} (e.g. 2026-11-20 or 2026-11-20T10:00:00Z)\n"
+    )
