@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from dust.ledger import orders
+from dust.ledger import charging, orders
 from dust.subscribers.base import (
     Context,
     Envelope,
@@ -34,7 +34,7 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
     if order.placed_event_id is None:
         outcome.detail["waiting_for_order"] = True
     else:
-        outcome.detail["returned"] = orders.return_charges(session, order, envelope.id)
+        outcome.detail["returned"] = charging.return_charges(session, order, envelope.id)
     outcome.detail["clawed_back"] = -orders.settle_earnings(
         session, order, envelope.id, context.policy
     )

@@ -19,7 +19,7 @@ from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from dust.ledger import earning, holds, orders, rules
+from dust.ledger import charging, earning, holds, orders, rules
 from dust.models import Order, Product
 from dust.subscribers.base import (
     Amount,
@@ -149,7 +149,7 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             holds.release_cart(session, order.cart_id)
         outcome.detail["canceled"] = True
     else:
-        charged = orders.charge(session, order, envelope.id)
+        charged = charging.charge(session, order, envelope.id)
         outcome.detail.update(captured=charged.captured, debited=charged.debited)
         if charged.shortfall:
             outcome.status = "needs_attention"
@@ -157,7 +157,7 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
                 f"{amount} {kind}" for kind, amount in sorted(charged.shortfall.items())
             )
             outcome.detail["shortfall"] = charged.shortfall
-    refunds = orders.settle_refunds(session, order, envelope.id)
+    refunds = charging.settle_refunds(session, order, envelope.id)
     if recorded:
         rules.apply_to_order(session, order, rules.load(session), context.policy)
     earned = orders.settle_earnings(session, order, envelope.id, context.policy)

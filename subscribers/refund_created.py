@@ -14,7 +14,7 @@ from __future__ import annotations
 from pydantic import model_validator
 from sqlalchemy.orm import Session
 
-from dust.ledger import orders
+from dust.ledger import charging, orders
 from dust.models import Refund
 from dust.models.base import utcnow
 from dust.subscribers.base import (
@@ -80,7 +80,7 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
             created_at=utcnow(),
         ),
     )
-    settled = orders.settle_refunds(session, order, envelope.id)
+    settled = charging.settle_refunds(session, order, envelope.id)
     if refund.id in settled.held:
         return Outcome("needs_attention", settled.held[refund.id], {"held": True})
     change = orders.settle_earnings(session, order, envelope.id, context.policy)

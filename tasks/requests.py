@@ -8,7 +8,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from sqlalchemy.orm import Session
 
 from dust.inbox import request_context
-from dust.ledger import holds, orders, reconcile, reports
+from dust.ledger import charging, holds, reconcile, reports
 from dust.ledger.accounts import ensure_account, lock_accounts
 from dust.models.tables import DUST, STORE_CREDIT
 from dust.subscribers.base import Currency, Identifier, Payload, PositiveAmount
@@ -134,7 +134,7 @@ def order_refunds(self: RequestTask, **kwargs: Any) -> dict[str, Any]:
     except ValidationError as exc:
         return self.refuse(exc)
     refunds = self.transaction(
-        lambda session: orders.refunds_of(session, request.order_id), read_only=True
+        lambda session: charging.refunds_of(session, request.order_id), read_only=True
     )
     return {"order_id": request.order_id, "refunds": refunds}
 

@@ -295,7 +295,7 @@ def test_a_refund_of_nothing_is_rejected(dust: Any) -> None:
 
 
 def test_order_refunds_show_each_refund_and_its_code(dust: Any, session: Any) -> None:
-    from dust.ledger.orders import refunds_of
+    from dust.ledger.charging import refunds_of
 
     dust.refund("ref_0", "order_1", 300)  # a guest's, before the order
     before = refunds_of(session, "order_1")
