@@ -10,7 +10,6 @@ import typer
 from dust.cli import common, display
 from dust.cli.common import ActorOption, JsonOption, console, fail, print_json
 from dust.ledger import reports
-from dust.worker.currencies import problem as currency_problem
 from dust.worker.db import session_scope
 from dust.worker.names import ADJUST, CLAIM, MAX_KEY, MAX_REASON
 from dust.worker.settings import get_settings
@@ -103,19 +102,7 @@ def _adjust(
 ) -> None:
     customer = common.customer(customer_id)
     number = common.whole(amount, "AMOUNT", minimum=1)
-    if kind is None:
-        raise fail("--kind is required: dust or store_credit")
-    kind = kind.strip().lower()
-    if kind not in ("dust", "store_credit"):
-        raise fail(f"--kind must be dust or store_credit, got {kind!r}")
-    if kind == "store_credit":
-        if currency is None:
-            raise fail("--currency is required for store_credit (e.g. --currency usd)")
-        if (why := currency_problem(currency.strip(), get_settings().currencies)) is not None:
-            raise fail(f"--currency: {why}")
-        currency = currency.strip().lower()
-    elif currency is not None:
-        raise fail("--currency is only for --kind store_credit (dust has no currency)")
+    kind, currency = common.kind_and_currency(kind, currency, "--kind is required")
     if reason is None or not reason.strip():
         raise fail("--reason is required: say why, it is kept with the entry")
     if len(reason.strip()) > MAX_REASON:

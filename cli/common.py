@@ -16,9 +16,11 @@ from sqlalchemy.engine import make_url
 from dust.cli import display
 from dust.worker.app import REQUESTS_QUEUE
 from dust.worker.app import app as celery
+from dust.worker.currencies import problem as currency_problem
 from dust.worker.errors import safe_message, scrub
 from dust.worker.instants import NotAnInstant, parse_instant
 from dust.worker.names import MAX_ACTOR, MAX_AMOUNT, MAX_ID
+from dust.worker.settings import get_settings
 
 console = display.console()
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
@@ -88,6 +90,27 @@ def customer(customer_id: str) -> str:
     if not text or len(text) > MAX_ID:
         raise fail(f"CUSTOMER_ID must be 1 to {MAX_ID} characters")
     return text
+
+
+def kind_and_currency(
+    kind: str | None, currency: str | None, missing: str
+) -> tuple[str, str | None]:
+    """``--kind`` and ``--currency`` of an adjustment, checked together: dust has no
+    currency, store credit needs a known one. ``missing`` starts the error without a kind."""
+    if kind is None:
+        raise fail(f"{missing}: dust or store_credit")
+    kind = kind.strip().lower()
+    if kind not in ("dust", "store_credit"):
+        raise fail(f"--kind must be dust or store_credit, got {kind!r}")
+    if kind == "store_credit":
+        if currency is None:
+            raise fail("--currency is required for store_credit (e.g. --currency usd)")
+        if (why := currency_problem(currency.strip(), get_settings().currencies)) is not None:
+            raise fail(f"--currency: {why}")
+        return kind, currency.strip().lower()
+    if currency is not None:
+        raise fail("--currency is only for --kind store_credit (dust has no currency)")
+    return kind, None
 
 
 def instant(value: str | None, option: str) -> datetime | None:

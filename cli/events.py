@@ -21,11 +21,9 @@ from dust.models import (
     EventConflict,
     EventResolution,
 )
-from dust.worker.currencies import problem as currency_problem
 from dust.worker.db import session_scope
 from dust.worker.names import MAX_REASON, REPLAY, REPLAYABLE, RESOLVE
 from dust.worker.publisher import publish_envelopes
-from dust.worker.settings import get_settings
 
 app = typer.Typer()
 events_app = typer.Typer(help="Inspect recorded events.", invoke_without_command=True)
@@ -363,19 +361,9 @@ def _correction(
     customer: str | None,
 ) -> dict[str, Any]:
     number = common.whole(amount, "--credit" if is_credit else "--debit", minimum=1)
-    if kind is None:
-        raise fail("--kind is required with a correction: dust or store_credit")
-    kind = kind.strip().lower()
-    if kind not in ("dust", "store_credit"):
-        raise fail(f"--kind must be dust or store_credit, got {kind!r}")
-    if kind == "store_credit":
-        if currency is None:
-            raise fail("--currency is required for store_credit (e.g. --currency usd)")
-        if (why := currency_problem(currency.strip(), get_settings().currencies)) is not None:
-            raise fail(f"--currency: {why}")
-        currency = currency.strip().lower()
-    elif currency is not None:
-        raise fail("--currency is only for --kind store_credit (dust has no currency)")
+    kind, currency = common.kind_and_currency(
+        kind, currency, "--kind is required with a correction"
+    )
     return {
         "customer_id": common.customer(customer) if customer else _event_customer(event_id),
         "direction": "credit" if is_credit else "debit",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from time import monotonic
@@ -433,19 +433,7 @@ def _apply_bulk(session: Session, run: list[Parsed], context: Context) -> tuple[
     taken = run[: len(prepared.outcomes)]
     savepoint = session.begin_nested()
     if prepared.apply(session):
-        now = utcnow()
-        rows = [
-            _event_row(
-                one,
-                outcome.status,
-                now,
-                reason=outcome.reason,
-                detail=canonical(outcome.detail) if outcome.detail else None,
-                occurred_at=one.envelope.occurred_at if one.envelope else None,
-                processed_at=now,
-            )
-            for one, outcome in zip(taken, prepared.outcomes, strict=True)
-        ]
+        rows = _processed_rows(taken, prepared.outcomes)
         table = Event.__table__
         claimed = insert_rows(session, table, rows, skip_conflicts=True, returning="event_id")
         if len(claimed) == len(rows):
@@ -526,19 +514,7 @@ def _apply_run(session: Session, run: _Run, context: Context) -> tuple[list[Resu
                 return [], i + 1
     finally:
         end_run(session)
-    now = utcnow()
-    rows = [
-        _event_row(
-            one,
-            outcome.status,
-            now,
-            reason=outcome.reason,
-            detail=canonical(outcome.detail) if outcome.detail else None,
-            occurred_at=one.envelope.occurred_at if one.envelope else None,
-            processed_at=now,
-        )
-        for one, outcome in zip(events, outcomes, strict=True)
-    ]
+    rows = _processed_rows(events, outcomes)
     claimed = insert_rows(session, Event.__table__, rows, skip_conflicts=True, returning="event_id")
     if len(claimed) != len(rows):
         savepoint.rollback()
@@ -594,6 +570,23 @@ def _insert_event(session: Session, parsed: Parsed, status: str, **fields: Any) 
         .on_conflict_do_nothing()
         .returning(Event.event_id)
     ).scalar()
+
+
+def _processed_rows(events: Sequence[Parsed], outcomes: Sequence[Outcome]) -> list[dict[str, Any]]:
+    """The inbox rows of envelopes whose subscriber ran, one per outcome, processed now."""
+    now = utcnow()
+    return [
+        _event_row(
+            one,
+            outcome.status,
+            now,
+            reason=outcome.reason,
+            detail=canonical(outcome.detail) if outcome.detail else None,
+            occurred_at=one.envelope.occurred_at if one.envelope else None,
+            processed_at=now,
+        )
+        for one, outcome in zip(events, outcomes, strict=True)
+    ]
 
 
 def _event_row(parsed: Parsed, status: str, received_at: datetime, **fields: Any) -> dict[str, Any]:
