@@ -32,6 +32,7 @@ from typing import Any
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from dust.ledger import journal
 from dust.ledger.accounts import forget_locks
 from dust.ledger.orders import EarnPolicy
 from dust.models import Event, EventConflict
@@ -502,18 +503,20 @@ def _apply_run(session: Session, run: _Run, context: Context) -> tuple[list[Resu
         return [], next(i for i, event_id in enumerate(ids) if event_id in known) + 1
     savepoint = session.begin_nested()
     outcomes: list[Outcome] = []
-    try:
-        lock_run(session, run.touched)
-        for i, one in enumerate(events):
-            assert one.envelope is not None
-            try:
-                outcomes.append(SUBSCRIBERS[one.name](session, one.envelope, context))
-            except Rejected:
-                savepoint.rollback()
-                forget_locks(session)  # locks taken inside the savepoint went with it
-                return [], i + 1
-    finally:
-        end_run(session)
+    with journal.deferred(session):
+        try:
+            lock_run(session, run.touched)
+            for i, one in enumerate(events):
+                assert one.envelope is not None
+                try:
+                    outcomes.append(SUBSCRIBERS[one.name](session, one.envelope, context))
+                except Rejected:
+                    savepoint.rollback()
+                    forget_locks(session)  # locks taken inside the savepoint went with it
+                    return [], i + 1
+        finally:
+            end_run(session)
+        journal.flush_deferred(session)  # the run's writes, a few statements
     rows = _processed_rows(events, outcomes)
     claimed = insert_rows(session, Event.__table__, rows, skip_conflicts=True, returning="event_id")
     if len(claimed) != len(rows):

@@ -32,6 +32,10 @@ def new_code() -> str:
 #: one event's steps (charge, earn, refund credit) find and lock an account once.
 KNOWN = "dust.accounts.known"
 LOCKED = "dust.accounts.locked"
+#: Customers all of whose accounts were read into ``KNOWN`` in this transaction.
+SCANNED = "dust.accounts.scanned"
+#: Accounts this transaction opened: no other transaction has seen them yet.
+OPENED = "dust.accounts.opened"
 #: ``session.info`` keys of what is known under an order's or account's lock, forgotten
 #: with the locks: order rows locked (``dust.ledger.orders.lock_orders``), every refund of a
 #: locked order (``dust.ledger.orders.order_refunds``), every active hold of a cart whose
@@ -41,19 +45,35 @@ ORDER_REFUNDS = "dust.orders.refunds"
 CART_HOLDS = "dust.holds.carts"
 #: Refund ids read and found not recorded (``dust.ledger.orders.find_refund``).
 ABSENT_REFUNDS = "dust.refunds.absent"
+#: While ``dust.ledger.journal.deferred``: the entry and lot ids handed out ahead, and the
+#: lots read of each dust account (``{account_id: {lot_id: Lot}}``: those with dust left
+#: when read, and every lot given back to or opened since).
+IDS = "dust.journal.ids"
+LOTS = "dust.journal.lots"
+#: Also while deferred: the charges (``spend`` entries, with their account's kind) of
+#: orders read once (``dust.ledger.charging.load_spends``), and the lot draws of those
+#: entries with their lots, newest first (``dust.ledger.journal.load_draws``). Entries and
+#: their draws never change; an order charged in the block is read again.
+SPENDS = "dust.charging.spends"
+DRAWS = "dust.journal.draws"
 
 
-def _insert_ignore(session: Session, values: dict[str, object]) -> None:
+def _insert_ignore(session: Session, values: dict[str, object]) -> int | None:
+    """Insert an account unless one conflicts; its id, or None when it was there."""
     insert = insert_for(session)
-    session.execute(insert(Account).values(**values).on_conflict_do_nothing())
+    stmt = insert(Account.__table__).values(**values).on_conflict_do_nothing()
+    # On the session's connection: an account's identity never changes, so the session's
+    # unit of work (balances) need not be flushed first, as an ORM statement would.
+    return session.connection().execute(stmt.returning(Account.__table__.c.id)).scalar()
 
 
 def _find(session: Session, customer_id: str, kind: str, currency: str | None) -> int | None:
-    stmt = select(Account.id).where(Account.customer_id == customer_id, Account.kind == kind)
+    A = Account.__table__
+    stmt = select(A.c.id).where(A.c.customer_id == customer_id, A.c.kind == kind)
     stmt = stmt.where(
-        Account.currency_code.is_(None) if currency is None else Account.currency_code == currency
+        A.c.currency_code.is_(None) if currency is None else A.c.currency_code == currency
     )
-    return session.scalar(stmt)
+    return session.connection().execute(stmt).scalar()
 
 
 def ensure_account(
@@ -64,9 +84,12 @@ def ensure_account(
     known = session.info.setdefault(KNOWN, {})
     if (customer_id, kind, currency) in known:
         return known[customer_id, kind, currency]
-    account_id = _find(session, customer_id, kind, currency)
+    # A customer whose accounts were all read in this transaction has none of this kind:
+    # straight to the insert.
+    scanned = customer_id in session.info.get(SCANNED, ())
+    account_id = None if scanned else _find(session, customer_id, kind, currency)
     if account_id is None:
-        _insert_ignore(
+        account_id = _insert_ignore(
             session,
             {
                 "customer_id": customer_id,
@@ -78,7 +101,10 @@ def ensure_account(
                 "created_at": utcnow(),
             },
         )
-        account_id = _find(session, customer_id, kind, currency)
+        if account_id is not None:
+            session.info.setdefault(OPENED, set()).add(account_id)
+        else:
+            account_id = _find(session, customer_id, kind, currency)
         assert account_id is not None, "account vanished after insert"
     known[customer_id, kind, currency] = account_id
     return account_id
@@ -164,6 +190,7 @@ def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> Non
     known = session.info.setdefault(KNOWN, {})
     known.update({(a.customer_id, a.kind, a.currency_code): a.id for a in found})
     session.info.setdefault(LOCKED, {}).update({a.id: a for a in found})
+    session.info.setdefault(SCANNED, set()).update(wanted)
 
 
 def open_anonymous_account(session: Session, currency: str) -> Account:
@@ -179,6 +206,8 @@ def open_anonymous_account(session: Session, currency: str) -> Account:
     )
     session.add(account)
     session.flush()
+    session.info.setdefault(LOCKED, {})[account.id] = account  # new: no one else sees it
+    session.info.setdefault(OPENED, set()).add(account.id)
     return account
 
 
@@ -188,21 +217,24 @@ def lock_accounts(session: Session, ids: Iterable[int]) -> dict[int, Account]:
     if not wanted:
         return {}
     locked: dict[int, Account] = session.info.setdefault(LOCKED, {})
-    if all(account_id in locked for account_id in wanted):  # locked earlier: still current
+    missing = [account_id for account_id in wanted if account_id not in locked]
+    if not missing:  # locked earlier: still current
         return {account_id: locked[account_id] for account_id in wanted}
     stmt = (
         select(Account)
-        .where(Account.id.in_(wanted))
+        .where(Account.id.in_(missing))
         .order_by(Account.id)
         .with_for_update()
-        .execution_options(populate_existing=True)
+        # In a deferred block (dust.ledger.journal) the accounts changed are all locked,
+        # and only those not locked are read again: nothing the session holds is lost
+        # without the flush an ORM statement makes first.
+        .execution_options(populate_existing=True, autoflush=IDS not in session.info)
     )
     found = {account.id: account for account in session.scalars(stmt)}
-    missing = set(wanted) - set(found)
-    if missing:
-        raise LookupError(f"accounts not found: {sorted(missing)}")
+    if set(missing) - set(found):
+        raise LookupError(f"accounts not found: {sorted(set(missing) - set(found))}")
     locked.update(found)  # kept here too: the session's identity map holds objects weakly
-    return found
+    return {account_id: locked[account_id] for account_id in wanted}
 
 
 def forget_locks(session: Session) -> None:
@@ -210,6 +242,8 @@ def forget_locks(session: Session) -> None:
     it are gone, so what this session remembers of them is forgotten too, and the locked
     accounts are read again when next used (a balance they show may have been undone)."""
     session.info.pop(KNOWN, None)
+    session.info.pop(SCANNED, None)
+    session.info.pop(OPENED, None)
     for account in session.info.pop(LOCKED, {}).values():
         session.expire(account)
     for order in session.info.pop(LOCKED_ORDERS, {}).values():
@@ -217,6 +251,9 @@ def forget_locks(session: Session) -> None:
     session.info.pop(ORDER_REFUNDS, None)
     session.info.pop(CART_HOLDS, None)
     session.info.pop(ABSENT_REFUNDS, None)
+    for key in (LOTS, SPENDS, DRAWS):
+        if key in session.info:
+            session.info[key] = {}
 
 
 def customer_accounts(session: Session, customer_id: str) -> list[Account]:

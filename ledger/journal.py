@@ -15,22 +15,145 @@ Invariants kept here (callers hold the account's row lock, see ``accounts.lock_a
 * I6  cached ``account.pending`` == Σ ``remaining`` of its pending lots (``pending_until``
       set): a pending credit adds its lot, a clawback that draws one takes it off. Spending
       never draws a pending lot (available is ``balance − held − pending``).
+
+Inside :func:`deferred` (the runs of a batch, ``dust.inbox``) nothing here flushes: entry
+and lot ids are handed out ahead (:func:`_new_id`), the lots of an account are read once
+and drawn in memory, and what a run wrote goes to the database in the session's next
+flush, a few statements for the whole run. Outside it, each posting is flushed at once.
+Both draw lots in the one order :func:`draw_order` gives.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import and_, case, select
+from sqlalchemy import Table, bindparam, func, select, text
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
+from dust.ledger.accounts import DRAWS, IDS, LOCKED, LOTS, OPENED, SPENDS
 from dust.ledger.errors import InsufficientFunds
-from dust.models import Account, Entry, Lot, LotMovement
+from dust.models import Account, Entry, Hold, Lot, LotMovement, Order, Refund
 from dust.models.base import utcnow
 from dust.models.bulk import insert_rows, update_rows
 from dust.models.tables import DUST
+
+#: Ids fetched at a time (PostgreSQL: ``nextval`` of the table's sequence).
+ID_BLOCK = 64
+
+
+@dataclass
+class _Ids:
+    """Ids of one table handed out ahead, in increasing order, to entries (or lots) of
+    the accounts that were locked when they were fetched, and of accounts this
+    transaction opened (no other has seen them), and only those."""
+
+    ids: list[int]
+    accounts: frozenset[int]
+    used: int = 0
+
+
+@dataclass
+class _Deferred:
+    blocks: dict[str, _Ids] = field(default_factory=dict)
+    #: Highest id handed out per table (SQLite: where the next block starts).
+    high: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def deferred(session: Session) -> Iterator[None]:
+    """Post without flushing until the block ends (see the module's docstring); the caller
+    flushes (or commits). Ids are handed out ahead only to entries of accounts locked
+    before they were fetched, so an account's entries still get increasing ids in the
+    order they are written, across transactions too (its lock orders them)."""
+    for key in (LOTS, SPENDS, DRAWS):
+        session.info[key] = {}
+    session.info[IDS] = _Deferred()
+    try:
+        yield
+    finally:
+        for key in (IDS, LOTS, SPENDS, DRAWS):
+            session.info.pop(key, None)
+
+
+def flush_deferred(session: Session) -> None:
+    """Write what a :func:`deferred` block did: its new rows (entries, lots, draws,
+    refunds) in one INSERT per table (the session's flush), then the changed rows of each
+    table the block changes (accounts, orders, refunds, holds, lots) in one UPDATE per
+    table, of the columns changed on any of them. The unit of work would send one UPDATE
+    per row wherever a row's changed columns differ from its neighbour's."""
+    changed: dict[type, list[object]] = {}
+    for obj in session.dirty:
+        if type(obj) in CHANGED_ROWS:
+            changed.setdefault(type(obj), []).append(obj)
+    updates = []
+    for model, objects in changed.items():
+        columns = CHANGED_ROWS[model]
+        names = sorted({n for o in objects for n in instance_state(o).committed_state} & columns)
+        if not names:
+            continue
+        key = model.__table__.primary_key.columns[0].name  # type: ignore[attr-defined]
+        rows = [{key: getattr(o, key)} | {n: getattr(o, n) for n in names} for o in objects]
+        for obj in objects:  # written below: nothing left for the unit of work
+            for name in names:
+                set_committed_value(obj, name, getattr(obj, name))
+        updates.append((model.__table__, rows, key))  # type: ignore[attr-defined]
+    session.flush()
+    for table, rows, key in updates:
+        update_rows(session, table, rows, key=key)
+
+
+#: The tables whose changed rows :func:`flush_deferred` writes itself, and the columns.
+CHANGED_ROWS: dict[type, frozenset[str]] = {
+    model: frozenset(c.name for c in model.__table__.columns if not c.primary_key)  # type: ignore[attr-defined]
+    for model in (Account, Order, Refund, Hold, Lot)
+}
+
+
+def forget_ids(session: Session) -> None:
+    """Drop the ids handed out ahead and not used: entries were inserted that took their
+    ids from the sequence (``credit_many``), so later ones must take newer ids."""
+    state: _Deferred | None = session.info.get(IDS)
+    if state is not None:
+        state.blocks.clear()
+
+
+def _new_id(session: Session, table: Table, account_id: int | None) -> int | None:
+    """The id of a new row of ``table`` (entries, lots) of the locked ``account_id``, or
+    of a lot draw (``account_id`` None: no order among them matters across transactions),
+    when :func:`deferred`; None otherwise (the INSERT gives it)."""
+    state: _Deferred | None = session.info.get(IDS)
+    if state is None:
+        return None
+    block = state.blocks.get(table.name)
+    # Good for a draw; for an account locked when it was fetched, or opened by this
+    # transaction (no other has seen it).
+    good = account_id is None or account_id in session.info.get(OPENED, ())
+    if block is None or block.used == len(block.ids) or not (good or account_id in block.accounts):
+        locked = frozenset(session.info.get(LOCKED, {}))
+        block = state.blocks[table.name] = _Ids(_fetch_ids(session, table, state), locked)
+    new = block.ids[block.used]
+    block.used += 1
+    state.high[table.name] = new
+    return new
+
+
+def _fetch_ids(session: Session, table: Table, state: _Deferred) -> list[int]:
+    # On the session's connection: the session's unit of work is not flushed first.
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        stmt = text(
+            "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
+        ).bindparams(bindparam("table", table.name), bindparam("n", ID_BLOCK))
+        return sorted(connection.execute(stmt).scalars())
+    # SQLite: one writer at a time (BEGIN IMMEDIATE), so the ids above the largest in
+    # the table (or handed out) are free until this transaction ends.
+    top = connection.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar() or 0
+    start = max(top, state.high.get(table.name, 0)) + 1
+    return list(range(start, start + ID_BLOCK))
 
 
 @dataclass(frozen=True)
@@ -86,8 +209,12 @@ def _write(
     entry = Entry(
         **_entry_row(account.id, direction, amount, account.balance, ref, forgiven, utcnow())
     )
+    entry_id = _new_id(session, Entry.__table__, account.id)
     session.add(entry)
-    session.flush()
+    if entry_id is None:
+        session.flush()
+    else:
+        entry.id = entry_id
     return entry
 
 
@@ -113,21 +240,25 @@ def credit(
     if to_lots and give_back is not None:
         to_lots -= _give_back(session, entry, give_back, to_lots)
     if to_lots:
-        session.add(
-            Lot(
-                account_id=account.id,
-                entry_id=entry.id,
-                amount=to_lots,
-                remaining=to_lots,
-                expires_at=expires_at,
-                order_id=order_id,
-                created_at=utcnow(),
-                pending_until=pending_until,
-            )
+        lot = Lot(
+            account_id=account.id,
+            entry_id=entry.id,
+            amount=to_lots,
+            remaining=to_lots,
+            expires_at=expires_at,
+            order_id=order_id,
+            created_at=utcnow(),
+            pending_until=pending_until,
         )
+        lot_id = _new_id(session, Lot.__table__, account.id)
+        session.add(lot)
         if pending_until is not None:
             account.pending += to_lots
-        session.flush()
+        if lot_id is None:
+            session.flush()
+        else:
+            lot.id = lot_id
+            _keep_lots(session, account.id, [lot])
     return entry
 
 
@@ -150,6 +281,7 @@ def credit_many(session: Session, credits: list[Credit]) -> None:
     if not credits:
         return
     session.flush()  # the accounts' balances as the session knows them are the database's
+    forget_ids(session)  # these entries take their ids from the sequence, now
     now = utcnow()
     balances: dict[int, int] = {}
     pendings: dict[int, int] = {}
@@ -199,26 +331,53 @@ def _pending_of(credits: list[Credit], account_id: int) -> int:
     return next(one.account.pending for one in credits if one.account.id == account_id)
 
 
-def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:
-    """Return up to ``limit`` to the lots ``debit`` drew from (latest-expiring first)."""
+def load_draws(session: Session, entry_ids: Iterable[int]) -> None:
+    """Read (and lock the lots of) the lot draws of the debits ``entry_ids`` in one
+    statement, for :func:`credit`'s ``give_back`` in a :func:`deferred` block."""
+    known: dict[int, list[tuple[LotMovement, Lot]]] | None = session.info.get(DRAWS)
+    if known is None:
+        return
+    wanted = sorted(set(entry_ids) - set(known))
+    if not wanted:
+        return
+    for entry_id in wanted:
+        known[entry_id] = []
+    for movement, lot in _draws(session, wanted):
+        known[movement.entry_id].append((movement, lot))
+
+
+def _draws(session: Session, entry_ids: list[int]) -> list[tuple[LotMovement, Lot]]:
+    """The lot draws of debits, newest first, their lots locked."""
     rows = session.execute(
         select(LotMovement, Lot)
         .join(Lot, Lot.id == LotMovement.lot_id)
-        .where(LotMovement.entry_id == debit.id)
+        .where(LotMovement.entry_id.in_(entry_ids))
         .order_by(LotMovement.id.desc())
         .with_for_update(of=Lot)
     ).all()
+    return [(movement, lot) for movement, lot in rows]
+
+
+def _give_back(session: Session, entry: Entry, debit: Entry, limit: int) -> int:
+    """Return up to ``limit`` to the lots ``debit`` drew from (latest-expiring first)."""
+    known: dict[int, list[tuple[LotMovement, Lot]]] | None = session.info.get(DRAWS)
+    if known is not None and debit.id in known:
+        rows = known[debit.id]
+    else:
+        rows = _draws(session, [debit.id])
     given = 0
     for movement, lot in rows:
         portion = min(movement.amount, lot.amount - lot.remaining, limit - given)
         if portion <= 0:
             continue
         lot.remaining += portion
-        session.add(LotMovement(entry_id=entry.id, lot_id=lot.id, amount=portion))
+        _keep_lots(session, lot.account_id, [lot])
+        _add_movement(session, entry, lot, portion)
         given += portion
         if given == limit:
             break
-    session.flush()
+    if IDS not in session.info:
+        session.flush()
     return given
 
 
@@ -249,32 +408,95 @@ def debit(
     return entry
 
 
+def _add_movement(session: Session, entry: Entry, lot: Lot, amount: int) -> None:
+    movement = LotMovement(entry_id=entry.id, lot_id=lot.id, amount=amount)
+    movement_id = _new_id(session, LotMovement.__table__, None)
+    if movement_id is not None:
+        movement.id = movement_id
+    session.add(movement)
+
+
+def draw_order(prefer_order_id: str | None) -> Callable[[Lot], tuple[object, ...]]:
+    """The order a debit draws lots in, as a sort key: soonest-expiring first, lots that
+    never expire last, then oldest first (id). A clawback (``prefer_order_id``) draws the
+    order's own lots first, its pending ones before the others, then the lots that are
+    not pending, then other pending lots."""
+
+    def key(lot: Lot) -> tuple[object, ...]:
+        never = lot.expires_at is None
+        at = lot.expires_at or datetime.max
+        if prefer_order_id is None:
+            return (never, at, lot.id)
+        pending = lot.pending_until is not None
+        own = lot.order_id == prefer_order_id
+        rank = 0 if own and pending else 1 if own else 2 if not pending else 3
+        return (rank, never, at, lot.id)
+
+    return key
+
+
+def load_lots(session: Session, account_ids: Iterable[int]) -> None:
+    """Read (and lock) the lots with dust left of the locked dust accounts ``account_ids``
+    in one statement, for the debits of a :func:`deferred` block to draw in memory."""
+    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+    if known is None:
+        return
+    wanted = sorted(set(account_ids) - set(known))
+    if not wanted:
+        return
+    stmt = (
+        select(Lot)
+        .where(Lot.account_id.in_(wanted), Lot.remaining > 0)
+        .order_by(Lot.id)
+        .with_for_update()
+    )
+    for account_id in wanted:
+        known[account_id] = {}
+    for lot in session.scalars(stmt):
+        known[lot.account_id][lot.id] = lot
+
+
+def _keep_lots(session: Session, account_id: int, lots: list[Lot]) -> None:
+    """Lots opened or given back to while :func:`deferred`: among the account's lots read
+    (when they were), so that its next debit can draw them."""
+    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+    if known is not None and account_id in known:
+        for lot in lots:
+            known[account_id][lot.id] = lot
+
+
+def open_lots(session: Session, account: Account) -> list[Lot]:
+    """The dust account's lots with dust left (locked): read once per :func:`deferred`
+    block, else now."""
+    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+    if known is None:
+        stmt = select(Lot).where(Lot.account_id == account.id, Lot.remaining > 0)
+        return list(session.scalars(stmt.with_for_update()))
+    load_lots(session, [account.id])
+    return [lot for lot in known[account.id].values() if lot.remaining > 0]
+
+
 def _draw_lots(
     session: Session, account: Account, entry: Entry, amount: int, prefer_order_id: str | None
 ) -> None:
-    never = case((Lot.expires_at.is_(None), 1), else_=0)
-    order_by = [never, Lot.expires_at, Lot.id]
-    where = [Lot.account_id == account.id, Lot.remaining > 0]
-    if prefer_order_id is not None:
-        # Only with a real order id: ``order_id == None`` would compile to IS NULL and
-        # put every lot without an order (admin credits) ahead of soon-expiring ones.
-        pending = Lot.pending_until.is_not(None)
-        own = Lot.order_id == prefer_order_id
-        order_by.insert(0, case((and_(own, pending), 0), (own, 1), (~pending, 2), else_=3))
-    else:
-        where.append(Lot.pending_until.is_(None))
-    lots = session.scalars(select(Lot).where(*where).order_by(*order_by).with_for_update())
+    # Only with a real order id does a draw prefer an order's lots (lots without an
+    # order, admin credits, are not an order's own).
+    lots = open_lots(session, account)
+    if prefer_order_id is None:
+        lots = [lot for lot in lots if lot.pending_until is None]
+    lots.sort(key=draw_order(prefer_order_id))
     left = amount
     for lot in lots:
         take = min(lot.remaining, left)
         lot.remaining -= take
         if lot.pending_until is not None:
             account.pending -= take
-        session.add(LotMovement(entry_id=entry.id, lot_id=lot.id, amount=take))
+        _add_movement(session, entry, lot, take)
         left -= take
         if not left:
             break
     if left:
         # I4 says the lots always cover a non-negative balance; if not, stop the transaction.
         raise AssertionError(f"account {account.id}: lots short by {left} for entry {entry.id}")
-    session.flush()
+    if IDS not in session.info:
+        session.flush()

@@ -29,7 +29,9 @@ from dust.ledger import earning, journal
 from dust.ledger import holds as holds_
 from dust.ledger.accounts import (
     ABSENT_REFUNDS,
+    IDS,
     LOCKED_ORDERS,
+    LOTS,
     ORDER_REFUNDS,
     ensure_account,
     lock_accounts,
@@ -141,7 +143,8 @@ def add_refund(session: Session, refund: Refund) -> None:
     """Record a new refund of a locked order (last in its arrival order)."""
     refunds = order_refunds(session, refund.order_id)
     session.add(refund)
-    session.flush()
+    if IDS not in session.info:  # a deferred block (dust.ledger.journal) flushes at its end
+        session.flush()
     refunds.append(refund)
     session.info.get(ABSENT_REFUNDS, set()).discard(refund.refund_id)
 
@@ -379,6 +382,13 @@ def _pending_of_order(session: Session, account: Account, order_id: str) -> int:
     """Σ remaining of the order's pending lots in ``account``."""
     if not account.pending:
         return 0
+    if LOTS in session.info:  # a deferred block (dust.ledger.journal): its lots are read once
+        lots = journal.open_lots(session, account)
+        return sum(
+            lot.remaining
+            for lot in lots
+            if lot.order_id == order_id and lot.pending_until is not None
+        )
     total = session.scalar(
         select(func.coalesce(func.sum(Lot.remaining), 0)).where(
             Lot.account_id == account.id,

@@ -187,7 +187,10 @@ def load(session: Session) -> RuleBook:
     """The rules as this transaction sees them (read once per session)."""
     book = session.info.get(BOOK)
     if book is None:
-        rows = session.scalars(select(EarnRule).order_by(EarnRule.id))
+        # Rules are written by their own functions, which flush: nothing else the session
+        # holds changes what this reads, so it need not be flushed first.
+        stmt = select(EarnRule).order_by(EarnRule.id).execution_options(autoflush=False)
+        rows = session.scalars(stmt)
         book = RuleBook(tuple(_rule(row) for row in rows))
         session.info[BOOK] = book
     return book

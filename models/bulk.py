@@ -71,24 +71,26 @@ def insert_rows(
     return values
 
 
-def update_rows(session: Session, table: Table, rows: list[dict[str, Any]]) -> None:
-    """Set columns of many rows, found by their primary key ``id``, in one UPDATE (rows:
-    dicts with the same keys, ``id`` among them)."""
+def update_rows(
+    session: Session, table: Table, rows: list[dict[str, Any]], *, key: str = "id"
+) -> None:
+    """Set columns of many rows, found by their primary key ``key``, in one UPDATE (rows:
+    dicts with the same keys, ``key`` among them)."""
     if not rows:
         return
     session.flush()
     dialect = session.get_bind().dialect
-    columns = tuple(name for name in rows[0] if name != "id")
+    columns = tuple(name for name in rows[0] if name != key)
     if dialect.name != "postgresql":
         stmt = (
             update(table)
-            .where(table.c.id == bindparam("key_id"))
+            .where(table.c[key] == bindparam(f"key_{key}"))
             .values({name: bindparam(f"key_{name}") for name in columns})
         )
         session.execute(stmt, [{f"key_{k}": v for k, v in row.items()} for row in rows])
         return
-    statement = _json_update(dialect, table, columns)
-    session.execute(statement, {"rows": _document(dialect, table, ("id", *columns), rows)})
+    statement = _json_update(dialect, table, columns, key)
+    session.execute(statement, {"rows": _document(dialect, table, (key, *columns), rows)})
 
 
 def _document(
@@ -144,15 +146,17 @@ def _json_insert(
     return text(sql)
 
 
-@lru_cache(maxsize=16)
-def _json_update(dialect: Dialect, table: Table, columns: tuple[str, ...]) -> TextClause:
+@lru_cache(maxsize=64)
+def _json_update(
+    dialect: Dialect, table: Table, columns: tuple[str, ...], key: str = "id"
+) -> TextClause:
     quote = dialect.identifier_preparer.quote
     name = quote(table.name)
     types = ", ".join(
-        f"{quote(c)} {table.c[c].type.compile(dialect=dialect)}" for c in ("id", *columns)
+        f"{quote(c)} {table.c[c].type.compile(dialect=dialect)}" for c in (key, *columns)
     )
     sets = ", ".join(f"{quote(c)} = rows.{quote(c)}" for c in columns)
     return text(
         f"UPDATE {name} SET {sets} FROM json_to_recordset(CAST(:rows AS json)) AS rows ({types})"
-        f" WHERE {name}.id = rows.id"
+        f" WHERE {name}.{quote(key)} = rows.{quote(key)}"
     )

@@ -11,8 +11,9 @@ from collections.abc import Callable
 
 from sqlalchemy.orm import Session
 
-from dust.ledger import holds, orders
-from dust.ledger.accounts import lock_existing_accounts
+from dust.ledger import charging, holds, journal, orders
+from dust.ledger.accounts import KNOWN, lock_existing_accounts
+from dust.models.tables import DUST
 from dust.subscribers import (
     customer_created,
     order_canceled,
@@ -57,12 +58,18 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     of the orders' customers (one statement, id order; none opened), then read their cart
     holds (their accounts locked), the orders' refunds, which of their refund ids are
     recorded and which of their products are dust-only; so that their subscribers find
-    all that without a round trip. :func:`end_run` forgets what may change outside those
+    all that without a round trip; and the lots of the dust accounts its charges and
+    clawbacks may draw (``journal.load_lots``). :func:`end_run` forgets what may change outside those
     locks (holds, refund ids, products)."""
     locked = orders.lock_orders(session, [t.order_id for t in touched if t.order_id])
     customers = {t.customer_id for t in touched if t.customer_id}
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
     lock_existing_accounts(session, customers)
+    drawing = {t.customer_id for t in touched if t.draws and t.customer_id}
+    drawing |= {locked[t.order_id].customer_id for t in touched if t.draws and t.order_id}
+    known = session.info.get(KNOWN, {})
+    journal.load_lots(session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known])
+    charging.load_spends(session, [t.order_id for t in touched if t.draws and t.order_id])
     carts = {t.cart_id for t in touched if t.cart_id}
     holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
     orders.load_refunds(session, locked)

@@ -158,6 +158,9 @@ class Touches:
     cart_id: str | None = None
     product_ids: tuple[str, ...] = ()
     refund_id: str | None = None
+    #: Whether it may debit dust (a charge, a clawback): the lots of its customer's dust
+    #: account are then read with the run's other rows.
+    draws: bool = False
 
 
 Toucher = Callable[[Envelope, Context], Touches | None]

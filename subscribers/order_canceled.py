@@ -43,4 +43,4 @@ def handle(session: Session, envelope: Envelope, context: Context) -> Outcome:
 
 def touched(envelope: Envelope, context: Context) -> Touches | None:
     payload = valid(OrderCanceledPayload, envelope, context)
-    return None if payload is None else Touches(order_id=payload.id)
+    return None if payload is None else Touches(order_id=payload.id, draws=True)

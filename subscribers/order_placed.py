@@ -182,7 +182,9 @@ def touched(envelope: Envelope, context: Context) -> Touches | None:
     if placed is None:
         return None
     products = tuple(i.product_id for i in placed.items or () if i.product_id)
-    return Touches(placed.id, placed.customer_id, placed.cart_id, products)
+    return Touches(
+        placed.id, placed.customer_id, placed.cart_id, products, draws=placed.dust_total > 0
+    )
 
 
 #: ``session.info`` key: the products :func:`remember_dust_only` read, and which of them

@@ -101,6 +101,9 @@ def touched(envelope: Envelope, context: Context) -> Touches | None:
         None
         if payload is None
         else Touches(
-            order_id=payload.order_id, customer_id=payload.customer_id, refund_id=payload.id
+            order_id=payload.order_id,
+            customer_id=payload.customer_id,
+            refund_id=payload.id,
+            draws=True,
         )
     )

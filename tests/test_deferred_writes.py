@@ -1,0 +1,181 @@
+"""The runs of a batch write set-based (``dust.ledger.journal.deferred``): charges, refunds
+and cancels post their entries, lots and draws in memory, and the run writes them in a few
+statements, whatever its length. What they write is the ledger of one event at a time
+(``test_bulk_orders``'s equivalence test covers every kind); here: the statements, the lot
+draw order, and the ids handed out ahead."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session
+
+from dust.ledger import journal
+from dust.ledger.accounts import ensure_account, lock_accounts
+from dust.ledger.journal import Ref
+from dust.models import Entry
+from dust.models.tables import DUST, STORE_CREDIT
+from dust.worker import db as worker_db
+
+T0 = "2026-11-20T10:00:00Z"
+
+
+def shape(statement: str) -> str:
+    flat = " ".join(statement.split())
+    verb = flat.split(" ", 1)[0].upper()
+    tables = re.findall(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(dust_\w+)", flat, re.IGNORECASE)
+    return f"{verb} {tables[0] if tables else flat[:30]}"
+
+
+@contextmanager
+def statements() -> Iterator[Counter[str]]:
+    seen: Counter[str] = Counter()
+    engine = worker_db.get_engine()
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen[shape(statement)] += 1
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def placed(p: str, n: int, customer: str, total: int, **data: Any) -> dict[str, Any]:
+    return {
+        "id": f"{p}evt_{n}",
+        "name": "order.placed",
+        "occurred_at": T0,
+        "data": {
+            "id": f"{p}ord_{n}",
+            "customer_id": f"{p}{customer}",
+            "currency_code": "usd",
+            "total": total,
+            **data,
+        },
+    }
+
+
+def mixed(p: str, n: int) -> list[dict[str, Any]]:
+    """``n`` events of the kinds that go in runs: orders paying dust (every other one from
+    its cart's hold), refunds (every other one to store credit, some giving dust back) and
+    cancels of the orders placed first, on ``n // 2`` customers."""
+    out: list[dict[str, Any]] = []
+    for i in range(n):
+        customer = f"c{i % max(1, n // 2)}"
+        if i % 3 == 0:
+            out.append(placed(p, 1000 + i, customer, 5_000, dust_total=40, cart_id=f"{p}cart_{i}"))
+        elif i % 3 == 1:
+            data = {"id": f"{p}ref_{i}", "order_id": f"{p}ord_{i}", "amount": 1_000}
+            data |= {"currency_code": "usd", "to_store_credit": i % 2 == 0}
+            data["dust_amount"] = 10 if i % 4 == 1 else 0
+            out.append({"id": f"{p}evt_r{i}", "name": "refund.created", "data": data})
+        else:
+            out.append(
+                {"id": f"{p}evt_x{i}", "name": "order.canceled", "data": {"id": f"{p}ord_{i}"}}
+            )
+    return out
+
+
+def prepare(dust: Any, p: str, n: int) -> None:
+    """The customers' dust, the orders the refunds and cancels name (those that cancels
+    name paid 30 dust), and the holds of the charging carts."""
+    for c in range(max(1, n // 2)):
+        dust.grant(f"{p}c{c}", 1_000)
+        dust.grant(f"{p}c{c}", 100, kind=STORE_CREDIT, currency="usd")  # its account open
+    for i in range(n):
+        customer = f"c{i % max(1, n // 2)}"
+        if i % 3 == 0 and i % 2 == 0:
+            assert dust.reserve(f"{p}{customer}", f"{p}cart_{i}", 40).status == "reserved"
+        elif i % 3:
+            order = placed(p, i, customer, 20_000, dust_total=30)
+            assert dust.process(order).status == "processed"
+
+
+def test_a_run_writes_in_the_same_statements_whatever_its_length(dust: Any) -> None:
+    """A run of 6 charges, refunds and cancels and a run of 60 make the same statements but
+    for the ids fetched ahead (one per 64 entries or lots): nothing goes one event at a time."""
+    from dust.inbox import process_batch
+
+    counts = {}
+    for p, n in (("s_", 6), ("l_", 60)):
+        prepare(dust, p, n)
+        with statements() as seen:
+            results = process_batch(mixed(p, n))
+        assert {r.status for r in results} == {"processed"}, results
+        counts[n] = seen
+
+    def kept(shape: str) -> bool:  # not the ids fetched ahead (SQLite: the largest id)
+        ids = ("SELECT dust_entries", "SELECT dust_lots", "SELECT dust_lot_movements")
+        return "nextval" not in shape and shape not in ids
+
+    short = {k: v for k, v in counts[6].items() if kept(k)}
+    long = {k: v for k, v in counts[60].items() if kept(k)}
+    assert long == short, (short, long)
+    assert sum(counts[60].values()) < 40
+    dust.check_invariants()
+
+
+def test_draws_in_memory_take_the_lots_a_debit_takes_alone(dust: Any) -> None:
+    """Soonest-expiring first, lots that never expire last, pending lots never for a
+    spend: the order of ``journal.draw_order``, on both paths."""
+    from dust.inbox import process_batch
+
+    base = datetime(2027, 1, 1, tzinfo=UTC)
+    for p in ("a_", "b_"):
+        for days, amount in ((90, 30), (10, 20), (400, 25)):
+            dust.grant(f"{p}c0", amount, expires_at=base + timedelta(days))
+        dust.grant(f"{p}c0", 15)  # never expires
+    one = [placed("a_", i, "c0", 1_000, dust_total=d) for i, d in enumerate((25, 40, 10))]
+    for envelope in one:
+        assert dust.process(envelope).status == "processed"
+    two = [placed("b_", i, "c0", 1_000, dust_total=d) for i, d in enumerate((25, 40, 10))]
+    assert [r.status for r in process_batch(two)] == ["processed"] * 3
+    assert dust.lots("a_c0") == dust.lots("b_c0")
+    # The 20 of day 10 and the 30 of day 90 spent first, never the 15 that never expire.
+    open_lots = {at: remaining for at, remaining, _amount in dust.lots("b_c0")}
+    assert base + timedelta(10) not in open_lots
+    assert base + timedelta(90) not in open_lots
+    assert open_lots[None] == 15
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.services)], indirect=True
+)
+def test_ids_handed_out_ahead_keep_each_accounts_entries_in_write_order(
+    dust: Any, backend: str
+) -> None:
+    """A transaction that fetched ids ahead, then locks an account another transaction
+    wrote to since, gives its entry there a newer id than that one's: an account's entries
+    in id order are the order they were written (the journal chain reads them so)."""
+    dust.grant("x", 100)
+    dust.grant("y", 100)
+    engine = worker_db.get_engine()
+    ref = Ref("adjustment", "test", "t")
+    with Session(engine) as first, first.begin():
+        with journal.deferred(first):
+            x = ensure_account(first, "x", DUST)
+            account_x = lock_accounts(first, [x])[x]
+            journal.credit(first, account_x, 5, ref)  # ids fetched ahead, for x only
+            with Session(engine) as second, second.begin():
+                y = ensure_account(second, "y", DUST)
+                journal.credit(second, lock_accounts(second, [y])[y], 7, ref)
+            account_y = lock_accounts(first, [y])[y]
+            journal.credit(first, account_y, 11, ref)
+            journal.flush_deferred(first)
+    with Session(engine) as session:
+        rows = session.execute(
+            select(Entry.amount, Entry.balance_after)
+            .where(Entry.account_id == y)
+            .order_by(Entry.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [(100, 100), (7, 107), (11, 118)]
+    dust.check_invariants()
