@@ -41,8 +41,11 @@ from dust.models.base import utcnow
 from dust.models.bulk import insert_rows, update_rows
 from dust.models.tables import DUST
 
-#: Ids fetched at a time (PostgreSQL: ``nextval`` of the table's sequence).
+#: Ids fetched at a time (PostgreSQL: ``nextval`` of the table's sequence), the first
+#: time in a deferred block; twice as many each time after, up to ``MAX_ID_BLOCK``. Ids
+#: not used are gaps, as a rolled-back insert leaves.
 ID_BLOCK = 64
+MAX_ID_BLOCK = 1024
 
 
 @dataclass
@@ -61,6 +64,8 @@ class _Deferred:
     blocks: dict[str, _Ids] = field(default_factory=dict)
     #: Highest id handed out per table (SQLite: where the next block starts).
     high: dict[str, int] = field(default_factory=dict)
+    #: Blocks fetched per table: each is twice the one before, up to ``MAX_ID_BLOCK``.
+    fetched: dict[str, int] = field(default_factory=dict)
 
 
 @contextmanager
@@ -108,7 +113,7 @@ def flush_deferred(session: Session) -> None:
 
 #: The tables whose changed rows :func:`flush_deferred` writes itself, and the columns.
 CHANGED_ROWS: dict[type, frozenset[str]] = {
-    model: frozenset(c.name for c in model.__table__.columns if not c.primary_key)  # type: ignore[attr-defined]
+    model: frozenset(c.name for c in model.__table__.columns if not c.primary_key)
     for model in (Account, Order, Refund, Hold, Lot)
 }
 
@@ -142,18 +147,21 @@ def _new_id(session: Session, table: Table, account_id: int | None) -> int | Non
 
 
 def _fetch_ids(session: Session, table: Table, state: _Deferred) -> list[int]:
+    fetched = state.fetched.get(table.name, 0)
+    state.fetched[table.name] = fetched + 1
+    size = min(MAX_ID_BLOCK, ID_BLOCK << fetched)
     # On the session's connection: the session's unit of work is not flushed first.
     connection = session.connection()
     if connection.dialect.name == "postgresql":
         stmt = text(
             "SELECT nextval(pg_get_serial_sequence(:table, 'id')) FROM generate_series(1, :n)"
-        ).bindparams(bindparam("table", table.name), bindparam("n", ID_BLOCK))
+        ).bindparams(bindparam("table", table.name), bindparam("n", size))
         return sorted(connection.execute(stmt).scalars())
     # SQLite: one writer at a time (BEGIN IMMEDIATE), so the ids above the largest in
     # the table (or handed out) are free until this transaction ends.
     top = connection.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar() or 0
     start = max(top, state.high.get(table.name, 0)) + 1
-    return list(range(start, start + ID_BLOCK))
+    return list(range(start, start + size))
 
 
 @dataclass(frozen=True)

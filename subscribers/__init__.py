@@ -65,10 +65,12 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     customers = {t.customer_id for t in touched if t.customer_id}
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
     lock_existing_accounts(session, customers)
-    drawing = {t.customer_id for t in touched if t.draws and t.customer_id}
-    drawing |= {locked[t.order_id].customer_id for t in touched if t.draws and t.order_id}
+    drawing = {t.customer_id for t in touched if t.draws}
+    drawing |= {o.customer_id for t in touched if t.draws and (o := locked.get(t.order_id or ""))}
     known = session.info.get(KNOWN, {})
-    journal.load_lots(session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known])
+    journal.load_lots(
+        session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known]
+    )  # guests: none
     charging.load_spends(session, [t.order_id for t in touched if t.draws and t.order_id])
     carts = {t.cart_id for t in touched if t.cart_id}
     holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
