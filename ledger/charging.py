@@ -139,6 +139,7 @@ def _spends(session: Session, order_id: str, kind: str | None = None) -> list[En
 
 
 def _read_spends(session: Session, order_ids: list[str]) -> list[tuple[Entry, str]]:
+    journal.write_new(session)  # the session may be clean: no flush would write them
     stmt = (
         select(Entry, Account.kind)
         .join(Account, Account.id == Entry.account_id)

@@ -29,10 +29,12 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Table, bindparam, func, select, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Table, bindparam, event, func, select, text
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from dust.ledger.accounts import DRAWS, IDS, LOCKED, LOTS, OPENED, SPENDS
 from dust.ledger.errors import InsufficientFunds
@@ -41,6 +43,10 @@ from dust.models.base import utcnow
 from dust.models.bulk import insert_rows, update_rows
 from dust.models.tables import DUST
 
+#: ``session.info`` key: the highest id handed out per table in this session's transaction
+#: (SQLite: where the next block starts), kept across deferred blocks and savepoints, so
+#: that no id is handed out twice, even one a rolled-back savepoint left unused.
+HIGH = "dust.journal.high"
 #: Ids fetched at a time (PostgreSQL: ``nextval`` of the table's sequence), the first
 #: time in a deferred block; twice as many each time after, up to ``MAX_ID_BLOCK``. Ids
 #: not used are gaps, as a rolled-back insert leaves.
@@ -61,9 +67,11 @@ class _Ids:
 
 @dataclass
 class _Deferred:
+    #: New entries, lots and draws, not in the session: written by :func:`write_new`.
+    new: dict[type[Entry | Lot | LotMovement], list[Any]] = field(
+        default_factory=lambda: {Entry: [], Lot: [], LotMovement: []}
+    )
     blocks: dict[str, _Ids] = field(default_factory=dict)
-    #: Highest id handed out per table (SQLite: where the next block starts).
-    high: dict[str, int] = field(default_factory=dict)
     #: Blocks fetched per table: each is twice the one before, up to ``MAX_ID_BLOCK``.
     fetched: dict[str, int] = field(default_factory=dict)
 
@@ -84,6 +92,51 @@ def deferred(session: Session) -> Iterator[None]:
             session.info.pop(key, None)
 
 
+def _buffer(session: Session, row: Entry | Lot | LotMovement) -> None:
+    state: _Deferred = session.info[IDS]
+    state.new[type(row)].append(row)
+
+
+def write_new(session: Session) -> None:
+    """Insert the entries, lots and draws a :func:`deferred` block posted and has not
+    written yet, one statement per table (the rows as one document, ``insert_rows``):
+    before any flush of the session (its rows refer to them) and any read of them. The
+    lots join the session then, so that what later draws them is written as a change."""
+    state: _Deferred | None = session.info.get(IDS)
+    if state is None or not any(state.new.values()):
+        return
+    new, state.new = state.new, {model: [] for model in state.new}
+    for model, rows in new.items():
+        if not rows:
+            continue
+        table = model.__table__
+        insert_rows(session, table, [_row_of(table, row) for row in rows], flush=False)
+        if model is Lot:
+            for lot in rows:
+                make_transient_to_detached(lot)
+                session.add(lot)
+
+
+def _row_of(table: Table, obj: object) -> dict[str, object]:
+    """The columns of a new row as its object holds them (a column's scalar default where
+    the object left it unset, as the unit of work would insert it)."""
+    row = {}
+    for column in table.columns:
+        value = getattr(obj, column.key)
+        default = column.default
+        if value is None and isinstance(default, ScalarElementColumnDefault):
+            value = default.arg
+        row[column.name] = value
+    return row
+
+
+@event.listens_for(Session, "before_flush")
+def _before_flush(session: Session, _context: Any, _instances: Any) -> None:
+    """A flush in a deferred block (an ORM read, the block's end) writes its new entries,
+    lots and draws first: the session's rows may refer to them."""
+    write_new(session)
+
+
 def flush_deferred(session: Session) -> None:
     """Write what a :func:`deferred` block did: its new rows (entries, lots, draws,
     refunds) in one INSERT per table (the session's flush), then the changed rows of each
@@ -94,6 +147,7 @@ def flush_deferred(session: Session) -> None:
     for obj in session.dirty:
         if type(obj) in CHANGED_ROWS:
             changed.setdefault(type(obj), []).append(obj)
+    write_new(session)
     updates = []
     for model, objects in changed.items():
         columns = CHANGED_ROWS[model]
@@ -142,7 +196,7 @@ def _new_id(session: Session, table: Table, account_id: int | None) -> int | Non
         block = state.blocks[table.name] = _Ids(_fetch_ids(session, table, state), locked)
     new = block.ids[block.used]
     block.used += 1
-    state.high[table.name] = new
+    session.info.setdefault(HIGH, {})[table.name] = new
     return new
 
 
@@ -160,7 +214,7 @@ def _fetch_ids(session: Session, table: Table, state: _Deferred) -> list[int]:
     # SQLite: one writer at a time (BEGIN IMMEDIATE), so the ids above the largest in
     # the table (or handed out) are free until this transaction ends.
     top = connection.execute(select(func.coalesce(func.max(table.c.id), 0))).scalar() or 0
-    start = max(top, state.high.get(table.name, 0)) + 1
+    start = max(top, session.info.get(HIGH, {}).get(table.name, 0)) + 1
     return list(range(start, start + size))
 
 
@@ -218,11 +272,12 @@ def _write(
         **_entry_row(account.id, direction, amount, account.balance, ref, forgiven, utcnow())
     )
     entry_id = _new_id(session, Entry.__table__, account.id)
-    session.add(entry)
     if entry_id is None:
+        session.add(entry)
         session.flush()
     else:
         entry.id = entry_id
+        _buffer(session, entry)
     return entry
 
 
@@ -259,13 +314,14 @@ def credit(
             pending_until=pending_until,
         )
         lot_id = _new_id(session, Lot.__table__, account.id)
-        session.add(lot)
         if pending_until is not None:
             account.pending += to_lots
         if lot_id is None:
+            session.add(lot)
             session.flush()
         else:
             lot.id = lot_id
+            _buffer(session, lot)
             _keep_lots(session, account.id, [lot])
     return entry
 
@@ -356,6 +412,7 @@ def load_draws(session: Session, entry_ids: Iterable[int]) -> None:
 
 def _draws(session: Session, entry_ids: list[int]) -> list[tuple[LotMovement, Lot]]:
     """The lot draws of debits, newest first, their lots locked."""
+    write_new(session)  # the session may be clean: no flush would write them
     rows = session.execute(
         select(LotMovement, Lot)
         .join(Lot, Lot.id == LotMovement.lot_id)
@@ -419,9 +476,11 @@ def debit(
 def _add_movement(session: Session, entry: Entry, lot: Lot, amount: int) -> None:
     movement = LotMovement(entry_id=entry.id, lot_id=lot.id, amount=amount)
     movement_id = _new_id(session, LotMovement.__table__, None)
-    if movement_id is not None:
+    if movement_id is None:
+        session.add(movement)
+    else:
         movement.id = movement_id
-    session.add(movement)
+        _buffer(session, movement)
 
 
 def draw_order(prefer_order_id: str | None) -> Callable[[Lot], tuple[object, ...]]:
@@ -452,6 +511,7 @@ def load_lots(session: Session, account_ids: Iterable[int]) -> None:
     wanted = sorted(set(account_ids) - set(known))
     if not wanted:
         return
+    write_new(session)  # the session may be clean: no flush would write them
     stmt = (
         select(Lot)
         .where(Lot.account_id.in_(wanted), Lot.remaining > 0)

@@ -44,7 +44,7 @@ from sqlalchemy import select, tuple_
 from sqlalchemy.orm import Session
 
 from dust.ledger import journal
-from dust.ledger.accounts import ensure_account, lock_accounts, lock_dust_accounts
+from dust.ledger.accounts import IDS, ensure_account, lock_accounts, lock_dust_accounts
 from dust.ledger.errors import LedgerError
 from dust.ledger.journal import Ref
 from dust.ledger.orders import EarnPolicy, lot_expiry, settle_earnings
@@ -358,25 +358,32 @@ def record_groups(
     placed while this record is the latest (from ``occurred_at`` to the next record):
     ``{order_id: change in net earned dust}`` for those whose earning changed."""
     insert = insert_for(session)
-    inserted = session.execute(
-        insert(CustomerGroups)
-        .values(
-            event_id=event_id,
-            customer_id=customer_id,
-            occurred_at=occurred_at,
-            group_ids=json.dumps(sorted(set(group_ids))),
-            recorded_at=utcnow(),
+    # On the session's connection: a group record does not depend on what the session
+    # holds, which need not be flushed first (a batch's run writes it at its end).
+    inserted = (
+        session.connection()
+        .execute(
+            insert(CustomerGroups)
+            .values(
+                event_id=event_id,
+                customer_id=customer_id,
+                occurred_at=occurred_at,
+                group_ids=json.dumps(sorted(set(group_ids))),
+                recorded_at=utcnow(),
+            )
+            .on_conflict_do_nothing()
+            .returning(CustomerGroups.event_id)
         )
-        .on_conflict_do_nothing()
-        .returning(CustomerGroups.event_id)
-    ).scalar()
+        .scalar()
+    )
     if inserted is None:
         return {}
     book = load(session)
     if not book.has_group_rules:
         account_id = ensure_account(session, customer_id, DUST)
         copy_latest(session, lock_accounts(session, [account_id])[account_id], occurred_at)
-        session.flush()
+        if IDS not in session.info:  # a deferred block (dust.ledger.journal) flushes at its end
+            session.flush()
         return {}
     following = session.scalar(
         select(CustomerGroups.occurred_at)
@@ -433,6 +440,8 @@ def copy_latest(session: Session, account: Account, occurred_at: datetime) -> No
         .where(CustomerGroups.customer_id == account.customer_id)
         .order_by(CustomerGroups.occurred_at.desc(), CustomerGroups.event_id.desc())
         .limit(1)
+        # Group records are inserted at once, never through the session: no flush first.
+        .execution_options(autoflush=False)
     ).one()
     account.groups_at, account.groups_event_id, account.group_ids = latest
 

@@ -32,38 +32,43 @@ def insert_rows(
     *,
     skip_conflicts: bool = False,
     returning: str | None = None,
+    flush: bool = True,
 ) -> list[Any]:
     """Insert ``rows`` (dicts with the same keys) into ``table``; with ``skip_conflicts``,
     a row that conflicts with one already there is left out (``ON CONFLICT DO NOTHING``).
 
     Returns the ``returning`` column of the rows inserted (empty without ``returning``).
     When that column is the table's integer primary key and no row was left out, the
-    values come in the order of ``rows``.
+    values come in the order of ``rows``. ``flush=False``: the session's unit of work is
+    not flushed first (a caller writing rows the session's rows refer to).
     """
     if not rows:
         return []
-    session.flush()  # what the session holds goes first, as before any statement
-    dialect = session.get_bind().dialect
+    if flush:  # what the session holds goes first, as before any statement
+        session.flush()
+    # On the session's connection: no second flush (an ORM statement's autoflush).
+    connection = session.connection()
+    dialect = connection.dialect
     columns = tuple(rows[0])
     if dialect.name != "postgresql":
         stmt = sqlite.insert(table)
         if skip_conflicts:
             stmt = stmt.on_conflict_do_nothing()
         if returning is None:
-            session.execute(stmt, rows)
+            connection.execute(stmt, rows)
             return []
         ordered = not skip_conflicts
         return list(
-            session.scalars(
+            connection.execute(
                 stmt.returning(table.c[returning], sort_by_parameter_order=ordered), rows
-            )
+            ).scalars()
         )
     statement = _json_insert(dialect, table, columns, skip_conflicts, returning)
     document = _document(dialect, table, columns, rows)
     if returning is None:
-        session.execute(statement, {"rows": document})
+        connection.execute(statement, {"rows": document})
         return []
-    values = list(session.scalars(statement, {"rows": document}))
+    values = list(connection.execute(statement, {"rows": document}).scalars())
     if _is_integer_key(table, returning):
         # Rows are inserted in document order (ORDER BY the ordinality) and a sequence
         # only grows, so the keys sorted are the keys of the rows in order.
