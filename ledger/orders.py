@@ -106,6 +106,24 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
     return found
 
 
+def lock_existing_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
+    """Lock those of ``order_ids`` that have a row (one statement, ``order_id`` order),
+    creating none, and remember them as :func:`lock_orders` does."""
+    wanted = sorted(set(order_ids))
+    if not wanted:
+        return {}
+    stmt = (
+        select(Order)
+        .where(Order.order_id.in_(wanted))
+        .order_by(Order.order_id)
+        .with_for_update()
+        .execution_options(populate_existing=True)
+    )
+    found = {order.order_id: order for order in session.scalars(stmt)}
+    session.info.setdefault(LOCKED_ORDERS, {}).update(found)
+    return found
+
+
 def order_refunds(session: Session, order_id: str) -> list[Refund]:
     """Every refund of a locked order, in arrival order (``created_at``, then id): read
     once per transaction (or with the order's batch, :func:`load_refunds`), then kept, as

@@ -79,6 +79,20 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     order_placed.remember_dust_only(session, {p for t in touched for p in t.product_ids})
 
 
+def lock_first(session: Session, touched: list[Touches]) -> None:
+    """At the start of a batch's transaction: lock the orders that exist of all its events
+    (one statement, id order), then the accounts that exist of their customers and of
+    those orders' customers (one statement, id order). Every later step of the
+    transaction (set-based, runs, one at a time) then finds its rows locked, so two
+    workers' transactions wait on each other in one order and never deadlock; a row that
+    does not exist yet (a new order, a new account) is created, not waited for. Creates
+    nothing: a new order keeps the set-based path."""
+    locked = orders.lock_existing_orders(session, [t.order_id for t in touched if t.order_id])
+    customers = {t.customer_id for t in touched if t.customer_id}
+    customers |= {o.customer_id for o in locked.values() if o.customer_id}
+    lock_existing_accounts(session, customers)
+
+
 def end_run(session: Session) -> None:
     holds.forget_cart_holds(session)
     orders.forget_refund_ids(session)

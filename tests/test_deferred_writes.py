@@ -179,3 +179,29 @@ def test_ids_handed_out_ahead_keep_each_accounts_entries_in_write_order(
         ).all()
     assert [tuple(r) for r in rows] == [(100, 100), (7, 107), (11, 118)]
     dust.check_invariants()
+
+
+def test_a_batch_locks_the_accounts_of_all_its_events_first(dust: Any) -> None:
+    """Before any event of a batch is applied, the accounts all its events touch are
+    locked in one statement (id order): every later step finds them locked, so two
+    workers' batches always take them in one order and cannot deadlock."""
+    from dust.inbox import process_batch
+
+    prepare(dust, "k_", 6)
+    events = [placed("k_", 900 + i, "c2", 1_000) for i in range(8)]  # set-based, first
+    events += mixed("k_", 6)
+    locks: list[str] = []
+    engine = worker_db.get_engine()
+
+    def seen(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        flat = " ".join(statement.split())
+        if flat.startswith("SELECT dust_accounts.id") and "customer_id IN" in flat:
+            locks.append(repr(parameters))
+
+    event.listen(engine, "before_cursor_execute", seen)
+    try:
+        results = process_batch(events)
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert {r.status for r in results} == {"processed"}
+    assert all(f"k_c{c}" in locks[0] for c in range(3)), locks[0]
