@@ -176,7 +176,8 @@ def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> Non
     order), so that :func:`ensure_account` and :func:`lock_accounts` find them locked later
     in the transaction without a round trip. Opens none: a missing account is opened when
     an event needs it, in the order the events open accounts one at a time."""
-    wanted = set(customer_ids)
+    # Customers whose accounts were locked earlier in the transaction: still locked.
+    wanted = set(customer_ids) - session.info.get(SCANNED, set())
     if not wanted:
         return
     stmt = (

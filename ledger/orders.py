@@ -81,9 +81,11 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
     INSERT), then all locked in one statement, in ``order_id`` order (so two transactions
     never wait on each other's orders in opposite orders), and remembered for the rest of
     the transaction, so that :func:`lock_order` finds them without a round trip."""
-    wanted = sorted(set(order_ids))
+    locked: dict[str, Order] = session.info.setdefault(LOCKED_ORDERS, {})
+    asked = set(order_ids)
+    wanted = sorted(asked - set(locked))  # those locked earlier in the transaction: still
     if not wanted:
-        return {}
+        return {order_id: locked[order_id] for order_id in asked}
     # The columns' defaults, as ``lock_order``'s INSERT writes them (a JSON document
     # insert writes only the columns it names).
     empty = {
@@ -102,8 +104,8 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
     )
     found = {order.order_id: order for order in session.scalars(stmt)}
     assert len(found) == len(wanted), "an order row vanished"
-    session.info.setdefault(LOCKED_ORDERS, {}).update(found)
-    return found
+    locked.update(found)
+    return {order_id: locked[order_id] for order_id in asked}
 
 
 def lock_existing_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
