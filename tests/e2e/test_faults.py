@@ -10,11 +10,13 @@ and reconciliation must be clean. About a minute; the same with the mixed worklo
 
 Then four events workers (one pool process each) on one mixed stream with a third of its
 orders on one customer, each order's events shuffled: every event once, the model's
-balances whatever worker took what, nothing left waiting. About a minute. PostgreSQL does
-detect deadlocks there (a batch's transaction takes its events' locks one event after
-another, so two batches can wait on each other's accounts or inbox rows); it breaks each
-within ``deadlock_timeout`` by failing one transaction, which is retried: the count is in
-the summary (BENCHMARKS.md, "Several workers").
+balances whatever worker took what, nothing left waiting. About a minute. A batch locks
+the orders and accounts that exist of all its events first, in one order, so batches no
+longer wait on each other's accounts in opposite orders; PostgreSQL may still detect a
+deadlock on rows created meanwhile (a new order, or the inbox row of an envelope published
+twice and taken by two workers at once). It breaks each within ``deadlock_timeout`` by
+failing one transaction, which is retried: the count is in the summary (BENCHMARKS.md,
+"Several workers").
 """
 
 from __future__ import annotations
