@@ -338,7 +338,7 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     deadline = monotonic() + BATCH_TRANSACTION_SECONDS
     one_at_a_time_until = 0
     with session_scope() as session:
-        _lock_first(session, parsed, context)
+        _lock_first(session, parsed)
         while len(done) < len(parsed):
             results: list[Result] = []
             start = len(done)
@@ -363,19 +363,12 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     return done
 
 
-def _lock_first(session: Session, parsed: list[Parsed], context: Context) -> None:
+def _lock_first(session: Session, parsed: list[Parsed]) -> None:
     """The rows all of ``parsed`` touch that exist, locked before any is applied
     (``subscribers.lock_first``): one lock order for the whole transaction."""
     if len(parsed) < 2:
         return  # one event locks in one order already
-    touched = [
-        touches
-        for one in parsed
-        if one.envelope is not None
-        and one.name in TOUCHES
-        and (touches := TOUCHES[one.name](one.envelope, context)) is not None
-    ]
-    lock_first(session, touched)
+    lock_first(session, [one.envelope for one in parsed if one.envelope is not None])
 
 
 #: Most events one set-based run of ``_apply_bulk`` takes.

@@ -21,7 +21,7 @@ from dust.subscribers import (
     product_updated,
     refund_created,
 )
-from dust.subscribers.base import BulkHandler, Envelope, Handler, Toucher, Touches
+from dust.subscribers.base import BulkHandler, Envelope, Handler, Toucher, Touches, is_identifier
 
 SUBSCRIBERS: dict[str, Handler] = {
     "customer.created": customer_created.handle,
@@ -79,16 +79,37 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     order_placed.remember_dust_only(session, {p for t in touched for p in t.product_ids})
 
 
-def lock_first(session: Session, touched: list[Touches]) -> None:
+#: Where an event names its order and its customer (payload fields), for :func:`lock_first`.
+LOCK_KEYS: dict[str, tuple[str | None, str | None]] = {
+    "order.placed": ("id", "customer_id"),
+    "refund.created": ("order_id", "customer_id"),
+    "order.canceled": ("id", None),
+    "customer.created": (None, "id"),
+    "customer.updated": (None, "id"),
+}
+
+
+def lock_first(session: Session, envelopes: list[Envelope]) -> None:
     """At the start of a batch's transaction: lock the orders that exist of all its events
     (one statement, id order), then the accounts that exist of their customers and of
     those orders' customers (one statement, id order). Every later step of the
     transaction (set-based, runs, one at a time) then finds its rows locked, so two
-    workers' transactions wait on each other in one order and never deadlock; a row that
-    does not exist yet (a new order, a new account) is created, not waited for. Creates
-    nothing: a new order keeps the set-based path."""
-    locked = orders.lock_existing_orders(session, [t.order_id for t in touched if t.order_id])
-    customers = {t.customer_id for t in touched if t.customer_id}
+    workers' transactions wait on each other in one order and never deadlock on them; a
+    row that does not exist yet (a new order, a new account) is created, not waited for.
+    Creates nothing: a new order keeps the set-based path. The ids are read from the
+    payloads without validating them (locking a row an invalid event names does no harm;
+    a value that is not an id, never sent to the database, is skipped)."""
+    order_ids: set[str] = set()
+    customers: set[str] = set()
+    for envelope in envelopes:
+        order_field, customer_field = LOCK_KEYS.get(envelope.name, (None, None))
+        order_id = envelope.data.get(order_field) if order_field else None
+        customer_id = envelope.data.get(customer_field) if customer_field else None
+        if is_identifier(order_id):
+            order_ids.add(order_id)
+        if is_identifier(customer_id):
+            customers.add(customer_id)
+    locked = orders.lock_existing_orders(session, order_ids)
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
     lock_existing_accounts(session, customers)
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeGuard, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -43,6 +43,15 @@ def _taken_as_sent(value: str) -> str:
             "an id is taken as sent: no whitespace at either end, no control characters"
         )
     return value
+
+
+def is_identifier(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is an id as :data:`Identifier` accepts it."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_ID
+        and ID_PATTERN.fullmatch(value) is not None
+    )
 
 
 Identifier = Annotated[

@@ -205,3 +205,22 @@ def test_a_batch_locks_the_accounts_of_all_its_events_first(dust: Any) -> None:
         event.remove(engine, "before_cursor_execute", seen)
     assert {r.status for r in results} == {"processed"}
     assert all(f"k_c{c}" in locks[0] for c in range(3)), locks[0]
+
+
+def test_what_is_not_an_id_is_not_locked_first(dust: Any) -> None:
+    """The ids a batch locks first are read from payloads not yet validated: a value that
+    is no id (NUL, too long, not text) is skipped there, and its event is rejected as it
+    would be alone, beside the others applied."""
+    from dust.inbox import process_batch
+
+    prepare(dust, "n_", 6)
+    bad = [
+        {"id": "n_evt_bad1", "name": "order.canceled", "data": {"id": "n_ord\x00_1"}},
+        {"id": "n_evt_bad2", "name": "order.placed", "data": {"id": "x" * 5000, "total": 1}},
+        {"id": "n_evt_bad3", "name": "refund.created", "data": {"order_id": ["n_ord_1"]}},
+    ]
+    events = mixed("n_", 6)
+    results = process_batch(events[:2] + bad + events[2:])
+    statuses = [r.status for r in results]
+    assert statuses == ["processed"] * 2 + ["rejected"] * 3 + ["processed"] * 4, results
+    dust.check_invariants()
