@@ -59,18 +59,17 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     holds (their accounts locked), the orders' refunds, which of their refund ids are
     recorded and which of their products are dust-only; so that their subscribers find
     all that without a round trip; and the lots of the dust accounts its charges and
-    clawbacks may draw (``journal.load_lots``). :func:`end_run` forgets what may change outside those
-    locks (holds, refund ids, products)."""
+    clawbacks may draw (``journal.load_lots``), and the charges and lot draws of the orders
+    it may give back to (``charging.load_spends``). :func:`end_run` forgets what may change
+    outside those locks (holds, refund ids, products)."""
     locked = orders.lock_orders(session, [t.order_id for t in touched if t.order_id])
     customers = {t.customer_id for t in touched if t.customer_id}
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
     lock_existing_accounts(session, customers)
     drawing = {t.customer_id for t in touched if t.draws}
     drawing |= {o.customer_id for t in touched if t.draws and (o := locked.get(t.order_id or ""))}
-    known = session.info.get(KNOWN, {})
-    journal.load_lots(
-        session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known]
-    )  # guests: none
+    known = session.info.get(KNOWN, {})  # a guest (None) or a new customer has none
+    journal.load_lots(session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known])
     charging.load_spends(session, [t.order_id for t in touched if t.draws and t.order_id])
     carts = {t.cart_id for t in touched if t.cart_id}
     holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
