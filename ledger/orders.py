@@ -83,7 +83,7 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
     the transaction, so that :func:`lock_order` finds them without a round trip."""
     locked: dict[str, Order] = session.info.setdefault(LOCKED_ORDERS, {})
     asked = set(order_ids)
-    wanted = sorted(asked - set(locked))  # those locked earlier in the transaction: still
+    wanted = sorted(asked - set(locked))  # those locked earlier stay locked and current
     if not wanted:
         return {order_id: locked[order_id] for order_id in asked}
     # The columns' defaults, as ``lock_order``'s INSERT writes them (a JSON document
