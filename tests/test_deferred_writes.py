@@ -6,16 +6,13 @@ draw order, and the ids handed out ahead."""
 
 from __future__ import annotations
 
-import re
-from collections import Counter
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
+from statement_counts import statements
 
 from dust.ledger import journal
 from dust.ledger.accounts import ensure_account, lock_accounts
@@ -25,28 +22,6 @@ from dust.models.tables import DUST, STORE_CREDIT
 from dust.worker import db as worker_db
 
 T0 = "2026-11-20T10:00:00Z"
-
-
-def shape(statement: str) -> str:
-    flat = " ".join(statement.split())
-    verb = flat.split(" ", 1)[0].upper()
-    tables = re.findall(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(dust_\w+)", flat, re.IGNORECASE)
-    return f"{verb} {tables[0] if tables else flat[:30]}"
-
-
-@contextmanager
-def statements() -> Iterator[Counter[str]]:
-    seen: Counter[str] = Counter()
-    engine = worker_db.get_engine()
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen[shape(statement)] += 1
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def placed(p: str, n: int, customer: str, total: int, **data: Any) -> dict[str, Any]:

@@ -7,19 +7,17 @@ customer's latest record reads the history, and migration 0007 fills the copy.""
 from __future__ import annotations
 
 import json
-import re
-from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import create_engine, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
+from statement_counts import statements
 
 from dust.inbox import process_batch
 from dust.ledger import rules
@@ -76,31 +74,6 @@ def earned(order_id: str) -> int:
 def batch(envelopes: list[dict[str, Any]]) -> None:
     results = process_batch(envelopes)
     assert [r.status for r in results] == ["processed"] * len(envelopes), results
-
-
-def shape(statement: str) -> str:
-    """A statement reduced to its kind and first table (``SELECT dust_accounts FOR UPDATE``)."""
-    flat = " ".join(statement.split())
-    verb = flat.split(" ", 1)[0].upper()
-    tables = re.findall(r"\b(?:FROM|INTO|UPDATE|JOIN)\s+(dust_\w+)", flat, re.IGNORECASE)
-    lock = " FOR UPDATE" if "FOR UPDATE" in flat.upper() else ""
-    return f"{verb} {tables[0] if tables else flat[:30]}{lock}"
-
-
-@contextmanager
-def statements() -> Iterator[Counter[str]]:
-    """The statements sent to the database meanwhile, by shape."""
-    seen: Counter[str] = Counter()
-    engine = worker_db.get_engine()
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        seen[shape(statement)] += 1
-
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def test_a_set_based_run_makes_the_same_statements_with_rules_in_force(dust: Any) -> None:
