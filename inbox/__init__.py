@@ -7,11 +7,12 @@ id runs its subscriber inside a savepoint and records the outcome on the row. A 
 that rejects the event has its writes rolled back to the savepoint, so bad input is never
 half-applied. A concurrent delivery of the same id waits on the uncommitted row, then finds
 it. ``process_batch(raws)`` does the same for many envelopes in few transactions (the
-worker's batches, ``runtime/batching.py``); in it, consecutive envelopes of a subscriber in
-``BULK_SUBSCRIBERS`` go together set-based (``_apply_bulk``): the subscriber's writes,
-then all their inbox rows in one ``INSERT … ON CONFLICT DO NOTHING``, in one savepoint
-rolled back whole if any id turns out to be there already; those envelopes then go one at
-a time as above. Consecutive envelopes of the other subscribers in ``TOUCHES`` (orders that
+worker's batches, ``runtime/batching.py``); in it, envelopes of a subscriber in
+``BULK_SUBSCRIBERS`` that touch nothing an earlier envelope touches go first
+(``_apply_first``), and consecutive ones go together, set-based (``_apply_bulk``): the
+subscriber's writes, then all their inbox rows in one ``INSERT … ON CONFLICT DO
+NOTHING``, in one savepoint rolled back whole if any id turns out to be there already;
+those envelopes then go one at a time as above. Consecutive envelopes of the other subscribers in ``TOUCHES`` (orders that
 charge, refunds, cancels, customers) go together too (``_apply_run``): their order rows and
 their customers' dust accounts locked first, all at once, in id order; then each event's
 subscriber as one at a time, in one savepoint for all of them (a rejected event rolls it
@@ -35,7 +36,7 @@ from sqlalchemy.orm import Session
 from dust.ledger import journal
 from dust.ledger.accounts import forget_locks
 from dust.ledger.orders import EarnPolicy
-from dust.models import Event, EventConflict
+from dust.models import Event, EventConflict, Order
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
 from dust.subscribers import (
@@ -43,7 +44,9 @@ from dust.subscribers import (
     BULK_SUBSCRIBERS,
     SUBSCRIBERS,
     TOUCHES,
+    batch_keys,
     end_run,
+    goes_first,
     lock_first,
     lock_run,
 )
@@ -296,24 +299,30 @@ def process_batch(
     context: Context | None = None,
     on_commit: Callable[[list[Result]], None] | None = None,
 ) -> list[Result]:
-    """Apply many envelopes in order, each exactly once in effect (a duplicate within the
-    batch is a duplicate as across batches), in as few transactions as keep each under
-    ``BATCH_TRANSACTION_SECONDS``. Any error rolls back the open transaction and propagates
+    """Apply many envelopes, each exactly once in effect (a duplicate within the batch is a
+    duplicate as across batches), in as few transactions as keep each under
+    ``BATCH_TRANSACTION_SECONDS``: in order, but for those that may go first
+    (``_apply_first``), which touch nothing the envelopes they overtake touch. Any error rolls back the open transaction and propagates
     (after a few quick retries of a transient one); what committed before stays, and the
     caller applies the envelopes one by one with :func:`process` (those are duplicates).
-    ``on_commit(results)`` is called after each transaction's commit with its results."""
+    ``on_commit(results)`` is called after each transaction's commit with its results.
+    Returns the results in the order of ``raws``."""
     received_at = utcnow()
     parsed = [parse_envelope(raw, received_at) for raw in raws]
     context = context or context_from(get_settings())
-    results: list[Result] = []
-    while len(results) < len(parsed):
-        done = retry_conflicts(_apply_some)(parsed[len(results) :], context)
-        for result, one in zip(done, parsed[len(results) :], strict=False):
-            _describe(result, one)
-        results += done
+    results: list[Result | None] = [None] * len(parsed)
+    pending = list(range(len(parsed)))  # not yet committed, in the batch's order
+    while pending:
+        done = retry_conflicts(_apply_some)([parsed[i] for i in pending], context)
+        committed: list[Result] = []
+        for at, result in sorted(done.items()):
+            _describe(result, parsed[pending[at]])
+            results[pending[at]] = result
+            committed.append(result)
+        pending = [i for at, i in enumerate(pending) if at not in done]
         if on_commit is not None:
-            on_commit(done)
-    return results
+            on_commit(committed)
+    return [result for result in results if result is not None]
 
 
 def _describe(result: Result, parsed: Parsed) -> None:
@@ -331,27 +340,31 @@ def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
 STAMP_SLACK = 0.005
 
 
-def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
-    """One transaction: the first envelopes of ``parsed``, at least one, until time is up."""
-    done: list[Result] = []
+def _apply_some(parsed: list[Parsed], context: Context) -> dict[int, Result]:
+    """One transaction: some of ``parsed``, at least one, until time is up. First those
+    that may go set-based ahead of the others (``_apply_first``), then the rest in their
+    order from the first on. Returns their results by their place in ``parsed``."""
     stamped: list[tuple[str, float]] = []  # applied events, when their row was written
     deadline = monotonic() + BATCH_TRANSACTION_SECONDS
     one_at_a_time_until = 0
     with session_scope() as session:
-        _lock_first(session, parsed)
-        while len(done) < len(parsed):
+        done, alone = _apply_first(session, parsed, _lock_first(session, parsed), context)
+        now = monotonic()
+        stamped += [(r.event_id, now) for r in done.values() if r.status not in NOT_APPLIED]
+        places = [at for at in range(len(parsed)) if at not in done]
+        rest = [parsed[at] for at in places]
+        start = 0
+        while start < len(rest) and (start == 0 or monotonic() < deadline):
             results: list[Result] = []
-            start = len(done)
-            if start >= one_at_a_time_until:
-                results, declined = _apply_next(session, parsed, start, context)
+            if start >= one_at_a_time_until and places[start] not in alone:
+                results, declined = _apply_next(session, rest, start, context)
                 one_at_a_time_until = start + declined
             if not results:
-                results = [_apply_in(session, parsed[len(done)], context, False)]
-            done += results
+                results = [_apply_in(session, rest[start], context, False)]
+            done.update(zip(places[start:], results, strict=False))
+            start += len(results)
             now = monotonic()
             stamped += [(r.event_id, now) for r in results if r.status not in NOT_APPLIED]
-            if now >= deadline:
-                break
         stale = [event_id for event_id, at in stamped if monotonic() - at > STAMP_SLACK]
         if stale:
             session.execute(
@@ -363,12 +376,98 @@ def _apply_some(parsed: list[Parsed], context: Context) -> list[Result]:
     return done
 
 
-def _lock_first(session: Session, parsed: list[Parsed]) -> None:
+def _lock_first(session: Session, parsed: list[Parsed]) -> dict[str, Order]:
     """The rows all of ``parsed`` touch that exist, locked before any is applied
-    (``subscribers.lock_first``): one lock order for the whole transaction."""
+    (``subscribers.lock_first``): one lock order for the whole transaction. Returns the
+    orders locked, by id."""
     if len(parsed) < 2:
-        return  # one event locks in one order already
-    lock_first(session, [one.envelope for one in parsed if one.envelope is not None])
+        return {}  # one event locks in one order already
+    return lock_first(session, [one.envelope for one in parsed if one.envelope is not None])
+
+
+def _apply_first(
+    session: Session, parsed: list[Parsed], locked: dict[str, Order], context: Context
+) -> tuple[dict[int, Result], set[int]]:
+    """Apply set-based, ahead of the others, the envelopes of ``parsed`` that a bulk
+    subscriber may take (``goes_first``: new orders that charge nothing, new customers),
+    that no product event precedes, that share their event id with no envelope before
+    them, and that are joined to no envelope before them but those going first with the
+    same subscriber. Two envelopes are joined when they share an order, a customer or a
+    cart (``batch_keys``), directly or through others before them (a cancel of an order
+    placed earlier in the batch is joined to its customer through the order.placed).
+    Those going first keep their order, one subscriber's after the other's (they share
+    nothing). Each touches rows that none of the envelopes it overtakes touches, so every
+    account gets the same entries in the same order as one at a time; in a store's mixed
+    stream most new orders then go set-based, not one at a time between a charge and a
+    refund. From the first a subscriber declines on, its envelopes stay in their place.
+    Returns the results of those applied, by their place in ``parsed``, and the places of
+    those declined that must go one at a time (``_apply_bulk``)."""
+    first: dict[str, list[int]] = {}  # by name: one bulk subscriber each
+    joined = _Joined()
+    ids: set[str] = set()
+    for at, one in enumerate(parsed):
+        envelope = one.envelope
+        keys = set() if envelope is None else batch_keys(envelope, locked)
+        if keys is None:
+            break  # what comes after it may earn otherwise
+        goes = (
+            envelope is not None
+            and one.event_id not in ids
+            and joined.owners(keys) <= {one.name}
+            and goes_first(envelope, locked)
+        )
+        if goes:
+            first.setdefault(one.name, []).append(at)
+        joined.join(keys, one.name if goes else None)
+        ids.add(one.event_id)
+    done: dict[int, Result] = {}
+    alone: set[int] = set()
+    for places in first.values():
+        while places:
+            results, declined = _apply_bulk(
+                session, [parsed[at] for at in places[:MAX_BULK_RUN]], context
+            )
+            if not results:
+                alone.update(places[:declined])  # one at a time, in their place
+                break  # and those after them in their place
+            done.update(zip(places, results, strict=False))
+            places = places[len(results) :]
+    return done, alone
+
+
+class _Joined:
+    """The keys of a batch's envelopes, joined when one envelope names them together
+    (union-find); each group owned by the subscriber all its envelopes go first with, or
+    by None."""
+
+    def __init__(self) -> None:
+        self._parent: dict[str, str] = {}
+        self._owner: dict[str, str | None] = {}  # of each group's root
+
+    def _root(self, key: str) -> str:
+        root = key
+        while (up := self._parent[root]) != root:
+            root = up
+        while key != root:  # shorten the path for the next lookup
+            self._parent[key], key = root, self._parent[key]
+        return root
+
+    def owners(self, keys: set[str]) -> set[str | None]:
+        """Who owns the groups of those of ``keys`` seen before."""
+        return {self._owner[self._root(k)] for k in keys if k in self._parent}
+
+    def join(self, keys: set[str], owner: str | None) -> None:
+        """Put ``keys`` and their groups in one group, owned by ``owner``."""
+        if not keys:
+            return
+        roots = {self._root(k) for k in keys if k in self._parent}
+        top = next(iter(roots)) if roots else next(iter(keys))
+        for key in keys - self._parent.keys():
+            self._parent[key] = top
+        for root in roots:
+            self._parent[root] = top
+        self._parent.setdefault(top, top)
+        self._owner[top] = owner
 
 
 #: Most events one set-based run of ``_apply_bulk`` takes.

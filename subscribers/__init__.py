@@ -7,12 +7,13 @@ and dust accounts locked together first (``dust.inbox``), to what an event touch
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from sqlalchemy.orm import Session
 
 from dust.ledger import charging, holds, journal, orders
 from dust.ledger.accounts import KNOWN, lock_existing_accounts
+from dust.models import Order
 from dust.models.tables import DUST
 from dust.subscribers import (
     customer_created,
@@ -88,7 +89,7 @@ LOCK_KEYS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
-def lock_first(session: Session, envelopes: list[Envelope]) -> None:
+def lock_first(session: Session, envelopes: list[Envelope]) -> dict[str, Order]:
     """At the start of a batch's transaction: lock the orders that exist of all its events
     (one statement, id order), then the accounts that exist of their customers and of
     those orders' customers (one statement, id order). Every later step of the
@@ -97,7 +98,8 @@ def lock_first(session: Session, envelopes: list[Envelope]) -> None:
     row that does not exist yet (a new order, a new account) is created, not waited for.
     Creates nothing: a new order keeps the set-based path. The ids are read from the
     payloads without validating them (locking a row an invalid event names does no harm;
-    a value that is not an id, never sent to the database, is skipped)."""
+    a value that is not an id, never sent to the database, is skipped). Returns the
+    orders locked, by id."""
     order_ids: set[str] = set()
     customers: set[str] = set()
     for envelope in envelopes:
@@ -111,6 +113,53 @@ def lock_first(session: Session, envelopes: list[Envelope]) -> None:
     locked = orders.lock_existing_orders(session, order_ids)
     customers |= {o.customer_id for o in locked.values() if o.customer_id}
     lock_existing_accounts(session, customers)
+    return locked
+
+
+def batch_keys(envelope: Envelope, locked: Mapping[str, Order]) -> set[str] | None:
+    """What an event of a batch may touch, for the inbox to tell which events are
+    independent of those ahead of them: its order, its customers (named in its payload,
+    and the customer of its order's row in ``locked``: the batch's rows, read by
+    :func:`lock_first`) and an order's cart, as ``order:<id>``, ``customer:<id>`` and
+    ``cart:<id>``. An order with no row yet is its customer's through the event that
+    places it: the inbox joins the events that share a key. Empty for an event no
+    subscriber takes (recorded ``ignored``); None for one that may change what any other
+    event does (a product event changes what orders of it earn). A value that is not a
+    string is no key: the event is rejected, and touches nothing."""
+    if envelope.name not in SUBSCRIBERS:
+        return set()
+    if envelope.name not in LOCK_KEYS:
+        return None
+    order_field, customer_field = LOCK_KEYS[envelope.name]
+    keys: set[str] = set()
+    order_id = envelope.data.get(order_field) if order_field else None
+    customer_id = envelope.data.get(customer_field) if customer_field else None
+    cart_id = envelope.data.get("cart_id") if envelope.name == "order.placed" else None
+    if isinstance(order_id, str):
+        keys.add(f"order:{order_id}")
+        row = locked.get(order_id)
+        if row is not None and row.customer_id:
+            keys.add(f"customer:{row.customer_id}")
+    if isinstance(customer_id, str):
+        keys.add(f"customer:{customer_id}")
+    if isinstance(cart_id, str):
+        keys.add(f"cart:{cart_id}")
+    return keys
+
+
+def goes_first(envelope: Envelope, locked: Mapping[str, Order]) -> bool:
+    """Whether a batch may take the event set-based ahead of the events before it that
+    share none of its :func:`batch_keys`: one a bulk subscriber may take
+    (``BULK_CANDIDATES``) and, for an order, one with no row yet (``locked`` holds the
+    batch's rows: a row means a refund, a cancel or this order came first)."""
+    if envelope.name not in BULK_SUBSCRIBERS:
+        return False
+    candidate = BULK_CANDIDATES.get(envelope.name)
+    if candidate is not None and not candidate(envelope):
+        return False
+    order_field, _ = LOCK_KEYS.get(envelope.name, (None, None))
+    order_id = envelope.data.get(order_field) if order_field else None
+    return not (isinstance(order_id, str) and order_id in locked)
 
 
 def end_run(session: Session) -> None:

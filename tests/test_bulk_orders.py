@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import Phase, given
 from hypothesis import strategies as st
 from hypothesis_profiles import LONG, bounded
 from sqlalchemy import select
@@ -114,58 +114,63 @@ def strip(p: str, value: Any) -> Any:
 
 
 def state(p: str) -> dict[str, Any]:
-    """Every row the events of prefix ``p`` wrote, without ids, prefix or write times."""
+    """Every row the events of prefix ``p`` wrote, without ids, prefix or write times.
+    Each account's entries, lots and holds in their order; accounts in their owners'
+    order, not in the order they were opened: a batch may apply the events of different
+    customers in another order than one at a time (``dust.inbox._apply_first``)."""
     with worker_db.session_scope() as session:
         owner = {
-            a.id: (a.customer_id, a.kind, a.currency_code)
+            a.id: (a.customer_id, a.kind, a.currency_code or "")
             for a in session.scalars(select(Account).where(Account.customer_id.like(f"{p}%")))
         }
+
+        def by_account(model: Any) -> list[Any]:
+            """The rows of the prefix's accounts: each account's in id order."""
+            rows = session.scalars(select(model).order_by(model.id))
+            return sorted(
+                (r for r in rows if r.account_id in owner), key=lambda r: owner[r.account_id]
+            )
+
+        def places(rows: list[Any]) -> dict[int, str]:
+            """Each row's id: its place among its account's rows."""
+            seen: dict[int, int] = {}
+            at: dict[int, str] = {}
+            for row in rows:
+                seen[row.account_id] = seen.get(row.account_id, -1) + 1
+                at[row.id] = f"{strip(p, owner[row.account_id])}#{seen[row.account_id]}"
+            return at
+
         accounts = [
             strip(p, [*owner[a.id], a.balance, a.held, a.pending])
-            for a in session.scalars(select(Account).order_by(Account.id))
+            for a in sorted(session.scalars(select(Account)), key=lambda a: owner.get(a.id, ()))
             if a.id in owner
         ]
-        entry_at = {
-            e.id: i
-            for i, e in enumerate(
-                e
-                for e in session.scalars(select(Entry).order_by(Entry.id))
-                if e.account_id in owner
-            )
-        }
-
-        hold_at = {
-            h.id: i
-            for i, h in enumerate(
-                h for h in session.scalars(select(Hold).order_by(Hold.id)) if h.account_id in owner
-            )
-        }
+        all_entries, all_lots, all_holds = by_account(Entry), by_account(Lot), by_account(Hold)
+        entry_at, lot_at, hold_at = places(all_entries), places(all_lots), places(all_holds)
 
         def key(value: str | None) -> str | None:
             """An idempotency key naming an entry (a cancel's or a refund's give-back of a
-            spend) or a hold (its capture) names it by its place among them: ids differ
-            between runs."""
+            spend) or a hold (its capture) names it by its place among its account's:
+            ids differ between runs."""
             if value is None:
                 return None
             value = re.sub(
                 r"^(order:.*:cancel:|refund:.*:dust:)(\d+)$",
-                lambda m: f"{m[1]}#{entry_at[int(m[2])]}",
+                lambda m: f"{m[1]}{entry_at[int(m[2])]}",
                 value,
             )
-            return re.sub(r"^hold:(\d+):", lambda m: f"hold:#{hold_at[int(m[1])]}:", value)
+            return re.sub(r"^hold:(\d+):", lambda m: f"hold:{hold_at[int(m[1])]}:", value)
 
         entries = [
             strip(p, [*owner[e.account_id], e.direction, e.amount, e.balance_after, e.reason])
             + strip(p, [e.reference_type, e.reference_id, key(e.idempotency_key), e.event_id])
             + [e.forgiven]
-            for e in session.scalars(select(Entry).order_by(Entry.id))
-            if e.account_id in owner
+            for e in all_entries
         ]
         lots = [
             strip(p, [*owner[lot.account_id], lot.amount, lot.remaining, lot.order_id])
             + [lot.expires_at, lot.pending_until]
-            for lot in session.scalars(select(Lot).order_by(Lot.id))
-            if lot.account_id in owner
+            for lot in all_lots
         ]
         columns = [c.key for c in Order.__table__.columns]
         orders = [
@@ -174,14 +179,6 @@ def state(p: str) -> dict[str, Any]:
                 select(Order).where(Order.order_id.like(f"{p}%")).order_by(Order.order_id)
             )
         ]
-        lot_at = {
-            lot.id: i
-            for i, lot in enumerate(
-                lot
-                for lot in session.scalars(select(Lot).order_by(Lot.id))
-                if lot.account_id in owner
-            )
-        }
         movements = sorted(
             [entry_at[m.entry_id], lot_at[m.lot_id], m.amount]
             for m in session.scalars(select(LotMovement))
@@ -189,8 +186,7 @@ def state(p: str) -> dict[str, Any]:
         )
         holds = [
             strip(p, [*owner[h.account_id], h.cart_id, h.amount, h.captured, h.status, h.order_id])
-            for h in session.scalars(select(Hold).order_by(Hold.id))
-            if h.account_id in owner
+            for h in all_holds
         ]
         refunds = [
             strip(p, [r.refund_id, r.order_id, r.customer_id, r.amount, r.to_store_credit])
@@ -293,18 +289,18 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
         }
         runs = batch(p)
         return [
-            early_refund,
-            *runs[:4],  # ord_3 has a row already: the two before it, it alone, the next
-            customer(p, "x"),
-            *runs[4:6],  # the first set-based; cart_6 holds dust: the second is not
+            early_refund,  # ord_3 gets a row: its order.placed below is not new
+            *runs[:4],  # ord_1, ord_2 and ord_4 go first, set-based; ord_3 stays in place
+            customer(p, "x"),  # the new customers go first too, set-based
+            *runs[4:6],  # ord_5 goes first; ord_6 is the debtor's, after ord_3: in place
             customer(p, "y"),
-            placed(p, "bad", "new", -5),  # not valid: not taken; the next one is
-            runs[6],
+            placed(p, "bad", "new", -5),  # not valid: the orders going first stop here
+            runs[6],  # ord_7: in place, set-based on its own
             customer(p, "z"),
-            placed(p, "charging", "debtor", 100, dust_total=10),  # charges: not taken
+            placed(p, "charging", "debtor", 100, dust_total=10),  # charges: in a run
             runs[6],  # seen before (its order has a row): a duplicate
             customer(p, "w"),
-            placed(p, "8", "late", 3_000),
+            placed(p, "8", "late", 3_000),  # ord_8 and ord_9: in place, set-based together
             placed(p, "9", "late", 4_000),
         ]
 
@@ -313,7 +309,7 @@ def test_what_the_set_based_path_cannot_take_goes_one_at_a_time(
     setup("b_")
     results = process_batch(events("b_"))
 
-    assert bulk_calls == [(2, True), (1, True), (1, True), (1, True), (2, True)]
+    assert bulk_calls == [(4, True), (1, True), (2, True)]
     assert [r.status for r in results] == one_at_a_time
     assert one_at_a_time.count("processed") == 15
     assert_same_rows("b_", "a_")
@@ -460,7 +456,7 @@ def workloads(
 
 
 @pytest.mark.timeout(1800 if LONG else 300)
-@bounded(15, 400)
+@bounded(15, 400, phases=[Phase.explicit, Phase.reuse, Phase.generate])
 @given(w=workloads())
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
     dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int], int]
@@ -562,13 +558,15 @@ def test_rows_keep_every_character_as_sent(dust: Any) -> None:
 def test_an_order_written_since_the_check_undoes_the_run(
     dust: Any, bulk_calls: list[tuple[int, bool]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Another worker commits an event of one of the orders between the check for their
-    rows and their INSERT: place_new declines, the run is rolled back and goes one at a
-    time (here: a cancel that came first, which the check is made not to see)."""
+    """Another worker commits an event of one of the orders between the checks for their
+    rows (the batch's first locks, then the set-based path's) and their INSERT: place_new
+    declines, the run is rolled back and goes one at a time (here: a cancel that came
+    first, which the checks are made not to see)."""
     from dust.inbox import process_batch
     from dust.ledger import orders
 
     dust.send("order.canceled", {"id": "ord_2"}, event_id="evt_x2")
+    monkeypatch.setattr(orders, "lock_existing_orders", lambda session, ids: {})
     monkeypatch.setattr(orders, "orders_with_rows", lambda session, ids: set())
     results = process_batch([placed("", "1", "cus_1", 1_000), placed("", "2", "cus_1", 2_000)])
 
@@ -647,3 +645,54 @@ def test_a_run_with_a_rejected_event_gives_the_rows_of_one_at_a_time(
     assert runs == [7, 3]  # rolled back at the 4th; the 4 first one at a time, then a run
     assert_same_rows("b_", "a_")
     assert dust.count("dust_refunds") == 4  # two recorded per stream; no rejected one
+
+
+def test_new_orders_no_earlier_event_touches_go_first_set_based(
+    dust: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a mixed batch, the new orders that charge nothing go set-based ahead of the
+    events before them (``inbox._apply_first``), unless one of those touches their order,
+    their customer or their cart, directly or through the batch's other events (a cancel
+    of an order the batch placed is its customer's), or a product event precedes them.
+    The same rows and outcomes as one at a time."""
+    from dust import inbox
+
+    def stream(p: str) -> list[dict[str, Any]]:
+        cancel = {"id": f"{p}evt_x4", "name": "order.canceled", "occurred_at": T0}
+        refund = {"id": f"{p}ref_9", "order_id": f"{p}ord_9", "amount": 1_000}
+        refund |= {"currency_code": "usd", "to_store_credit": True}
+        product = {"id": f"{p}prod_dust", "metadata": {"dust_only": True}}
+        return [
+            placed(p, "1", "c1", 5_000, dust_total=30),  # charges: in place
+            placed(p, "2", "c2", 4_000),  # goes first
+            {"id": f"{p}evt_r9", "name": "refund.created", "occurred_at": T0, "data": refund},
+            placed(p, "3", "c1", 6_000),  # after c1's charge: in place
+            placed(p, "4", "c4", 2_000, dust_total=5),  # charges: in place
+            cancel | {"data": {"id": f"{p}ord_4"}},  # c4's, through ord_4
+            placed(p, "5", "c4", 3_000),  # after the cancel of c4's order: in place
+            placed(p, "6", None, 8_000, cart_id=f"{p}cart_6"),  # a guest's: goes first
+            placed(p, "7", "c7", 1_000, cart_id=f"{p}cart_6"),  # the same cart: goes first
+            placed(p, "9", "c9", 9_000),  # refunded before: in place (its order has a row)
+            {"id": f"{p}evt_p", "name": "product.updated", "occurred_at": T0, "data": product},
+            placed(p, "8", "c8", 7_000, items=[{"product_id": f"{p}prod_dust", "total": 7_000}]),
+        ]
+
+    for p in ("a_", "b_"):
+        dust.grant(f"{p}c1", 100)
+        dust.grant(f"{p}c4", 100)
+    went_first: list[str] = []
+    real = inbox._apply_first
+
+    def spy(session: Any, parsed: Any, locked: Any, context: Any) -> Any:
+        done, alone = real(session, parsed, locked, context)
+        went_first.extend(parsed[at].event_id for at in sorted(done))
+        return done, alone
+
+    one_at_a_time = [dust.process(e).status for e in stream("a_")]
+    monkeypatch.setattr(inbox, "_apply_first", spy)
+    monkeypatch.setattr(inbox, "BATCH_TRANSACTION_SECONDS", 60)  # one transaction
+    batched = [r.status for r in inbox.process_batch(stream("b_"))]
+
+    assert went_first == ["b_evt_2", "b_evt_6", "b_evt_7"]
+    assert batched == one_at_a_time == ["processed"] * 12
+    assert_same_rows("b_", "a_")
