@@ -31,7 +31,20 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, event, func, select, text
+from sqlalchemy import (
+    BigInteger,
+    Table,
+    and_,
+    bindparam,
+    column,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    true,
+    values,
+)
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
@@ -121,12 +134,12 @@ def _row_of(table: Table, obj: object) -> dict[str, object]:
     """The columns of a new row as its object holds them (a column's scalar default where
     the object left it unset, as the unit of work would insert it)."""
     row = {}
-    for column in table.columns:
-        value = getattr(obj, column.key)
-        default = column.default
+    for table_column in table.columns:
+        value = getattr(obj, table_column.key)
+        default = table_column.default
         if value is None and isinstance(default, ScalarElementColumnDefault):
             value = default.arg
-        row[column.name] = value
+        row[table_column.name] = value
     return row
 
 
@@ -502,46 +515,120 @@ def draw_order(prefer_order_id: str | None) -> Callable[[Lot], tuple[object, ...
     return key
 
 
-def load_lots(session: Session, account_ids: Iterable[int]) -> None:
-    """Read (and lock) the lots with dust left of the locked dust accounts ``account_ids``
-    in one statement, for the debits of a :func:`deferred` block to draw in memory."""
-    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+#: How many lots of an account a deferred block reads at first (PostgreSQL), in the order
+#: debits draw them; the rest only when a debit goes past them (:func:`_read_rest`). A
+#: customer with a long history has a lot per order, most of which no debit of a run
+#: reaches.
+LOT_PAGE = 8
+
+
+@dataclass
+class _OpenLots:
+    """The lots with dust left of one account that a deferred block knows, by id: read
+    (locked), opened, or given back to in the block."""
+
+    lots: dict[int, Lot] = field(default_factory=dict)
+    #: The :func:`draw_order` key (no order preferred) of the last lot read, when the
+    #: account may have lots past it not read yet; None when every one was read.
+    through: tuple[object, ...] | None = None
+    #: Orders whose lots in the account were all read (a clawback draws those first).
+    orders: set[str] = field(default_factory=set)
+
+
+def load_lots(session: Session, account_ids: Iterable[int], order_ids: Iterable[str] = ()) -> None:
+    """Read (and lock) the lots with dust left of the locked dust accounts
+    ``account_ids`` in one statement, for the debits of a :func:`deferred` block to draw
+    in memory: on PostgreSQL the first ``LOT_PAGE`` of each in draw order and every lot
+    of ``order_ids`` (the orders the block may claw back), on SQLite all."""
+    known: dict[int, _OpenLots] | None = session.info.get(LOTS)
     if known is None:
         return
     wanted = sorted(set(account_ids) - set(known))
     if not wanted:
         return
     write_new(session)  # the session may be clean: no flush would write them
-    stmt = (
-        select(Lot)
-        .where(Lot.account_id.in_(wanted), Lot.remaining > 0)
-        .order_by(Lot.id)
-        .with_for_update()
-    )
+    orders = sorted(set(order_ids))
+    paged = session.get_bind().dialect.name == "postgresql"
+    if paged:
+        accounts = values(column("id", BigInteger), name="wanted").data([(a,) for a in wanted])
+        page = (
+            select(Lot.id)
+            .where(Lot.account_id == accounts.c.id, Lot.remaining > 0)
+            .order_by(Lot.expires_at.asc().nulls_last(), Lot.id)
+            .limit(LOT_PAGE)
+            .lateral()
+        )
+        first = select(page.c.id).select_from(accounts).join(page, true())
+        read = [Lot.id.in_(first)]
+        if orders:
+            read.append(
+                and_(Lot.account_id.in_(wanted), Lot.remaining > 0, Lot.order_id.in_(orders))
+            )
+        stmt = select(Lot).where(or_(*read))
+    else:
+        stmt = select(Lot).where(Lot.account_id.in_(wanted), Lot.remaining > 0)
     for account_id in wanted:
-        known[account_id] = {}
-    for lot in session.scalars(stmt):
-        known[lot.account_id][lot.id] = lot
+        known[account_id] = _OpenLots(orders=set(orders))
+    for lot in session.scalars(stmt.order_by(Lot.id).with_for_update()):
+        known[lot.account_id].lots[lot.id] = lot
+    if paged:
+        key = draw_order(None)
+        for account_id in wanted:
+            state = known[account_id]
+            if len(state.lots) >= LOT_PAGE:  # the page's last: no lot of an order is before it
+                state.through = sorted(map(key, state.lots.values()))[LOT_PAGE - 1]
+
+
+def _read_rest(session: Session, account_id: int) -> None:
+    """Read (and lock) the lots with dust left of ``account_id`` that the block does not
+    know yet: all of them are then known."""
+    state: _OpenLots = session.info[LOTS][account_id]
+    if state.through is None:
+        return
+    write_new(session)
+    stmt = select(Lot).where(
+        Lot.account_id == account_id, Lot.remaining > 0, Lot.id.not_in(list(state.lots))
+    )
+    for lot in session.scalars(stmt.order_by(Lot.id).with_for_update()):
+        state.lots.setdefault(lot.id, lot)
+    state.through = None
 
 
 def _keep_lots(session: Session, account_id: int, lots: list[Lot]) -> None:
     """Lots opened or given back to while :func:`deferred`: among the account's lots read
     (when they were), so that its next debit can draw them."""
-    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+    known: dict[int, _OpenLots] | None = session.info.get(LOTS)
     if known is not None and account_id in known:
         for lot in lots:
-            known[account_id][lot.id] = lot
+            known[account_id].lots[lot.id] = lot
 
 
-def open_lots(session: Session, account: Account) -> list[Lot]:
-    """The dust account's lots with dust left (locked): read once per :func:`deferred`
-    block, else now."""
-    known: dict[int, dict[int, Lot]] | None = session.info.get(LOTS)
+def open_lots(session: Session, account: Account, order_id: str | None = None) -> list[Lot]:
+    """The dust account's lots with dust left (locked): those a :func:`deferred` block
+    knows (all of ``order_id``'s among them), else all, read now."""
+    known: dict[int, _OpenLots] | None = session.info.get(LOTS)
     if known is None:
         stmt = select(Lot).where(Lot.account_id == account.id, Lot.remaining > 0)
         return list(session.scalars(stmt.with_for_update()))
     load_lots(session, [account.id])
-    return [lot for lot in known[account.id].values() if lot.remaining > 0]
+    state = known[account.id]
+    if order_id is not None and order_id not in state.orders:
+        _read_rest(session, account.id)
+    return [lot for lot in state.lots.values() if lot.remaining > 0]
+
+
+def _within(session: Session, lot: Lot, prefer_order_id: str | None) -> bool:
+    """Whether no lot the block has not read comes before ``lot`` in the draw order of a
+    debit (:func:`draw_order`) that preferring ``prefer_order_id``."""
+    known: dict[int, _OpenLots] | None = session.info.get(LOTS)
+    state = known.get(lot.account_id) if known is not None else None
+    if state is None or state.through is None:
+        return True
+    if prefer_order_id is not None and lot.order_id == prefer_order_id:
+        return True  # the order's own lots come first, and all are known
+    if prefer_order_id is not None and lot.pending_until is not None:
+        return False  # other pending lots come after every lot that is not pending
+    return draw_order(None)(lot) <= state.through
 
 
 def _draw_lots(
@@ -549,20 +636,30 @@ def _draw_lots(
 ) -> None:
     # Only with a real order id does a draw prefer an order's lots (lots without an
     # order, admin credits, are not an order's own).
-    lots = open_lots(session, account)
-    if prefer_order_id is None:
-        lots = [lot for lot in lots if lot.pending_until is None]
-    lots.sort(key=draw_order(prefer_order_id))
-    left = amount
-    for lot in lots:
-        take = min(lot.remaining, left)
+    while True:
+        lots = open_lots(session, account, prefer_order_id)
+        if prefer_order_id is None:
+            lots = [lot for lot in lots if lot.pending_until is None]
+        lots.sort(key=draw_order(prefer_order_id))
+        plan: list[tuple[Lot, int]] = []
+        left = amount
+        for lot in lots:
+            if not _within(session, lot, prefer_order_id):
+                break
+            take = min(lot.remaining, left)
+            plan.append((lot, take))
+            left -= take
+            if not left:
+                break
+        known: dict[int, _OpenLots] | None = session.info.get(LOTS)
+        if not left or known is None or known[account.id].through is None:
+            break
+        _read_rest(session, account.id)  # the lots read do not decide it: read them all
+    for lot, take in plan:
         lot.remaining -= take
         if lot.pending_until is not None:
             account.pending -= take
         _add_movement(session, entry, lot, take)
-        left -= take
-        if not left:
-            break
     if left:
         # I4 says the lots always cover a non-negative balance; if not, stop the transaction.
         raise AssertionError(f"account {account.id}: lots short by {left} for entry {entry.id}")

@@ -403,7 +403,7 @@ def _pending_of_order(session: Session, account: Account, order_id: str) -> int:
     if not account.pending:
         return 0
     if LOTS in session.info:  # a deferred block (dust.ledger.journal): its lots are read once
-        lots = journal.open_lots(session, account)
+        lots = journal.open_lots(session, account, order_id)
         return sum(
             lot.remaining
             for lot in lots

@@ -70,8 +70,10 @@ def lock_run(session: Session, touched: list[Touches]) -> None:
     drawing = {t.customer_id for t in touched if t.draws}
     drawing |= {o.customer_id for t in touched if t.draws and (o := locked.get(t.order_id or ""))}
     known = session.info.get(KNOWN, {})  # a guest (None) or a new customer has none
-    journal.load_lots(session, [known[c, DUST, None] for c in drawing if (c, DUST, None) in known])
-    charging.load_spends(session, [t.order_id for t in touched if t.draws and t.order_id])
+    drawn = [t.order_id for t in touched if t.draws and t.order_id]  # clawbacks prefer them
+    dust_accounts = [known[c, DUST, None] for c in drawing if (c, DUST, None) in known]
+    journal.load_lots(session, dust_accounts, drawn)
+    charging.load_spends(session, drawn)
     carts = {t.cart_id for t in touched if t.cart_id}
     holds.load_cart_holds(session, carts | {o.cart_id for o in locked.values() if o.cart_id})
     orders.load_refunds(session, locked)

@@ -457,12 +457,15 @@ def workloads(
 
 @pytest.mark.timeout(1800 if LONG else 300)
 @bounded(15, 400, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@given(w=workloads())
+@given(w=workloads(), page=st.sampled_from([1, 2, 8]))
 def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
-    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int], int]
+    dust: Any, w: tuple[list[Callable[[str], dict[str, Any]]], list[int], int], page: int
 ) -> None:
+    """``page``: how many lots of an account a run reads at first (``journal.LOT_PAGE``;
+    PostgreSQL): the debits and clawbacks that go past them read the rest."""
     from dust import inbox
     from dust.inbox import process_batch
+    from dust.ledger import journal
 
     events, cuts, min_bulk = w
     run = next(RUNS)
@@ -490,12 +493,14 @@ def test_any_stream_in_any_batches_gives_the_rows_of_one_event_at_a_time(
     one_at_a_time = [dust.process(make(a)).status for make in events]
     batched = []
     before, inbox.MIN_BULK_RUN = inbox.MIN_BULK_RUN, min_bulk
+    lot_page, journal.LOT_PAGE = journal.LOT_PAGE, page
     try:
         for start, end in itertools.pairwise([0, *cuts, len(events)]):
             batch = [make(b) for make in events[start:end]]
             batched += [r.status for r in process_batch(batch)]
     finally:
         inbox.MIN_BULK_RUN = before
+        journal.LOT_PAGE = lot_page
 
     assert batched == one_at_a_time
     assert_same_rows(b, a)

@@ -122,6 +122,63 @@ def test_draws_in_memory_take_the_lots_a_debit_takes_alone(dust: Any) -> None:
     assert open_lots[None] == 15
 
 
+def test_a_run_reads_an_accounts_first_lots_and_the_rest_only_when_a_debit_needs_them(
+    dust: Any, backend: str
+) -> None:
+    """A customer with many lots: a run reads the first ``journal.LOT_PAGE`` in draw order
+    and the lots of the orders it may claw back (PostgreSQL; SQLite reads all); a debit
+    that goes past them reads the rest first. The lots drawn are those of one at a time."""
+    from dust.inbox import process_batch
+    from dust.models import Lot
+
+    base = datetime(2027, 1, 1, tzinfo=UTC)
+    for p in ("a_", "b_"):
+        for days in range(10, 130, 10):  # twelve lots before the page's end and after it
+            dust.grant(f"{p}c0", 10, expires_at=base + timedelta(days))
+        dust.grant(f"{p}c0", 50)  # never expires
+        # Earns 100 dust in a lot expiring after all of those: a refund claws it back.
+        assert dust.process(placed(p, 1, "c0", 10_000)).status == "processed"
+
+    def refund(p: str, n: int) -> dict[str, Any]:
+        data = {"id": f"{p}ref_{n}", "order_id": f"{p}ord_1", "amount": 2_000}
+        data |= {"currency_code": "usd", "to_store_credit": False}
+        return {"id": f"{p}evt_r{n}", "name": "refund.created", "occurred_at": T0, "data": data}
+
+    def first(p: str) -> list[dict[str, Any]]:
+        return [placed(p, 2, "c0", 1_000, dust_total=15), refund(p, 1)]  # the first lots do
+
+    def second(p: str) -> list[dict[str, Any]]:
+        return [
+            refund(p, 2),  # the refunded order's lot is read with the first lots
+            # Past the first lots: the rest is read before any lot after them is drawn
+            # (the refunded order's is after the lots expiring sooner, not yet read).
+            placed(p, 3, "c0", 1_000, dust_total=100),
+            placed(p, 4, "c0", 1_000, dust_total=5),
+        ]
+
+    for envelope in first("a_") + second("a_"):
+        assert dust.process(envelope).status == "processed"
+    loaded: list[int] = []
+
+    def count(target: Any, _context: Any) -> None:
+        loaded.append(target.id)
+
+    event.listen(Lot, "load", count)
+    try:
+        assert [r.status for r in process_batch(first("b_"))] == ["processed"] * 2
+        in_first = len(loaded)
+        assert [r.status for r in process_batch(second("b_"))] == ["processed"] * 3
+    finally:
+        event.remove(Lot, "load", count)
+
+    assert dust.lots("b_c0") == dust.lots("a_c0")
+    assert dust.snapshot("b_c0") == dust.snapshot("a_c0")
+    if backend == "postgresql":
+        assert in_first == journal.LOT_PAGE + 1  # the page, and the refunded order's lot
+        assert len(loaded) > in_first + journal.LOT_PAGE  # the second run read them all
+    dust.check_invariants()
+
+
 @pytest.mark.parametrize(
     "backend", [pytest.param("postgresql", marks=pytest.mark.services)], indirect=True
 )
