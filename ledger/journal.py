@@ -33,20 +33,22 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    String,
     Table,
     and_,
+    any_,
     bindparam,
-    column,
     event,
     func,
     or_,
     select,
     text,
     true,
-    values,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from dust.ledger.accounts import DRAWS, IDS, LOCKED, LOTS, OPENED, SPENDS
@@ -550,7 +552,9 @@ def load_lots(session: Session, account_ids: Iterable[int], order_ids: Iterable[
     orders = sorted(set(order_ids))
     paged = session.get_bind().dialect.name == "postgresql"
     if paged:
-        accounts = values(column("id", BigInteger), name="wanted").data([(a,) for a in wanted])
+        # Arrays, not lists: one statement text whatever the number of accounts and orders.
+        ids = bindparam("wanted", wanted, type_=ARRAY(BigInteger))
+        accounts = func.unnest(ids).table_valued("id").render_derived(name="wanted")
         page = (
             select(Lot.id)
             .where(Lot.account_id == accounts.c.id, Lot.remaining > 0)
@@ -559,10 +563,13 @@ def load_lots(session: Session, account_ids: Iterable[int], order_ids: Iterable[
             .lateral()
         )
         first = select(page.c.id).select_from(accounts).join(page, true())
-        read = [Lot.id.in_(first)]
+        read: list[ColumnElement[bool]] = [Lot.id.in_(first)]
         if orders:
+            of_orders = bindparam("orders", orders, type_=ARRAY(String))
             read.append(
-                and_(Lot.account_id.in_(wanted), Lot.remaining > 0, Lot.order_id.in_(orders))
+                and_(
+                    Lot.account_id == any_(ids), Lot.remaining > 0, Lot.order_id == any_(of_orders)
+                )
             )
         stmt = select(Lot).where(or_(*read))
     else:
