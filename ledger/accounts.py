@@ -46,8 +46,9 @@ CART_HOLDS = "dust.holds.carts"
 #: Refund ids read and found not recorded (``dust.ledger.orders.find_refund``).
 ABSENT_REFUNDS = "dust.refunds.absent"
 #: While ``dust.ledger.journal.deferred``: the entry and lot ids handed out ahead, and the
-#: lots read of each dust account (``{account_id: {lot_id: Lot}}``: those with dust left
-#: when read, and every lot given back to or opened since).
+#: lots read of each dust account (``{account_id: journal._OpenLots}``: those with dust
+#: left when read, its first ones in draw order or all, and every lot given back to or
+#: opened since).
 IDS = "dust.journal.ids"
 LOTS = "dust.journal.lots"
 #: Also while deferred: the charges (``spend`` entries, with their account's kind) of

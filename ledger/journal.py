@@ -18,8 +18,9 @@ Invariants kept here (callers hold the account's row lock, see ``accounts.lock_a
 
 Inside :func:`deferred` (the runs of a batch, ``dust.inbox``) nothing here flushes: entry
 and lot ids are handed out ahead (:func:`_new_id`), the lots of an account are read once
-and drawn in memory, and what a run wrote goes to the database in the session's next
-flush, a few statements for the whole run. Outside it, each posting is flushed at once.
+(its first ``LOT_PAGE`` in draw order, the rest only if a debit goes past them) and drawn
+in memory, and what a run wrote goes to the database in the session's next flush, a few
+statements for the whole run. Outside it, each posting is flushed at once.
 Both draw lots in the one order :func:`draw_order` gives.
 """
 
