@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 from dust.ledger import journal
 from dust.ledger.accounts import forget_locks
 from dust.ledger.orders import EarnPolicy
-from dust.models import Event, EventConflict, Order
+from dust.models import Event, EventConflict
 from dust.models.base import insert_for, utcnow
 from dust.models.bulk import insert_rows
 from dust.subscribers import (
@@ -44,6 +44,7 @@ from dust.subscribers import (
     BULK_SUBSCRIBERS,
     SUBSCRIBERS,
     TOUCHES,
+    Locked,
     batch_keys,
     end_run,
     goes_first,
@@ -301,26 +302,30 @@ def process_batch(
 ) -> list[Result]:
     """Apply many envelopes, each exactly once in effect (a duplicate within the batch is a
     duplicate as across batches), in as few transactions as keep each under
-    ``BATCH_TRANSACTION_SECONDS``: in order, but for those that may go first
-    (``_apply_first``), which touch nothing the envelopes they overtake touch. Any error rolls back the open transaction and propagates
-    (after a few quick retries of a transient one); what committed before stays, and the
-    caller applies the envelopes one by one with :func:`process` (those are duplicates).
-    ``on_commit(results)`` is called after each transaction's commit with its results.
-    Returns the results in the order of ``raws``."""
+    ``BATCH_TRANSACTION_SECONDS``: in order, but for envelopes that touch nothing the
+    envelopes they overtake touch: those that go first (``_apply_first``), and, in the
+    first transaction, those left for the next because another transaction holds a row
+    that they or envelopes joined to them touch (``_apply_some``). Any error rolls back
+    the open transaction and propagates (after a few quick retries of a transient one);
+    what committed before stays, and the caller applies the envelopes one by one with
+    :func:`process` (those are duplicates). ``on_commit(results)`` is called after each
+    transaction's commit with its results. Returns the results in the order of ``raws``."""
     received_at = utcnow()
     parsed = [parse_envelope(raw, received_at) for raw in raws]
     context = context or context_from(get_settings())
     results: list[Result | None] = [None] * len(parsed)
     pending = list(range(len(parsed)))  # not yet committed, in the batch's order
+    wait = False  # the first transaction waits for no row another one holds
     while pending:
-        done = retry_conflicts(_apply_some)([parsed[i] for i in pending], context)
+        done = retry_conflicts(_apply_some)([parsed[i] for i in pending], context, wait)
+        wait = True  # the next ones do: each takes at least one envelope
         committed: list[Result] = []
         for at, result in sorted(done.items()):
             _describe(result, parsed[pending[at]])
             results[pending[at]] = result
             committed.append(result)
         pending = [i for at, i in enumerate(pending) if at not in done]
-        if on_commit is not None:
+        if on_commit is not None and committed:
             on_commit(committed)
     return [result for result in results if result is not None]
 
@@ -340,18 +345,25 @@ def _apply(parsed: Parsed, context: Context, replay: bool) -> Result:
 STAMP_SLACK = 0.005
 
 
-def _apply_some(parsed: list[Parsed], context: Context) -> dict[int, Result]:
-    """One transaction: some of ``parsed``, at least one, until time is up. First those
-    that may go set-based ahead of the others (``_apply_first``), then the rest in their
-    order from the first on. Returns their results by their place in ``parsed``."""
+def _apply_some(parsed: list[Parsed], context: Context, wait: bool = True) -> dict[int, Result]:
+    """One transaction: some of ``parsed``, until time is up; at least one when ``wait``.
+    Its rows locked first (``_lock_first``); without ``wait``, those another transaction
+    holds are skipped, and the envelopes that touch them, or are joined to those that do,
+    are left out (``_held_up``). Of the others, first those that may go set-based ahead
+    (``_apply_first``), then the rest in their order. Returns their results by their
+    place in ``parsed``."""
     stamped: list[tuple[str, float]] = []  # applied events, when their row was written
     deadline = monotonic() + BATCH_TRANSACTION_SECONDS
     one_at_a_time_until = 0
     with session_scope() as session:
-        done, alone = _apply_first(session, parsed, _lock_first(session, parsed), context)
+        locked = _lock_first(session, parsed, wait)
+        mine = [at for at in range(len(parsed)) if at not in _held_up(parsed, locked)]
+        first, alone = _apply_first(session, [parsed[at] for at in mine], locked.orders, context)
+        done = {mine[at]: result for at, result in first.items()}
+        alone = {mine[at] for at in alone}
         now = monotonic()
         stamped += [(r.event_id, now) for r in done.values() if r.status not in NOT_APPLIED]
-        places = [at for at in range(len(parsed)) if at not in done]
+        places = [at for at in mine if at not in done]
         rest = [parsed[at] for at in places]
         start = 0
         while start < len(rest) and (start == 0 or monotonic() < deadline):
@@ -376,17 +388,43 @@ def _apply_some(parsed: list[Parsed], context: Context) -> dict[int, Result]:
     return done
 
 
-def _lock_first(session: Session, parsed: list[Parsed]) -> dict[str, Order]:
+def _lock_first(session: Session, parsed: list[Parsed], wait: bool) -> Locked:
     """The rows all of ``parsed`` touch that exist, locked before any is applied
-    (``subscribers.lock_first``): one lock order for the whole transaction. Returns the
-    orders locked, by id."""
+    (``subscribers.lock_first``): one lock order for the whole transaction. Without
+    ``wait``, rows another transaction holds are skipped, on PostgreSQL and when no
+    product event is among them (what follows one may earn otherwise: nothing after it
+    may be left out)."""
     if len(parsed) < 2:
-        return {}  # one event locks in one order already
-    return lock_first(session, [one.envelope for one in parsed if one.envelope is not None])
+        return Locked()  # one event locks in one order already
+    envelopes = [one.envelope for one in parsed if one.envelope is not None]
+    if not wait:
+        postgresql = session.get_bind().dialect.name == "postgresql"
+        wait = not postgresql or any(batch_keys(e, {}) is None for e in envelopes)
+    return lock_first(session, envelopes, wait=wait)
+
+
+def _held_up(parsed: list[Parsed], locked: Locked) -> set[int]:
+    """The places of the envelopes of ``parsed`` that touch a row another transaction
+    holds (``locked.busy``), or are joined to one that does (they share an order, a
+    customer, a cart or an event id, directly or through others): left to a later
+    transaction, they keep their order among themselves, and the others touch nothing
+    they touch."""
+    if not locked.busy:
+        return set()
+    joined = _Joined()
+    keys: list[set[str]] = []
+    for one in parsed:
+        mine = {f"event:{one.event_id}"}
+        if one.envelope is not None:
+            mine |= batch_keys(one.envelope, locked.orders) or set()
+        joined.join(mine, None)
+        keys.append(mine)
+    held = {joined.group(key) for key in locked.busy if key in joined}
+    return {at for at, mine in enumerate(keys) if joined.group(next(iter(mine))) in held}
 
 
 def _apply_first(
-    session: Session, parsed: list[Parsed], locked: dict[str, Order], context: Context
+    session: Session, parsed: list[Parsed], orders: dict[str, str | None], context: Context
 ) -> tuple[dict[int, Result], set[int]]:
     """Apply set-based, ahead of the others, the envelopes of ``parsed`` that a bulk
     subscriber may take (``goes_first``: new orders that charge nothing, new customers),
@@ -407,14 +445,14 @@ def _apply_first(
     ids: set[str] = set()
     for at, one in enumerate(parsed):
         envelope = one.envelope
-        keys = set() if envelope is None else batch_keys(envelope, locked)
+        keys = set() if envelope is None else batch_keys(envelope, orders)
         if keys is None:
             break  # what comes after it may earn otherwise
         goes = (
             envelope is not None
             and one.event_id not in ids
             and joined.owners(keys) <= {one.name}
-            and goes_first(envelope, locked)
+            and goes_first(envelope, orders)
         )
         if goes:
             first.setdefault(one.name, []).append(at)
@@ -444,7 +482,11 @@ class _Joined:
         self._parent: dict[str, str] = {}
         self._owner: dict[str, str | None] = {}  # of each group's root
 
-    def _root(self, key: str) -> str:
+    def __contains__(self, key: str) -> bool:
+        return key in self._parent
+
+    def group(self, key: str) -> str:
+        """The group of a key seen before (its root)."""
         root = key
         while (up := self._parent[root]) != root:
             root = up
@@ -454,13 +496,13 @@ class _Joined:
 
     def owners(self, keys: set[str]) -> set[str | None]:
         """Who owns the groups of those of ``keys`` seen before."""
-        return {self._owner[self._root(k)] for k in keys if k in self._parent}
+        return {self._owner[self.group(k)] for k in keys if k in self._parent}
 
     def join(self, keys: set[str], owner: str | None) -> None:
         """Put ``keys`` and their groups in one group, owned by ``owner``."""
         if not keys:
             return
-        roots = {self._root(k) for k in keys if k in self._parent}
+        roots = {self.group(k) for k in keys if k in self._parent}
         top = next(iter(roots)) if roots else next(iter(keys))
         for key in keys - self._parent.keys():
             self._parent[key] = top

@@ -172,27 +172,38 @@ def open_accounts(session: Session, customer_ids: Iterable[str], currency: str |
     insert_rows(session, Account.__table__, rows, skip_conflicts=True)
 
 
-def lock_existing_accounts(session: Session, customer_ids: Iterable[str]) -> None:
+def lock_existing_accounts(
+    session: Session, customer_ids: Iterable[str], *, skip_locked: bool = False
+) -> set[str]:
     """Lock the accounts that exist of ``customer_ids``, of every kind (one statement, id
     order), so that :func:`ensure_account` and :func:`lock_accounts` find them locked later
     in the transaction without a round trip. Opens none: a missing account is opened when
-    an event needs it, in the order the events open accounts one at a time."""
+    an event needs it, in the order the events open accounts one at a time.
+    ``skip_locked`` (PostgreSQL): an account another transaction holds is skipped, not
+    waited for; returns the customers with such an account (a second statement reads
+    which accounts exist), whose accounts the transaction must then leave alone."""
     # Customers whose accounts were locked earlier in the transaction: still locked.
     wanted = set(customer_ids) - session.info.get(SCANNED, set())
     if not wanted:
-        return
+        return set()
     stmt = (
         select(Account)
         .where(Account.customer_id.in_(wanted))
         .order_by(Account.id)
-        .with_for_update()
+        .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
     found = list(session.scalars(stmt))
+    busy: set[str] = set()
+    if skip_locked:
+        mine = {a.id for a in found}
+        exist = select(Account.id, Account.customer_id).where(Account.customer_id.in_(wanted))
+        busy = {c for i, c in session.execute(exist) if i not in mine and c is not None}
     known = session.info.setdefault(KNOWN, {})
     known.update({(a.customer_id, a.kind, a.currency_code): a.id for a in found})
     session.info.setdefault(LOCKED, {}).update({a.id: a for a in found})
-    session.info.setdefault(SCANNED, set()).update(wanted)
+    session.info.setdefault(SCANNED, set()).update(wanted - busy)
+    return busy
 
 
 def open_anonymous_account(session: Session, currency: str) -> Account:

@@ -108,22 +108,32 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
     return {order_id: locked[order_id] for order_id in asked}
 
 
-def lock_existing_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
+def lock_existing_orders(
+    session: Session, order_ids: Iterable[str], *, skip_locked: bool = False
+) -> tuple[dict[str, Order], dict[str, str | None]]:
     """Lock those of ``order_ids`` that have a row (one statement, ``order_id`` order),
-    creating none, and remember them as :func:`lock_orders` does."""
+    creating none, and remember them as :func:`lock_orders` does. ``skip_locked``
+    (PostgreSQL): a row another transaction holds is skipped, not waited for. Returns the
+    rows locked, and the orders skipped with their customers (read without a lock; an
+    order's customer never changes once recorded)."""
     wanted = sorted(set(order_ids))
     if not wanted:
-        return {}
+        return {}, {}
     stmt = (
         select(Order)
         .where(Order.order_id.in_(wanted))
         .order_by(Order.order_id)
-        .with_for_update()
+        .with_for_update(skip_locked=skip_locked)
         .execution_options(populate_existing=True)
     )
     found = {order.order_id: order for order in session.scalars(stmt)}
     session.info.setdefault(LOCKED_ORDERS, {}).update(found)
-    return found
+    busy: dict[str, str | None] = {}
+    if skip_locked and len(found) < len(wanted):
+        rest = [order_id for order_id in wanted if order_id not in found]
+        exist = select(Order.order_id, Order.customer_id).where(Order.order_id.in_(rest))
+        busy = {order_id: customer_id for order_id, customer_id in session.execute(exist)}
+    return found, busy
 
 
 def order_refunds(session: Session, order_id: str) -> list[Refund]:

@@ -7,13 +7,13 @@ and dust accounts locked together first (``dust.inbox``), to what an event touch
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
+from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
 from dust.ledger import charging, holds, journal, orders
 from dust.ledger.accounts import KNOWN, lock_existing_accounts
-from dust.models import Order
 from dust.models.tables import DUST
 from dust.subscribers import (
     customer_created,
@@ -91,7 +91,17 @@ LOCK_KEYS: dict[str, tuple[str | None, str | None]] = {
 }
 
 
-def lock_first(session: Session, envelopes: list[Envelope]) -> dict[str, Order]:
+@dataclass(frozen=True)
+class Locked:
+    """What :func:`lock_first` found: every order of the batch's events that has a row,
+    with its customer, and the rows it skipped (another transaction holds them), as
+    :func:`batch_keys` names them."""
+
+    orders: dict[str, str | None] = field(default_factory=dict)
+    busy: frozenset[str] = frozenset()
+
+
+def lock_first(session: Session, envelopes: list[Envelope], *, wait: bool = True) -> Locked:
     """At the start of a batch's transaction: lock the orders that exist of all its events
     (one statement, id order), then the accounts that exist of their customers and of
     those orders' customers (one statement, id order). Every later step of the
@@ -100,8 +110,13 @@ def lock_first(session: Session, envelopes: list[Envelope]) -> dict[str, Order]:
     row that does not exist yet (a new order, a new account) is created, not waited for.
     Creates nothing: a new order keeps the set-based path. The ids are read from the
     payloads without validating them (locking a row an invalid event names does no harm;
-    a value that is not an id, never sent to the database, is skipped). Returns the
-    orders locked, by id."""
+    a value that is not an id, never sent to the database, is skipped).
+
+    Without ``wait`` (PostgreSQL), a row another transaction holds is skipped, not waited
+    for (``SKIP LOCKED``): the caller leaves the events that touch it, and those joined to
+    them, to a later transaction, and applies the others at once. Two workers' batches
+    then rarely wait on each other: batches of 50 events on 1,000 customers share an
+    account nine times in ten."""
     order_ids: set[str] = set()
     customers: set[str] = set()
     for envelope in envelopes:
@@ -112,17 +127,19 @@ def lock_first(session: Session, envelopes: list[Envelope]) -> dict[str, Order]:
             order_ids.add(order_id)
         if is_identifier(customer_id):
             customers.add(customer_id)
-    locked = orders.lock_existing_orders(session, order_ids)
-    customers |= {o.customer_id for o in locked.values() if o.customer_id}
-    lock_existing_accounts(session, customers)
-    return locked
+    locked, busy = orders.lock_existing_orders(session, order_ids, skip_locked=not wait)
+    found = {o.order_id: o.customer_id for o in locked.values()} | busy
+    customers |= {c for c in found.values() if c}
+    held = lock_existing_accounts(session, customers, skip_locked=not wait)
+    keys = {f"order:{o}" for o in busy} | {f"customer:{c}" for c in held}
+    return Locked(found, frozenset(keys))
 
 
-def batch_keys(envelope: Envelope, locked: Mapping[str, Order]) -> set[str] | None:
+def batch_keys(envelope: Envelope, orders: Mapping[str, str | None]) -> set[str] | None:
     """What an event of a batch may touch, for the inbox to tell which events are
     independent of those ahead of them: its order, its customers (named in its payload,
-    and the customer of its order's row in ``locked``: the batch's rows, read by
-    :func:`lock_first`) and an order's cart, as ``order:<id>``, ``customer:<id>`` and
+    and the customer of its order's row in ``orders``: the batch's orders with a row, read
+    by :func:`lock_first`) and an order's cart, as ``order:<id>``, ``customer:<id>`` and
     ``cart:<id>``. An order with no row yet is its customer's through the event that
     places it: the inbox joins the events that share a key. Empty for an event no
     subscriber takes (recorded ``ignored``); None for one that may change what any other
@@ -139,9 +156,8 @@ def batch_keys(envelope: Envelope, locked: Mapping[str, Order]) -> set[str] | No
     cart_id = envelope.data.get("cart_id") if envelope.name == "order.placed" else None
     if isinstance(order_id, str):
         keys.add(f"order:{order_id}")
-        row = locked.get(order_id)
-        if row is not None and row.customer_id:
-            keys.add(f"customer:{row.customer_id}")
+        if row_customer := orders.get(order_id):
+            keys.add(f"customer:{row_customer}")
     if isinstance(customer_id, str):
         keys.add(f"customer:{customer_id}")
     if isinstance(cart_id, str):
@@ -149,11 +165,11 @@ def batch_keys(envelope: Envelope, locked: Mapping[str, Order]) -> set[str] | No
     return keys
 
 
-def goes_first(envelope: Envelope, locked: Mapping[str, Order]) -> bool:
+def goes_first(envelope: Envelope, orders: Container[str]) -> bool:
     """Whether a batch may take the event set-based ahead of the events before it that
     share none of its :func:`batch_keys`: one a bulk subscriber may take
-    (``BULK_CANDIDATES``) and, for an order, one with no row yet (``locked`` holds the
-    batch's rows: a row means a refund, a cancel or this order came first)."""
+    (``BULK_CANDIDATES``) and, for an order, one with no row yet (``orders``: the batch's
+    orders with a row: a row means a refund, a cancel or this order came first)."""
     if envelope.name not in BULK_SUBSCRIBERS:
         return False
     candidate = BULK_CANDIDATES.get(envelope.name)
@@ -161,7 +177,7 @@ def goes_first(envelope: Envelope, locked: Mapping[str, Order]) -> bool:
         return False
     order_field, _ = LOCK_KEYS.get(envelope.name, (None, None))
     order_id = envelope.data.get(order_field) if order_field else None
-    return not (isinstance(order_id, str) and order_id in locked)
+    return not (isinstance(order_id, str) and order_id in orders)
 
 
 def end_run(session: Session) -> None:

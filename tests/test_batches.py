@@ -116,8 +116,8 @@ def test_a_batch_past_its_time_budget_commits_in_several_transactions(
         went_first.append([parsed[at].name for at in sorted(done)])
         return done, alone
 
-    def counted(parsed: Any, context: Any) -> Any:
-        done = real_apply_some(parsed, context)
+    def counted(parsed: Any, context: Any, wait: bool = True) -> Any:
+        done = real_apply_some(parsed, context, wait)
         first = len(went_first[-1]) if went_first else 0
         steps.append([parsed[at].name for at in sorted(done)][first:])
         return done
@@ -261,3 +261,74 @@ def test_a_batch_that_cannot_commit_is_retried_one_event_at_a_time(
     monkeypatch.setattr(events.handle_event, "apply_async", broker_down)
     # neither applied nor handed on: left for redelivery, never acknowledged
     assert events.handle_batch([body(flaky_event)]) == [None]
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.services)], indirect=True
+)
+def test_a_batch_applies_at_once_what_another_transaction_holds_no_row_of(
+    dust: Any, backend: str
+) -> None:
+    """A batch's first transaction waits for no row another transaction holds: the events
+    that touch such a row (an account, an order), and those joined to them, go in its next
+    transaction, which waits; the others commit at once. The same ledger as one at a time."""
+    import threading
+    import time
+
+    from sqlalchemy import text
+
+    from dust.inbox import process_batch
+    from dust.worker import db as worker_db
+
+    def placed(p: str, n: str, customer: str, **data: Any) -> dict[str, Any]:
+        data = {"id": f"{p}ord_{n}", "customer_id": f"{p}{customer}", "currency_code": "usd"}
+        data |= {"total": 5_000, **data}
+        return {"id": f"{p}evt_{n}", "name": "order.placed", "occurred_at": T0, "data": data}
+
+    def events(p: str) -> list[dict[str, Any]]:
+        cancel = {"id": f"{p}evt_x", "name": "order.canceled", "occurred_at": T0}
+        return [
+            placed(p, "1", "c1", dust_total=10),  # c1's account is held: later
+            placed(p, "2", "c2", dust_total=10),  # at once
+            cancel | {"data": {"id": f"{p}ord_0"}},  # c3's order, whose row is held: later
+            placed(p, "3", "c3"),  # c3's, after that cancel: later
+            placed(p, "4", "c4"),  # at once
+            placed(p, "5", "c1"),  # c1's: later
+        ]
+
+    for p in ("a_", "b_"):
+        for c in ("c1", "c2", "c3"):
+            dust.grant(f"{p}{c}", 100)
+        assert dust.process(placed(p, "0", "c3", dust_total=20)).status == "processed"
+    one_at_a_time = [dust.process(e).status for e in events("a_")]
+
+    commits: list[list[str]] = []
+    engine = worker_db.get_engine()
+    with engine.connect() as other:
+        other.execute(
+            text("SELECT 1 FROM dust_accounts WHERE customer_id = 'b_c1' FOR UPDATE")
+        ).all()
+        other.execute(text("SELECT 1 FROM dust_orders WHERE order_id = 'b_ord_0' FOR UPDATE")).all()
+        results: list[Any] = []
+
+        def run() -> None:
+            results.extend(
+                process_batch(
+                    events("b_"), on_commit=lambda d: commits.append([r.event_id for r in d])
+                )
+            )
+
+        batch = threading.Thread(target=run)
+        batch.start()
+        deadline = time.monotonic() + 10
+        while not commits and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert commits == [["b_evt_2", "b_evt_4"]]  # committed while the rows are held
+        other.rollback()
+    batch.join(timeout=30)
+
+    assert commits == [["b_evt_2", "b_evt_4"], ["b_evt_1", "b_evt_x", "b_evt_3", "b_evt_5"]]
+    assert [r.status for r in results] == one_at_a_time == ["processed"] * 6
+    for c in ("c1", "c2", "c3", "c4"):
+        assert dust.snapshot(f"b_{c}") == dust.snapshot(f"a_{c}")
+    dust.check_invariants()
