@@ -7,14 +7,16 @@ id runs its subscriber inside a savepoint and records the outcome on the row. A 
 that rejects the event has its writes rolled back to the savepoint, so bad input is never
 half-applied. A concurrent delivery of the same id waits on the uncommitted row, then finds
 it. ``process_batch(raws)`` does the same for many envelopes in few transactions (the
-worker's batches, ``runtime/batching.py``); in it, envelopes of a subscriber in
-``BULK_SUBSCRIBERS`` that touch nothing an earlier envelope touches go first
-(``_apply_first``), and consecutive ones go together, set-based (``_apply_bulk``): the
-subscriber's writes, then all their inbox rows in one ``INSERT … ON CONFLICT DO
-NOTHING``, in one savepoint rolled back whole if any id turns out to be there already;
-those envelopes then go one at a time as above. Consecutive envelopes of the other subscribers in ``TOUCHES`` (orders that
-charge, refunds, cancels, customers) go together too (``_apply_run``): their order rows and
-their customers' dust accounts locked first, all at once, in id order; then each event's
+worker's batches, ``runtime/batching.py``). Each transaction first locks the rows its
+envelopes touch that exist, in id order; the batch's first one skips the rows another
+transaction holds and leaves the envelopes that touch them to the next (``_held_up``).
+In it, envelopes of a subscriber in ``BULK_SUBSCRIBERS`` that touch nothing an earlier
+envelope touches go first (``_apply_first``), and consecutive ones go together,
+set-based (``_apply_bulk``): the subscriber's writes, then all their inbox rows in one
+``INSERT … ON CONFLICT DO NOTHING``, in one savepoint rolled back whole if any id turns
+out to be there already; those envelopes then go one at a time as above. Consecutive
+envelopes of the other subscribers in ``TOUCHES`` (orders that charge, refunds, cancels,
+customers) go together too (``_apply_run``): their rows read together; then each event's
 subscriber as one at a time, in one savepoint for all of them (a rejected event rolls it
 back, and the events up to it go one at a time); then their inbox rows in one INSERT.
 """
@@ -391,15 +393,20 @@ def _apply_some(parsed: list[Parsed], context: Context, wait: bool = True) -> di
 def _lock_first(session: Session, parsed: list[Parsed], wait: bool) -> Locked:
     """The rows all of ``parsed`` touch that exist, locked before any is applied
     (``subscribers.lock_first``): one lock order for the whole transaction. Without
-    ``wait``, rows another transaction holds are skipped, on PostgreSQL and when no
-    product event is among them (what follows one may earn otherwise: nothing after it
-    may be left out)."""
+    ``wait``, rows another transaction holds are skipped, on PostgreSQL, when no product
+    event is among them (what follows one may earn otherwise: nothing after it may be
+    left out), and when some event is not for the set-based path (``goes_first``): a batch
+    of new orders and customers only is over in a few statements, so waiting for it costs
+    less than the second transaction the events left out would take."""
     if len(parsed) < 2:
         return Locked()  # one event locks in one order already
     envelopes = [one.envelope for one in parsed if one.envelope is not None]
     if not wait:
-        postgresql = session.get_bind().dialect.name == "postgresql"
-        wait = not postgresql or any(batch_keys(e, {}) is None for e in envelopes)
+        wait = (
+            session.get_bind().dialect.name != "postgresql"
+            or any(batch_keys(e, {}) is None for e in envelopes)
+            or all(goes_first(e, ()) for e in envelopes)
+        )
     return lock_first(session, envelopes, wait=wait)
 
 
