@@ -571,7 +571,9 @@ def test_an_order_written_since_the_check_undoes_the_run(
     from dust.ledger import orders
 
     dust.send("order.canceled", {"id": "ord_2"}, event_id="evt_x2")
-    monkeypatch.setattr(orders, "lock_existing_orders", lambda session, ids, skip_locked=False: ({}, {}))
+    monkeypatch.setattr(
+        orders, "lock_existing_orders", lambda session, ids, skip_locked=False: ({}, {})
+    )
     monkeypatch.setattr(orders, "orders_with_rows", lambda session, ids: set())
     results = process_batch([placed("", "1", "cus_1", 1_000), placed("", "2", "cus_1", 2_000)])
 
