@@ -280,9 +280,9 @@ def test_a_batch_applies_at_once_what_another_transaction_holds_no_row_of(
     from dust.inbox import process_batch
     from dust.worker import db as worker_db
 
-    def placed(p: str, n: str, customer: str, **data: Any) -> dict[str, Any]:
+    def placed(p: str, n: str, customer: str, **extra: Any) -> dict[str, Any]:
         data = {"id": f"{p}ord_{n}", "customer_id": f"{p}{customer}", "currency_code": "usd"}
-        data |= {"total": 5_000, **data}
+        data |= {"total": 5_000, **extra}
         return {"id": f"{p}evt_{n}", "name": "order.placed", "occurred_at": T0, "data": data}
 
     def events(p: str) -> list[dict[str, Any]]:
