@@ -627,7 +627,7 @@ def open_lots(session: Session, account: Account, order_id: str | None = None) -
 
 def _within(session: Session, lot: Lot, prefer_order_id: str | None) -> bool:
     """Whether no lot the block has not read comes before ``lot`` in the draw order of a
-    debit (:func:`draw_order`) that preferring ``prefer_order_id``."""
+    debit (:func:`draw_order`) that prefers ``prefer_order_id``."""
     known: dict[int, _OpenLots] | None = session.info.get(LOTS)
     state = known.get(lot.account_id) if known is not None else None
     if state is None or state.through is None:

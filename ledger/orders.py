@@ -115,7 +115,8 @@ def lock_existing_orders(
     creating none, and remember them as :func:`lock_orders` does. ``skip_locked``
     (PostgreSQL): a row another transaction holds is skipped, not waited for. Returns the
     rows locked, and the orders skipped with their customers (read without a lock; an
-    order's customer never changes once recorded)."""
+    order's customer never changes once recorded, but an order another transaction is
+    placing shows none until it commits: its events are then joined by the order alone)."""
     wanted = sorted(set(order_ids))
     if not wanted:
         return {}, {}
