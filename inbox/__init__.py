@@ -359,7 +359,8 @@ def _apply_some(parsed: list[Parsed], context: Context, wait: bool = True) -> di
     one_at_a_time_until = 0
     with session_scope() as session:
         locked = _lock_first(session, parsed, wait)
-        mine = [at for at in range(len(parsed)) if at not in _held_up(parsed, locked)]
+        held = _held_up(parsed, locked)
+        mine = [at for at in range(len(parsed)) if at not in held]
         first, alone = _apply_first(session, [parsed[at] for at in mine], locked.orders, context)
         done = {mine[at]: result for at, result in first.items()}
         alone = {mine[at] for at in alone}
