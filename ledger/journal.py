@@ -577,7 +577,9 @@ def load_lots(session: Session, account_ids: Iterable[int], order_ids: Iterable[
                     Lot.account_id == any_(ids), Lot.remaining > 0, Lot.order_id == any_(of_orders)
                 ),
             )
-        stmt = select(Lot).where(Lot.id.in_(first))
+        # "id = ANY(ARRAY(...))", not "id IN (...)": given the IN, PostgreSQL joined the
+        # ids to a lots table of some thousands of rows by reading the table whole.
+        stmt = select(Lot).where(Lot.id == any_(func.array(first.scalar_subquery())))
     else:
         stmt = select(Lot).where(Lot.account_id.in_(wanted), Lot.remaining > 0)
     for account_id in wanted:

@@ -4,13 +4,16 @@ the rows an UPDATE changes."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import event, select, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from dust.models import Product
+from dust.ledger import journal
+from dust.ledger.accounts import LOTS
+from dust.models import Account, Product
 from dust.models.bulk import _json_update, insert_rows, update_rows
 
 WHEN = datetime(2026, 12, 1, tzinfo=UTC)
@@ -67,3 +70,60 @@ def test_an_update_of_a_few_rows_looks_them_up_by_key_in_a_table_of_thousands(
     )
     assert "Seq Scan on dust_products" not in plan, plan
     assert "pk_dust_products" in plan, plan
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("postgresql", marks=pytest.mark.services)], indirect=True
+)
+def test_a_runs_lots_are_looked_up_by_index_in_a_table_of_thousands(session: Session) -> None:
+    # journal.load_lots: each account's first lots and the lots of the orders a run may
+    # claw back. Selected as "id IN (those)", PostgreSQL joined them to the lots by
+    # reading all 20,000 (a hash semi join), statistics fresh; "id = ANY(ARRAY(those))"
+    # looks them up in the primary key.
+    session.execute(
+        text(
+            "INSERT INTO dust_accounts (customer_id, kind, balance, held, created_at)"
+            " SELECT 'cus_' || a, 'dust', 100, 0, now() FROM generate_series(1, 2000) AS a"
+        )
+    )
+    session.execute(
+        text(
+            "INSERT INTO dust_entries (account_id, direction, amount, balance_after, reason,"
+            " reference_type, reference_id, forgiven, created_at)"
+            " SELECT id, 'credit', 10, 10 * n, 'earn', 'order', 'ord_' || id || '_' || n, 0, now()"
+            " FROM dust_accounts, generate_series(1, 10) AS n"
+        )
+    )
+    session.execute(
+        text(
+            "INSERT INTO dust_lots (account_id, entry_id, amount, remaining, expires_at,"
+            " order_id, created_at)"
+            " SELECT account_id, id, 10, 10,"
+            " now() + split_part(reference_id, '_', 3)::int * interval '1 day', reference_id, now()"
+            " FROM dust_entries"
+        )
+    )
+    session.execute(text("ANALYZE dust_accounts, dust_entries, dust_lots"))
+    accounts = list(session.scalars(select(Account.id).order_by(Account.id).limit(40)))
+    orders = [f"ord_{a}_10" for a in accounts[:20]]  # each account's last lot to expire
+    seen: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "FROM dust_lots" in statement:
+            seen.append((statement, parameters))
+
+    engine = session.get_bind()
+    event.listen(engine, "before_cursor_execute", keep)
+    try:
+        with journal.deferred(session):
+            journal.load_lots(session, accounts, orders)
+            lots = session.info[LOTS]
+    finally:
+        event.remove(engine, "before_cursor_execute", keep)
+    assert all(len(lots[a].lots) == journal.LOT_PAGE for a in accounts[20:])
+    assert all(len(lots[a].lots) == journal.LOT_PAGE + 1 for a in accounts[:20])  # + the order's
+    [(statement, parameters)] = seen
+    connection = session.connection().connection.driver_connection
+    assert connection is not None
+    plan = "\n".join(row[0] for row in connection.execute(f"EXPLAIN {statement}", parameters))
+    assert "Seq Scan on dust_lots" not in plan, plan
