@@ -33,6 +33,7 @@ from dust.ledger.accounts import (
     LOCKED_ORDERS,
     LOTS,
     ORDER_REFUNDS,
+    SPENDS,
     ensure_account,
     lock_accounts,
     lock_dust_accounts,
@@ -94,7 +95,13 @@ def lock_orders(session: Session, order_ids: Iterable[str]) -> dict[str, Order]:
         if c.default is not None and c.default.is_scalar
     }
     rows = [empty | {"order_id": order_id} for order_id in wanted]
-    insert_rows(session, Order.__table__, rows, skip_conflicts=True)
+    created = insert_rows(session, Order.__table__, rows, skip_conflicts=True, returning="order_id")
+    # An order's refunds and charges are written only under its lock, so one whose row
+    # this transaction created has none yet: nothing to read for it later (forget_locks
+    # drops this with the locks, should a savepoint take the rows back).
+    session.info.setdefault(ORDER_REFUNDS, {}).update((o, []) for o in created)
+    if (spends := session.info.get(SPENDS)) is not None:
+        spends.update((o, []) for o in created)
     stmt = (
         select(Order)
         .where(Order.order_id.in_(wanted))

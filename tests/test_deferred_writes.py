@@ -99,6 +99,49 @@ def test_a_run_writes_in_the_same_statements_whatever_its_length(dust: Any) -> N
     dust.check_invariants()
 
 
+def test_a_run_reads_no_refunds_or_charges_of_the_orders_it_creates(dust: Any) -> None:
+    """Refunds and charges are written only under their order's lock: an order whose row
+    the run's transaction created has none, so a run of new orders paying dust reads
+    neither; one with an order placed before reads them, for that order only. The ledger
+    is the one of the same events one at a time."""
+    from dust.inbox import process_batch
+
+    def new(p: str, numbers: range) -> list[dict[str, Any]]:
+        return [placed(p, n, f"c{n % 3}", 5_000, dust_total=20) for n in numbers]
+
+    def cancel(p: str) -> dict[str, Any]:
+        return {"id": f"{p}evt_x0", "name": "order.canceled", "data": {"id": f"{p}ord_0"}}
+
+    for p in ("a_", "b_"):
+        for c in range(3):
+            dust.grant(f"{p}c{c}", 1_000)
+        assert dust.process(placed(p, 0, "c0", 20_000, dust_total=30)).status == "processed"
+    for envelope in [*new("a_", range(1, 7)), *new("a_", range(7, 10)), cancel("a_")]:
+        assert dust.process(envelope).status == "processed"
+    sent: list[str] = []
+
+    def keep(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        sent.append(" ".join(statement.split()))
+
+    def reads_of_orders(envelopes: list[dict[str, Any]]) -> list[str]:
+        sent.clear()
+        engine = worker_db.get_engine()
+        event.listen(engine, "before_cursor_execute", keep)
+        try:
+            results = process_batch(envelopes)
+        finally:
+            event.remove(engine, "before_cursor_execute", keep)
+        assert {r.status for r in results} == {"processed"}, results
+        spends = "FROM dust_entries JOIN dust_accounts"  # charging.load_spends
+        return [q for q in sent if "FROM dust_refunds" in q or spends in q]
+
+    assert reads_of_orders(new("b_", range(1, 7))) == []
+    assert len(reads_of_orders([*new("b_", range(7, 10)), cancel("b_")])) == 2  # ord_0's
+    for c in range(3):
+        assert dust.snapshot(f"b_c{c}") == dust.snapshot(f"a_c{c}")
+    dust.check_invariants()
+
+
 def test_draws_in_memory_take_the_lots_a_debit_takes_alone(dust: Any) -> None:
     """Soonest-expiring first, lots that never expire last, pending lots never for a
     spend: the order of ``journal.draw_order``, on both paths."""
