@@ -82,8 +82,8 @@ def analyze(url: str) -> None:
     """``VACUUM ANALYZE`` the benchmark's database after its setup: the planner's
     statistics of a store's live database are what autovacuum keeps them, not those of
     tables just created. Without it, every table looks nearly empty to the planner while
-    the setup has filled it (41,000 lots), and it picks plans that read whole tables:
-    a sequential scan of the lots, or an index on the first column of two only."""
+    the setup has filled it (thousands of orders and lots), and it picks plans that read
+    whole tables, or an index through its first column only."""
     engine = create_engine(url, isolation_level="AUTOCOMMIT")
     with engine.connect() as connection:
         connection.execute(text("VACUUM ANALYZE"))
