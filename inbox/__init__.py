@@ -56,6 +56,7 @@ from dust.subscribers import (
 from dust.subscribers.base import Context, Envelope, Outcome, Rejected, Touches
 from dust.worker.db import session_scope
 from dust.worker.errors import is_transient, retry_conflicts, safe_message, scrub  # noqa: F401
+from dust.worker.send_later import SEND_LATER
 from dust.worker.settings import Settings, get_settings
 
 MAX_ID = 250
@@ -386,8 +387,8 @@ def _apply_some(parsed: list[Parsed], context: Context, wait: bool = True) -> di
                 update(Event)
                 .where(Event.event_id.in_(stale))
                 .values(processed_at=utcnow())
-                .execution_options(synchronize_session=False)
-            )
+                .execution_options(synchronize_session=False, **{SEND_LATER: True})
+            )  # sent with the COMMIT (worker/send_later.py)
     return done
 
 

@@ -24,6 +24,8 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
+from dust.worker.send_later import SEND_LATER
+
 
 def insert_rows(
     session: Session,
@@ -147,8 +149,8 @@ def _json_insert(
     if skip_conflicts:
         sql += " ON CONFLICT DO NOTHING"
     if returning is not None:
-        sql += f" RETURNING {quote(returning)}"
-    return text(sql)
+        return text(sql + f" RETURNING {quote(returning)}")
+    return text(sql).execution_options(**{SEND_LATER: True})  # nothing reads its result
 
 
 @lru_cache(maxsize=64)
@@ -166,8 +168,8 @@ def _json_update(
     # joining those to the table, reads a table of up to a few tens of thousands of rows
     # whole (a hash join) rather than look up 100 keys in its index; given "key = ANY"
     # an array, it looks the rows up by the primary key whatever the table's size.
-    return text(
+    return text(  # sent with the next statement: nothing reads its result
         f"WITH rows AS MATERIALIZED (SELECT * FROM json_to_recordset(CAST(:rows AS json))"
         f" AS document ({types})) UPDATE {name} SET {sets} FROM rows"
         f" WHERE {name}.{k} = rows.{k} AND {name}.{k} = ANY(ARRAY(SELECT rows.{k} FROM rows))"
-    )
+    ).execution_options(**{SEND_LATER: True})

@@ -17,6 +17,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from dust.worker import send_later
 from dust.worker.settings import get_settings
 
 _engines: dict[tuple[int, str], Engine] = {}
@@ -66,6 +67,8 @@ def _configure_postgresql(engine: Engine) -> None:
         with dbapi_connection.cursor() as cursor:
             cursor.execute("SET plan_cache_mode = force_custom_plan")
         dbapi_connection.commit()
+
+    send_later.install(engine)  # writes sent with the next statement
 
 
 def get_engine(url: str | None = None) -> Engine:
