@@ -90,19 +90,27 @@ class Meter:
         psycopg.Connection.commit = timed_commit  # type: ignore[method-assign]
 
         # Every round trip, including what SQLAlchemy's events do not see: the pool's
-        # pre-ping (an empty statement), BEGIN and COMMIT (psycopg's own commands).
+        # pre-ping (an empty statement), BEGIN and COMMIT (psycopg's own commands). The
+        # statements of a pipeline (the writes sent together, worker/db.py) are one.
         execute = psycopg.Cursor.execute
         exec_command = BaseConnection._exec_command
+        pipeline_exit = psycopg.Pipeline.__exit__
 
         def counted_execute(cursor: Any, *args: Any, **kwargs: Any) -> Any:
-            meter.round_trips += 1
+            if cursor.connection._pipeline is None:
+                meter.round_trips += 1
             return execute(cursor, *args, **kwargs)
+
+        def counted_pipeline(pipeline: Any, *args: Any) -> Any:
+            meter.round_trips += 1
+            return pipeline_exit(pipeline, *args)
 
         def counted_command(connection: Any, *args: Any, **kwargs: Any) -> Any:
             meter.round_trips += 1
             return exec_command(connection, *args, **kwargs)
 
         psycopg.Cursor.execute = counted_execute  # type: ignore[method-assign]
+        psycopg.Pipeline.__exit__ = counted_pipeline  # type: ignore[method-assign]
         BaseConnection._exec_command = counted_command  # type: ignore[method-assign]
 
     def reset(self) -> None:
@@ -316,9 +324,9 @@ def main() -> None:
     per = 1000 / n
     print(f"  wall per event:              {wall * per:.2f} ms  ({n / wall:.0f} events/s)")
     print(f"  CPU of this process per event: {cpu * per:.3f} ms (less moved by a loaded machine)")
-    print(f"  statements per event:        {statements / n:.1f} (seen by SQLAlchemy)")
+    print(f"  statements per event:        {statements / n:.2f} (seen by SQLAlchemy)")
     print(
-        f"  round trips per event:       {meter.round_trips / n:.1f} "
+        f"  round trips per event:       {meter.round_trips / n:.2f} "
         "(+ pool pre-ping, BEGIN, COMMIT)"
     )
     print(f"  time in statements:          {sql * per:.2f} ms")
