@@ -7,7 +7,9 @@ set-based INSERTs and UPDATEs of ``models/bulk.py`` (marked with the execution o
 PostgreSQL those are *held* when executed, and sent with the connection's next statement
 that is not (a read, an INSERT … RETURNING, the unit of work's flush) or with its COMMIT,
 all of them in one psycopg pipeline: one round trip where each cost one before. A batch of
-new orders waited on 16 round trips and now on 10; a mixed batch saves about 15.
+50 new orders waited on 16 round trips and now on 13; a batch of 50 of a store's mixed
+stream on 48, now on 33 (``bench/profile_event.py``; BENCHMARKS.md, "Writes sent with the
+next statement"). What that buys grows with the distance to the database.
 
 What stays as it was:
 
