@@ -104,9 +104,9 @@ def _do_executemany(cursor: Any, statement: str, parameters: Any, _context: Any)
 def _commit(connection: Any) -> None:
     """Before SQLAlchemy's COMMIT: what is held, and the COMMIT itself, in one pipeline
     (psycopg's ``commit()`` then has no transaction left to end: it sends nothing)."""
-    dbapi_connection = connection.connection.dbapi_connection
-    if not _held.get(dbapi_connection):
-        return
+    dbapi_connection = _dbapi_connection(connection)
+    if dbapi_connection is None or not _held.get(dbapi_connection):
+        return  # nothing held (or no connection: SQLAlchemy's own commit says so)
     try:
         with dbapi_connection.cursor() as cursor:
             _send_with(cursor, lambda _c: dbapi_connection.commit())
