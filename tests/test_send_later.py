@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.exc import StaleDataError
 
 from dust.models import Product
 from dust.models.bulk import insert_rows, update_rows
@@ -169,6 +170,19 @@ def test_the_unit_of_works_statements_go_after_the_held_writes(session: Session)
     session.add_all([Product(**product(2)), Product(**product(3))])
     session.flush()
     assert product_ids(session) == ["prod_1", "prod_2", "prod_3"]
+
+
+def test_the_unit_of_works_row_counts_still_hold_behind_held_writes(session: Session) -> None:
+    # An UPDATE of the unit of work that rides a pipeline still reports the rows it
+    # changed: a row gone from under it is an error, never a change silently lost.
+    session.add_all([Product(**product(1)), Product(**product(2))])
+    session.flush()
+    first, second = session.scalars(select(Product).order_by(Product.product_id)).all()
+    session.execute(text("DELETE FROM dust_products WHERE product_id = 'prod_2'"))
+    first.dust_only = second.dust_only = True
+    insert_rows(session, Product.__table__, [product(3)], flush=False)  # held
+    with pytest.raises(StaleDataError):
+        session.flush()
 
 
 def test_a_connection_back_in_the_pool_holds_nothing(db: str) -> None:
